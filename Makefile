@@ -1,0 +1,28 @@
+# Two entry points for a fresh machine: `make demo` (the main job on the embedded default) and `make test`.
+# Each creates the virtual environment when it is missing or older than pyproject.toml.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/one-shui-split --config configs/data/synthetic.yaml
+
+test: $(STAMP)
+	$(BIN)/ruff check one_shui tests benchmarks
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check one_shui tests benchmarks
+	$(BIN)/ruff format --check one_shui tests benchmarks
+
+clean:
+	rm -rf $(VENV) data outputs .pytest_cache

@@ -1,0 +1,7 @@
+"""`one-shui`: not implemented yet (see the open issues)."""
+
+import sys
+
+
+def main() -> None:
+    sys.exit("one-shui: not implemented yet; `one-shui-split` makes and prints a split")
