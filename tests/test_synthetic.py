@@ -1,0 +1,90 @@
+import hashlib
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from one_shui.data.sources import read_table
+from one_shui.data.synthetic import ATTRIBUTES, SyntheticSpec, write_synthetic
+
+SMALL = SyntheticSpec(identities=60, image_size=16)
+
+
+def digest(folder):
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    h = hashlib.sha256()
+    for path in files:
+        h.update(path.relative_to(folder).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("layout", ["celebahq", "mufac"])
+def test_same_spec_same_bytes_other_seed_other_bytes(tmp_path, layout):
+    a = write_synthetic(tmp_path / "a", layout, SMALL, progress=False)
+    b = write_synthetic(tmp_path / "b", layout, SMALL, progress=False)
+    c = write_synthetic(tmp_path / "c", layout, SyntheticSpec(seed=1, identities=60, image_size=16), progress=False)
+    assert digest(a) == digest(b) != digest(c)
+
+
+def test_celebahq_layout_is_read_by_the_real_reader(tmp_path):
+    write_synthetic(tmp_path, "celebahq", SMALL, progress=False)
+    table = read_table("celebahq", tmp_path)
+    assert table.task == "multilabel" and table.class_names == tuple(ATTRIBUTES)
+    assert table.targets.shape == (len(table), 40)
+    assert len(set(table.identities)) == 60
+    with Image.open(table.path(0)) as image:
+        assert image.size == (16, 16) and image.mode == "RGB"
+    assert not list(tmp_path.glob(".synthetic-*")), "the staging folder must be gone"
+
+
+def test_mufac_layout_is_read_by_the_real_reader(tmp_path):
+    write_synthetic(tmp_path, "mufac", SMALL, progress=False)
+    table = read_table("mufac", tmp_path)
+    assert table.task == "classification" and table.num_classes == 8
+    assert len(set(table.identities)) == 60
+    assert set(np.unique(table.targets)) <= set(range(8)) and len(np.unique(table.targets)) >= 5
+    assert {f.split("/")[1] for f in table.files} == {"train_images", "val_images", "test_images"}
+
+
+def test_images_per_identity_are_long_tailed(tmp_path):
+    write_synthetic(tmp_path, "celebahq", SyntheticSpec(image_size=8), progress=False)
+    counts = Counter(read_table("celebahq", tmp_path).identities).values()
+    assert min(counts) == 2 and max(counts) >= 30
+    assert 6 <= np.mean(list(counts)) <= 12
+
+
+def test_existing_folder_is_reused_only_for_the_same_spec(tmp_path):
+    folder = write_synthetic(tmp_path, "celebahq", SMALL, progress=False)
+    stamp = (folder / "CelebAMask-HQ-attribute-anno.txt").stat().st_mtime_ns
+    assert write_synthetic(tmp_path, "celebahq", SMALL, progress=False) == folder
+    assert (folder / "CelebAMask-HQ-attribute-anno.txt").stat().st_mtime_ns == stamp
+    with pytest.raises(FileExistsError, match="identities: 60 there, 61 asked"):
+        write_synthetic(tmp_path, "celebahq", SyntheticSpec(identities=61, image_size=16), progress=False)
+    with pytest.raises(ValueError, match="celebahq or mufac layout"):
+        write_synthetic(tmp_path, "celeba", SMALL, progress=False)
+
+
+def label_agreement(table, seen_person: bool) -> float:
+    """Label accuracy of 1-nearest-neighbour (pixels) over images whose person is / is not in the pool."""
+    pixels = np.stack([np.asarray(Image.open(table.path(i)), dtype=np.float32).ravel() for i in range(len(table))])
+    ids = np.array(table.identities)
+    people = np.unique(ids)
+    queries = np.flatnonzero(np.isin(ids, people[::2]))
+    squares = (pixels**2).sum(1)
+    dist = squares[queries, None] + squares[None] - 2 * pixels[queries] @ pixels.T
+    dist[np.arange(len(queries)), queries] = np.inf  # never the image itself
+    if not seen_person:
+        dist[ids[queries][:, None] == ids[None]] = np.inf  # the person is unknown to the "model"
+    nearest = dist.argmin(1)
+    return float((table.targets[queries] == table.targets[nearest]).mean())
+
+
+@pytest.mark.parametrize("layout", ["celebahq", "mufac"])
+def test_a_person_seen_before_is_predicted_better(tmp_path, layout):
+    """The memorisation signal: knowing a person's other images helps on their labels."""
+    write_synthetic(tmp_path, layout, SyntheticSpec(identities=80), progress=False)
+    table = read_table(layout, tmp_path)
+    seen, unseen = label_agreement(table, True), label_agreement(table, False)
+    assert seen - unseen > 0.05, (seen, unseen)
