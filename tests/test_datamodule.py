@@ -1,5 +1,6 @@
 import shutil
 
+import lightning as L
 import pytest
 import torch
 
@@ -29,7 +30,7 @@ def test_pools_and_loaders(tmp_path):
 
     images, ids, targets = next(iter(data.train_dataloader()))
     assert images.shape == (8, 3, 16, 16) and images.dtype == torch.float32
-    assert -1.0 <= images.min() and images.max() <= 1.0  # normalised with mean = std = 0.5
+    assert images.min() >= -1.0 and images.max() <= 1.0  # normalised with mean = std = 0.5
     assert targets.shape == (8, 40) and targets.dtype == torch.float32 and ids.dtype == torch.long
     assert data.num_classes == 40 and data.task == "multilabel"
 
@@ -55,7 +56,8 @@ def test_simulated_request_loader_serves_whole_requests(tmp_path):
         support_images, support_ids, _ = batch.support
         forget_images, forget_ids, forget_targets = batch.forget
         assert support_images.shape[0] == 3 == len(batch.identities)
-        assert set(forget_ids.tolist()) == set(support_ids.tolist()) == {data.identity_index[i] for i in batch.identities}
+        wanted = {data.identity_index[i] for i in batch.identities}
+        assert set(forget_ids.tolist()) == set(support_ids.tolist()) == wanted
         assert forget_targets.shape == (len(forget_ids), 40)
     covered = {i for b in batches for i in b.identities}
     assert covered <= set(data.split.train)
@@ -109,7 +111,7 @@ def test_duplicates_across_identities(tmp_path, policy):
     data = make(tmp_path, on_duplicates=policy)
     if policy == "error":
         with pytest.raises(ImageError, match=second.split("/")[-1]):
-            data.table
+            _ = data.table
         return
     with pytest.warns(DataWarning, match="more than one identity"):
         table = data.table
@@ -120,14 +122,14 @@ def test_duplicates_across_identities(tmp_path, policy):
 def test_unreadable_image_is_named_and_audit_is_cached(tmp_path, monkeypatch):
     data = make(tmp_path, audit=False)
     victim = data.table.path(3)
-    make(tmp_path).table  # a clean audit, cached
+    _ = make(tmp_path).table  # a clean audit, cached
     monkeypatch.setattr(audit, "_inspect", lambda root, name: pytest.fail("audit cache not used"))
-    make(tmp_path).table
+    _ = make(tmp_path).table
     monkeypatch.undo()
 
     victim.write_bytes(b"not a jpeg")  # size and time change: the cache no longer applies
     with pytest.raises(ImageError, match=victim.name):
-        make(tmp_path).table
+        _ = make(tmp_path).table
     unaudited = make(tmp_path, audit=False)
     unaudited.setup()
     row = unaudited.table.files.index(data.table.files[3])
@@ -135,3 +137,31 @@ def test_unreadable_image_is_named_and_audit_is_cached(tmp_path, monkeypatch):
     images.rows = [row]
     with pytest.raises(ImageError, match=victim.name):
         images[0]
+
+
+class TinyModel(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(3 * 16 * 16, 40)
+
+    def training_step(self, batch, _):
+        images, _, targets = batch
+        return torch.nn.functional.binary_cross_entropy_with_logits(self.head(images.flatten(1)), targets)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def test_split_is_saved_in_and_restored_from_lightning_checkpoints(tmp_path):
+    data = make(tmp_path)
+    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(TinyModel(), datamodule=data)
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert checkpoint["IdentityDataModule"]["split"]["fingerprint"] == data.split.fingerprint
+
+    resumed = L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)
+    with pytest.raises(SplitMismatchError, match="checkpoint was made with split"):
+        resumed.fit(TinyModel(), datamodule=make(tmp_path, seed=1), ckpt_path=tmp_path / "last.ckpt")

@@ -24,7 +24,8 @@ def digest(folder):
 def test_same_spec_same_bytes_other_seed_other_bytes(tmp_path, layout):
     a = write_synthetic(tmp_path / "a", layout, SMALL, progress=False)
     b = write_synthetic(tmp_path / "b", layout, SMALL, progress=False)
-    c = write_synthetic(tmp_path / "c", layout, SyntheticSpec(seed=1, identities=60, image_size=16), progress=False)
+    other = SyntheticSpec(seed=1, identities=60, image_size=16)
+    c = write_synthetic(tmp_path / "c", layout, other, progress=False)
     assert digest(a) == digest(b) != digest(c)
 
 
@@ -68,7 +69,8 @@ def test_existing_folder_is_reused_only_for_the_same_spec(tmp_path):
 
 def label_agreement(table, seen_person: bool) -> float:
     """Label accuracy of 1-nearest-neighbour (pixels) over images whose person is / is not in the pool."""
-    pixels = np.stack([np.asarray(Image.open(table.path(i)), dtype=np.float32).ravel() for i in range(len(table))])
+    pixels = np.stack([np.asarray(Image.open(table.path(i)), dtype=np.float32).ravel()
+                       for i in range(len(table))])
     ids = np.array(table.identities)
     people = np.unique(ids)
     queries = np.flatnonzero(np.isin(ids, people[::2]))
