@@ -1,0 +1,253 @@
+"""IdentityDataModule: the dataset, its 1-SHUI Split and every loader the methods need."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+
+import lightning as L
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from .audit import ImageError, OnDuplicates, apply_duplicate_policy, audit_images
+from .sources import Table, read_table
+from .splits import SimulatedRequest, Split, SplitMismatchError, make_split, pools, simulated_requests
+from .synthetic import SyntheticSpec, write_synthetic
+
+POOLS = ("train", "retain", "forget", "support", "val", "test")
+TEST_SETS = ("retain", "forget", "test")  # the order of test_dataloader()
+MEAN = STD = (0.5, 0.5, 0.5)
+
+
+def build_transform(image_size: int, train: bool, crop_scale: tuple[float, float] = (0.08, 1.0)) -> v2.Compose:
+    """The paper's transforms: random resized crop + flip for training, resize for testing; mean = std = 0.5."""
+    resize = (
+        [v2.RandomResizedCrop(image_size, scale=crop_scale, antialias=True), v2.RandomHorizontalFlip()]
+        if train
+        else [v2.Resize((image_size, image_size), antialias=True)]
+    )
+    return v2.Compose([*resize, v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
+
+
+class IdentityImages(Dataset):
+    """Rows of a Table as (image, identity index, target) samples."""
+
+    def __init__(self, table: Table, rows: Sequence[int], transform, identity_index: dict[str, int]):
+        self.table, self.rows, self.transform = table, list(rows), transform
+        self.identity_index = identity_index
+        dtype = torch.float32 if table.task == "multilabel" else torch.long
+        self.targets = torch.as_tensor(table.targets, dtype=dtype)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+        row = self.rows[i]
+        return self.load(row), self.identity_index[self.table.identities[row]], self.targets[row]
+
+    def load(self, row: int) -> torch.Tensor:
+        path = self.table.path(row)
+        try:
+            with Image.open(path) as image:
+                return self.transform(image.convert("RGB"))
+        except OSError as err:
+            raise ImageError(f"{path}: cannot read image ({err})") from err
+
+
+@dataclass(frozen=True)
+class RequestBatch:
+    """One simulated forget request: its support batch and its forget batch, each (images, ids, targets)."""
+
+    identities: tuple[str, ...]
+    support: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    forget: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class SimulatedRequestSet(Dataset):
+    """The simulated requests of one meta-training epoch, one item per request."""
+
+    def __init__(self, images: IdentityImages, requests: list[SimulatedRequest]):
+        self.images, self.requests = images, requests
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    def __getitem__(self, i: int) -> RequestBatch:
+        request = self.requests[i]
+        return RequestBatch(request.identities, self._stack(request.support), self._stack(request.forget))
+
+    def _stack(self, rows: Sequence[int]):
+        images, ids, targets = zip(*(self.images[i] for i in rows))
+        return torch.stack(images), torch.tensor(ids), torch.stack(targets)
+
+
+class IdentityDataModule(L.LightningDataModule):
+    """Builds (or loads) the Split of one dataset and serves the 1-SHUI loaders.
+
+    Args:
+        dataset: ``celebahq``, ``celeba`` or ``mufac``: the on-disk layout read under ``root``.
+        root: the data root; nothing outside it is read.
+        request_size: N, the number of identities that ask to be forgotten.
+        seed: the split seed (identity shuffles, forget request, support images).
+        split_file: a saved Split to use instead of making one; it must match the data.
+        synthetic: when given, the embedded synthetic dataset is written to ``root`` in the
+            ``dataset`` layout (celebahq or mufac) before reading.
+        image_size: side of the square images fed to the model.
+        crop_scale: scale range of the training random resized crop.
+        batch_size: training batch size; ``eval_batch_size`` defaults to it.
+        simulated_request_size: identities per simulated request (N_sim); defaults to ``request_size``.
+        verify_md5: CelebA only: check torchvision's MD5 sums of the annotation files.
+        audit: decode and hash every image once (cached) to catch bad files and duplicates.
+        on_duplicates: what to do with images shared across identities: warn, error or drop.
+        cache_dir: where audits are cached; defaults to ``$XDG_CACHE_HOME/one_shui``.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "celebahq",
+        root: str = "data/synthetic",
+        request_size: int = 20,
+        seed: int = 0,
+        split_file: str | None = None,
+        synthetic: SyntheticSpec | None = None,
+        image_size: int = 224,
+        crop_scale: tuple[float, float] = (0.08, 1.0),
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        simulated_request_size: int | None = None,
+        verify_md5: bool = True,
+        audit: bool = True,
+        on_duplicates: OnDuplicates = "warn",
+        cache_dir: str | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["synthetic"])
+        # A plain dict in the hyperparameters, so checkpoints load with weights_only=True.
+        self.hparams["synthetic"] = asdict(synthetic) if synthetic is not None else None
+        self.synthetic = synthetic
+        self.split: Split | None = Split.load(split_file) if split_file else None
+        if self.split is not None and (self.split.seed, self.split.request_size) != (seed, request_size):
+            raise SplitMismatchError(
+                f"{split_file} was made with seed {self.split.seed} and request size {self.split.request_size}; "
+                f"set data.seed and data.request_size to those (they are {seed} and {request_size})"
+            )
+        self.rows: dict[str, list[int]] = {}
+
+    # --- data and split ----------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        if self.synthetic is not None:
+            write_synthetic(self.hparams.root, self.hparams.dataset, self.synthetic)
+
+    @cached_property
+    def table(self) -> Table:
+        """The dataset listing (read once; the synthetic data is written first when asked for)."""
+        hp = self.hparams
+        self.prepare_data()
+        options = {"verify_md5": hp.verify_md5} if hp.dataset == "celeba" else {}
+        table = read_table(hp.dataset, hp.root, **options)
+        if hp.audit:
+            cache = hp.cache_dir or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "one_shui")
+            table = apply_duplicate_policy(table, audit_images(table, Path(cache).expanduser()), hp.on_duplicates)
+        return table
+
+    @property
+    def num_classes(self) -> int:
+        return self.table.num_classes
+
+    @property
+    def task(self) -> str:
+        return self.table.task
+
+    @cached_property
+    def identity_index(self) -> dict[str, int]:
+        """Identity -> integer id, over all identities of the dataset (sorted)."""
+        return {identity: i for i, identity in enumerate(sorted(set(self.table.identities)))}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.rows:
+            return
+        table, hp = self.table, self.hparams
+        fingerprint = table.listing_fingerprint()
+        if self.split is None:
+            self.split = make_split(table.files, table.identities, dataset=table.name,
+                                    dataset_fingerprint=fingerprint, seed=hp.seed, request_size=hp.request_size)
+        else:
+            self.split.verify(table.name, fingerprint, source=hp.split_file or "the checkpoint's split")
+        self.rows = pools(self.split, table.files, table.identities)
+
+    def state_dict(self) -> dict:
+        """The Split travels in Lightning checkpoints."""
+        return {"split": self.split.to_dict()} if self.split is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "split" not in state:
+            return
+        split = Split.from_dict(state["split"], source="the checkpoint's split")
+        if self.split is not None and split.fingerprint != self.split.fingerprint:
+            raise SplitMismatchError(
+                f"the checkpoint was made with split {split.fingerprint[:12]} (seed {split.seed}, N "
+                f"{split.request_size}) but this run uses split {self.split.fingerprint[:12]} (seed "
+                f"{self.split.seed}, N {self.split.request_size}); use the checkpoint's data settings"
+            )
+        self.split = split  # verified against the data in setup()
+
+    def save_split(self, path: str | os.PathLike) -> Path:
+        self.setup()
+        return self.split.save(path)
+
+    # --- loaders -----------------------------------------------------------------------------
+
+    def images(self, pool: str, train: bool = False) -> IdentityImages:
+        """The samples of ``pool`` (one of :data:`POOLS`) with the train or test transform."""
+        self.setup()
+        if pool not in POOLS:
+            raise ValueError(f"unknown pool {pool!r}; choose one of {', '.join(POOLS)}")
+        hp = self.hparams
+        transform = build_transform(hp.image_size, train, tuple(hp.crop_scale))
+        return IdentityImages(self.table, self.rows[pool], transform, self.identity_index)
+
+    def loader(self, pool: str, train: bool = False, batch_size: int | None = None) -> DataLoader:
+        """A loader over ``pool``: shuffled with the train transform, or in order with the test one."""
+        hp = self.hparams
+        size = batch_size or (hp.batch_size if train else hp.eval_batch_size or hp.batch_size)
+        return DataLoader(self.images(pool, train), batch_size=size, shuffle=train, **self._workers())
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val")
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self.loader(pool) for pool in TEST_SETS]
+
+    def simulated_request_loader(self, epoch: int) -> DataLoader:
+        """One loader per meta-training epoch; each item is a whole :class:`RequestBatch`."""
+        self.setup()
+        size = self.hparams.simulated_request_size or self.hparams.request_size
+        requests = simulated_requests(self.split, self.table.files, self.table.identities, size=size, epoch=epoch)
+        # Requests hold table rows; portraits and forget images both get the test transform, as served.
+        every_row = IdentityImages(self.table, range(len(self.table)), build_transform(self.hparams.image_size, False),
+                                   self.identity_index)
+        return DataLoader(SimulatedRequestSet(every_row, requests), batch_size=None, collate_fn=_keep,
+                          **self._workers())
+
+    def summary(self) -> dict[str, tuple[int, int]]:
+        """(identities, images) of every pool."""
+        self.setup()
+        return {pool: (len({self.table.identities[r] for r in rows}), len(rows)) for pool, rows in self.rows.items()}
+
+    def _workers(self) -> dict:
+        workers = self.hparams.num_workers
+        return {"num_workers": workers, "persistent_workers": workers > 0}
+
+
+def _keep(item):
+    return item

@@ -1,0 +1,221 @@
+"""The 1-SHUI splits as pure functions (no torch): identity-disjoint TRAIN / VAL / TEST, the forget
+request with one support image per forget identity, and the simulated requests of meta-training.
+
+The :class:`Split` record is the single source of truth for who is where. It is serialised as JSON,
+carries a fingerprint of the dataset listing it was made from and of everything in it, and refuses to
+be used with another dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+SPLIT_FORMAT = 1
+HOLDOUT_SHARE = 0.4  # VAL + TEST, in images
+VAL_SHARE = 0.5  # of the holdout images
+MIN_IMAGES = 2  # a forget identity needs a support image and at least one forget image
+MIN_IMAGES_SINGLE = 6  # ... and more when the request is a single person
+
+
+class SplitMismatchError(ValueError):
+    """A Split is used with data, or a model, other than the one it was made for."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """Who is in TRAIN / VAL / TEST, who asks to be forgotten, and each one's support image."""
+
+    dataset: str
+    dataset_fingerprint: str
+    seed: int
+    request_size: int
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+    test: tuple[str, ...]
+    forget: tuple[str, ...]
+    support: dict[str, str] = field(hash=False)  # forget identity -> support image file
+    format: int = SPLIT_FORMAT
+
+    @property
+    def retain(self) -> tuple[str, ...]:
+        forget = set(self.forget)
+        return tuple(i for i in self.train if i not in forget)
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the whole record (dataset listing, seed, N and every list)."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "fingerprint": self.fingerprint}
+
+    @classmethod
+    def from_dict(cls, record: dict, source: str = "split record") -> Split:
+        record = dict(record)
+        stated = record.pop("fingerprint", None)
+        if record.get("format") != SPLIT_FORMAT:
+            raise SplitMismatchError(f"{source}: split format {record.get('format')!r}, expected {SPLIT_FORMAT}")
+        try:
+            split = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in record.items()})
+        except TypeError as err:
+            raise SplitMismatchError(f"{source}: not a split record ({err})") from None
+        if stated != split.fingerprint:
+            raise SplitMismatchError(f"{source}: its content does not match its fingerprint (edited by hand?)")
+        return split
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the split as JSON atomically (a temporary file renamed into place)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Split:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"split file {path} does not exist")
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise SplitMismatchError(f"{path}: not valid JSON ({err})") from None
+        return cls.from_dict(record, source=str(path))
+
+    def verify(self, dataset: str, dataset_fingerprint: str, source: str = "the split") -> None:
+        """Refuse to be used with a dataset other than the one this split was made from."""
+        if (dataset, dataset_fingerprint) != (self.dataset, self.dataset_fingerprint):
+            raise SplitMismatchError(
+                f"{source} was made for dataset {self.dataset!r} with listing {self.dataset_fingerprint[:12]}, "
+                f"but the data given is {dataset!r} with listing {dataset_fingerprint[:12]}. Point the data "
+                "root at the data the split was made from, or make a new split (and retrain on it)."
+            )
+
+
+@dataclass(frozen=True)
+class SimulatedRequest:
+    """One simulated forget request of meta-training, as row indices into the dataset table."""
+
+    identities: tuple[str, ...]
+    support: tuple[int, ...]  # one image per identity
+    forget: tuple[int, ...]  # the other images of those identities
+
+
+def images_by_identity(identities: Sequence[str]) -> dict[str, list[int]]:
+    """Row indices of each identity, in table order."""
+    rows: dict[str, list[int]] = {}
+    for row, identity in enumerate(identities):
+        rows.setdefault(identity, []).append(row)
+    return rows
+
+
+def make_split(
+    files: Sequence[str],
+    identities: Sequence[str],
+    *,
+    dataset: str,
+    dataset_fingerprint: str,
+    seed: int,
+    request_size: int,
+) -> Split:
+    """Identity-disjoint TRAIN / VAL / TEST (about 60/20/20 of the images) and a forget request of N."""
+    if request_size < 1:
+        raise ValueError(f"request size must be at least 1, got {request_size}")
+    rows = images_by_identity(identities)
+    counts = {identity: len(r) for identity, r in rows.items()}
+    if len(counts) < 4:
+        raise ValueError(f"{dataset}: {len(counts)} identities; a split needs at least 4")
+
+    order = sorted(counts)
+    random.Random(f"1-SHUI/partition/{seed}").shuffle(order)
+    cut = _cut(order, counts, HOLDOUT_SHARE)
+    holdout, train = order[:cut], order[cut:]
+    cut = _cut(holdout, counts, VAL_SHARE)
+    val, test = holdout[:cut], holdout[cut:]
+
+    rng = random.Random(f"1-SHUI/request/{seed}/{request_size}")
+    forget = _forget_identities(train, counts, request_size, rng)
+    support = {identity: files[rng.choice(rows[identity])] for identity in forget}
+    return Split(dataset, dataset_fingerprint, seed, request_size, tuple(train), tuple(val), tuple(test),
+                 tuple(forget), support)
+
+
+def _cut(order: list[str], counts: dict[str, int], share: float) -> int:
+    """Prefix length whose image count is closest to ``share`` of the images, walking from int(n * share)."""
+    prefix = [0]
+    for identity in order:
+        prefix.append(prefix[-1] + counts[identity])
+    target = share * prefix[-1]
+    k = min(max(int(len(order) * share), 1), len(order) - 1)
+    while k + 1 < len(order) and abs(prefix[k + 1] - target) < abs(prefix[k] - target):
+        k += 1
+    while k - 1 > 0 and abs(prefix[k - 1] - target) < abs(prefix[k] - target):
+        k -= 1
+    return k
+
+
+def _forget_identities(train: list[str], counts: dict[str, int], n: int, rng: random.Random) -> list[str]:
+    need = MIN_IMAGES_SINGLE if n == 1 else MIN_IMAGES
+    order = list(train)
+    rng.shuffle(order)
+    eligible = [identity for identity in order if counts[identity] >= need]
+    if len(eligible) < n or n >= len(train):
+        raise ValueError(
+            f"a request of {n} identities needs {n} TRAIN identities with at least {need} images and some "
+            f"left to retain; TRAIN has {len(train)} identities, {len(eligible)} of them eligible"
+        )
+    return eligible[:n]
+
+
+def pools(split: Split, files: Sequence[str], identities: Sequence[str]) -> dict[str, list[int]]:
+    """Row indices of every pool; the support images are in no training pool (train, retain, forget)."""
+    support_files = set(split.support.values())
+    member = {}
+    for name in ("val", "test", "retain", "forget"):
+        member.update(dict.fromkeys(getattr(split, name), name))
+    out: dict[str, list[int]] = {name: [] for name in ("train", "retain", "forget", "support", "val", "test")}
+    for row, (name, identity) in enumerate(zip(files, identities)):
+        pool = member.get(identity)
+        if pool is None:
+            continue  # an identity the split does not know cannot occur: the fingerprint was verified
+        if pool == "forget" and name in support_files:
+            out["support"].append(row)
+            continue
+        out[pool].append(row)
+        if pool in ("retain", "forget"):
+            out["train"].append(row)
+    return out
+
+
+def simulated_requests(
+    split: Split, files: Sequence[str], identities: Sequence[str], *, size: int, epoch: int
+) -> list[SimulatedRequest]:
+    """Meta-training requests of one epoch: TRAIN identities shuffled and cut into chunks of ``size``.
+
+    The last chunk wraps round to the start of the shuffled list. Pools exclude the real support
+    images; identities with fewer than two remaining images cannot form a request and are skipped.
+    """
+    train_rows = pools(split, files, identities)["train"]
+    rows = images_by_identity([identities[r] for r in train_rows])
+    rows = {i: [train_rows[r] for r in rs] for i, rs in rows.items() if len(rs) >= MIN_IMAGES}
+    if not 1 <= size <= len(rows):
+        raise ValueError(f"simulated request size {size} must be between 1 and the {len(rows)} eligible "
+                         "TRAIN identities (with at least 2 images)")
+    rng = random.Random(f"1-SHUI/simulated/{split.seed}/{epoch}")
+    order = sorted(rows)
+    rng.shuffle(order)
+    chunks = [order[start:start + size] for start in range(0, len(order), size)]
+    chunks[-1] = chunks[-1] + order[: size - len(chunks[-1])]
+    requests = []
+    for chunk in chunks:
+        picks = [rng.choice(rows[identity]) for identity in chunk]
+        forget = tuple(r for identity, pick in zip(chunk, picks) for r in rows[identity] if r != pick)
+        requests.append(SimulatedRequest(tuple(chunk), tuple(picks), forget))
+    return requests

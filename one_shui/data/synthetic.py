@@ -1,0 +1,258 @@
+"""The embedded default dataset: small synthetic "faces" with identities, written to disk in the exact
+CelebA-HQ layout (40 attributes) or MUFAC layout (8 age groups), so the real readers load them.
+
+Images are sums of horizontally symmetric cosine patterns (symmetric, so a flip augmentation keeps
+their meaning). Three disjoint sets of patterns carry:
+
+* the identity's appearance: fixed coefficients per person, jittered per image (pose, light), so a
+  person is recognisable across their images;
+* the visible labels: one pattern per attribute (or per age group), present or absent per image;
+* nothing else: per-image brightness, a one-pixel shift and pixel noise.
+
+Identity unlearning must be measurable, so each person also carries *idiosyncratic labels*: on a few
+attributes (CelebA-HQ) or on the age group (MUFAC) their label disagrees with what the image shows,
+consistently across all their images. A model can only fit those labels by memorising the person,
+so a model trained on someone scores better on that person's images than a model that never saw them.
+Images per identity are long-tailed (2 to ``max_images``), like CelebA.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .sources import AGE_GROUPS
+
+SYNTHETIC_FORMAT = 1
+STAMP = "synthetic.json"
+Layout = Literal["celebahq", "mufac"]
+LAYOUT_FOLDER = {"celebahq": "CelebAMask-HQ", "mufac": "mufac"}
+# The 40 CelebA attribute names, in the official order.
+ATTRIBUTES = (
+    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair "
+    "Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee Gray_Hair Heavy_Makeup "
+    "High_Cheekbones Male Mouth_Slightly_Open Mustache Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose "
+    "Receding_Hairline Rosy_Cheeks Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat "
+    "Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young"
+).split()
+# Attributes that change from photo to photo of the same person; the others belong to the person.
+PER_IMAGE = frozenset(
+    "Blurry Mouth_Slightly_Open Smiling Eyeglasses Wearing_Hat Wearing_Earrings Wearing_Necklace "
+    "Wearing_Necktie Wearing_Lipstick Heavy_Makeup Bangs Narrow_Eyes".split()
+)
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """Everything that determines the synthetic dataset; the same spec writes the same bytes."""
+
+    seed: int = 0
+    identities: int = 300
+    image_size: int = 32
+    mean_images: float = 9.0  # mean images per identity (long-tailed, at least 2)
+    max_images: int = 40
+    quirks: int = 4  # CelebA-HQ: attributes whose label each person contradicts
+    quirky_share: float = 0.6  # MUFAC: share of people whose age label differs from their looks
+    identity_strength: float = 1.5  # amplitude of the identity's appearance
+    label_strength: float = 0.3  # amplitude of a visible label's pattern
+    jitter: float = 0.25  # per-image change of the appearance, relative to identity_strength
+    noise: float = 0.04  # pixel noise (images in [0, 1])
+
+
+def write_synthetic(root: str | Path, layout: Layout, spec: SyntheticSpec = SyntheticSpec(), progress=True) -> Path:
+    """Write the dataset under ``root`` in ``layout`` unless the same spec is already there.
+
+    Returns the dataset folder. The folder is written in a temporary place and renamed when
+    complete, so an interrupted run leaves nothing half-written. A folder written from another spec
+    is an error (delete it or choose another root), never silently reused.
+    """
+    if layout not in LAYOUT_FOLDER:
+        raise ValueError(f"synthetic data is written in the celebahq or mufac layout, not {layout!r}")
+    root = Path(root)
+    folder = root / LAYOUT_FOLDER[layout]
+    stamp = {"format": SYNTHETIC_FORMAT, "layout": layout, **asdict(spec)}
+    if folder.exists():
+        found = _read_stamp(folder)
+        if found == stamp:
+            return folder
+        raise FileExistsError(
+            f"{folder} exists but was not written from this synthetic spec ({_difference(found, stamp)}); "
+            "delete it or choose another data root"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    people = _people(spec)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".synthetic-") as tmp:
+        staging = Path(tmp) / folder.name
+        staging.mkdir()
+        writer = _write_celebahq if layout == "celebahq" else _write_mufac
+        writer(staging, people, spec, progress)
+        (staging / STAMP).write_text(json.dumps(stamp, indent=1))
+        try:
+            staging.rename(folder)
+        except OSError:  # another process (a DDP rank) finished first: keep its copy if it is ours
+            if _read_stamp(folder) != stamp:
+                raise
+    return folder
+
+
+# --- the people and their images ---------------------------------------------------------------
+
+
+@dataclass
+class _People:
+    appearance: np.ndarray  # (P, K_id) coefficients of the identity patterns
+    counts: np.ndarray  # (P,) images per person
+    rng: np.random.Generator
+
+
+def _people(spec: SyntheticSpec) -> _People:
+    if spec.identities < 4 or spec.max_images < 2 or spec.mean_images < 2:
+        raise ValueError("a synthetic dataset needs at least 4 identities and 2 images per identity")
+    rng = np.random.default_rng(spec.seed)
+    extra = rng.lognormal(np.log(max(spec.mean_images - 2, 0.5)) - 0.9**2 / 2, 0.9, spec.identities)
+    counts = np.clip(np.round(2 + extra), 2, spec.max_images).astype(int)
+    appearance = rng.standard_normal((spec.identities, len(_identity_patterns(spec.image_size))))
+    return _People(appearance, counts, rng)
+
+
+def _basis(size: int, u: int, v: int) -> np.ndarray:
+    """A cosine pattern, symmetric under horizontal flip when ``u`` is even; unit RMS."""
+    x = (np.arange(size) + 0.5) / size
+    pattern = np.outer(np.cos(np.pi * v * x), np.cos(np.pi * u * x))  # rows: y, columns: x
+    return pattern / np.sqrt(np.mean(pattern**2))
+
+
+def _patterns(size: int, frequencies: list[tuple[int, int]], channels: np.ndarray) -> np.ndarray:
+    """(len(frequencies), 3, size, size): one spatial pattern per frequency, tinted by a colour."""
+    return np.stack([c[:, None, None] * _basis(size, u, v) for (u, v), c in zip(frequencies, channels)])
+
+
+def _identity_patterns(size: int) -> np.ndarray:
+    # Low frequencies in each colour channel separately: the person's look.
+    freqs = [(u, v) for u in (0, 2) for v in range(4)]
+    eye = np.eye(3)
+    return np.concatenate([_patterns(size, freqs, np.repeat(eye[c : c + 1], len(freqs), 0)) for c in range(3)])
+
+
+def _label_patterns(size: int, count: int, seed: int) -> np.ndarray:
+    # Higher frequencies, disjoint from the identity's, one per visible label, each with its own tint.
+    freqs = [(u, v) for v in range(4, 12) for u in (0, 2, 4, 6, 8)][:count]
+    tints = np.random.default_rng([seed, 7]).normal(size=(count, 3))
+    tints /= np.linalg.norm(tints, axis=1, keepdims=True) / np.sqrt(3)
+    return _patterns(size, freqs, tints)
+
+
+def _render(people: _People, person: int, visible: np.ndarray, spec: SyntheticSpec, labels_bank: np.ndarray,
+            identity_bank: np.ndarray) -> np.ndarray:
+    """Images of one person, (n, size, size, 3) uint8, given their visible labels (n, L) in {0, 1}."""
+    rng, n = people.rng, len(visible)
+    looks = people.appearance[person] + spec.jitter * rng.standard_normal((n, identity_bank.shape[0]))
+    scale = spec.identity_strength / np.sqrt(identity_bank.shape[0])
+    image = np.einsum("nk,kchw->nchw", looks * scale, identity_bank)
+    image += spec.label_strength * np.einsum("nl,lchw->nchw", 2.0 * visible - 1.0, labels_bank) / 2
+    image = 0.5 + 0.12 * image + rng.uniform(-0.05, 0.05, (n, 1, 1, 1))
+    shifts = rng.integers(-1, 2, (n, 2))
+    image = np.stack([np.roll(img, tuple(s), axis=(1, 2)) for img, s in zip(image, shifts)])
+    image += spec.noise * rng.standard_normal(image.shape)
+    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def _save(images: np.ndarray, paths: list[Path]) -> None:
+    for image, path in zip(images, paths):
+        Image.fromarray(image).save(path, quality=95)
+
+
+# --- CelebA-HQ layout ----------------------------------------------------------------------------
+
+
+def _write_celebahq(folder: Path, people: _People, spec: SyntheticSpec, progress: bool) -> None:
+    rng, size = people.rng, spec.image_size
+    n_people, n_attr = len(people.counts), len(ATTRIBUTES)
+    labels_bank, identity_bank = _label_patterns(size, n_attr, spec.seed), _identity_patterns(size)
+    per_image = np.array([a in PER_IMAGE for a in ATTRIBUTES])
+    prevalence = np.clip(rng.beta(0.8, 2.0, n_attr), 0.04, 0.8)  # long-tailed, like CelebA's
+    propensity = rng.beta(prevalence * 4, (1 - prevalence) * 4, (n_people, n_attr))
+    person_level = rng.random((n_people, n_attr)) < prevalence
+    quirk_choices = np.flatnonzero(~per_image)
+    if spec.quirks > len(quirk_choices):
+        raise ValueError(f"quirks={spec.quirks}: at most {len(quirk_choices)} attributes belong to a person")
+
+    total = int(people.counts.sum())
+    order = rng.permutation(total)  # file names do not reveal who is who
+    images_dir = folder / "CelebA-HQ-img"
+    images_dir.mkdir()
+    rows, identity_rows, start = [None] * total, [None] * total, 0
+    for person in tqdm(range(n_people), desc="synthetic CelebA-HQ", disable=not progress, unit="id"):
+        n = people.counts[person]
+        visible = np.where(per_image, rng.random((n, n_attr)) < propensity[person], person_level[person])
+        quirks = rng.choice(quirk_choices, spec.quirks, replace=False)
+        labels = visible.copy()
+        labels[:, quirks] = ~labels[:, quirks]
+        names = [f"{k}.jpg" for k in order[start : start + n]]
+        _save(_render(people, person, visible, spec, labels_bank, identity_bank), [images_dir / m for m in names])
+        for name, k, row in zip(names, order[start : start + n], labels):
+            rows[k] = f"{name} " + " ".join("1" if v else "-1" for v in row)
+            identity_rows[k] = f"{name} {person}"
+        start += n
+    (folder / "CelebAMask-HQ-attribute-anno.txt").write_text(
+        f"{total}\n{' '.join(ATTRIBUTES)}\n" + "\n".join(rows) + "\n"
+    )
+    (folder / "CelebA-HQ-identity.txt").write_text("\n".join(identity_rows) + "\n")
+
+
+# --- MUFAC layout --------------------------------------------------------------------------------
+
+
+def _write_mufac(folder: Path, people: _People, spec: SyntheticSpec, progress: bool) -> None:
+    rng, size = people.rng, spec.image_size
+    groups = len(AGE_GROUPS)
+    labels_bank, identity_bank = _label_patterns(size, groups, spec.seed), _identity_patterns(size)
+    n_people = len(people.counts)
+    base_age = rng.integers(0, groups, n_people)
+    quirky = rng.random(n_people) < spec.quirky_share
+    offset = rng.choice([1, 2], n_people) * np.where(base_age < groups // 2, 1, -1)  # stays in a..h
+    sheet_of = rng.choice(3, n_people, p=[0.7, 0.15, 0.15])  # which official CSV lists the person
+    sheets: dict[str, list[list[str]]] = {name: [] for name in ("train", "val", "test")}
+    for name in sheets:
+        (folder / f"{name}_images").mkdir()
+    counter = 0
+    for person in tqdm(range(n_people), desc="synthetic MUFAC", disable=not progress, unit="id"):
+        n = people.counts[person]
+        ages = np.clip(base_age[person] + rng.choice([-1, 0, 0, 0, 1], n), 0, groups - 1)
+        labels = ages + offset[person] * quirky[person]
+        family, role = f"F{person // 3:04d}", ("D", "M", "S")[person % 3]
+        sheet = ("train", "val", "test")[sheet_of[person]]
+        names = [f"img_{counter + j:05d}.jpg" for j in range(n)]
+        counter += n
+        visible = np.eye(groups, dtype=bool)[ages]
+        paths = [folder / f"{sheet}_images" / m for m in names]
+        _save(_render(people, person, visible, spec, labels_bank, identity_bank), paths)
+        sheets[sheet] += [[family, role, AGE_GROUPS[age], m] for age, m in zip(labels, names)]
+    for name, rows in sheets.items():
+        with (folder / f"custom_{name}_dataset.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["family_id", "person_id", "age_class", "image_path"])
+            writer.writerows(rows)
+
+
+def _read_stamp(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / STAMP).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _difference(found: dict | None, wanted: dict) -> str:
+    if found is None:
+        return f"no readable {STAMP}"
+    changed = [k for k in wanted if found.get(k) != wanted[k]]
+    return ", ".join(f"{k}: {found.get(k)!r} there, {wanted[k]!r} asked" for k in changed)
+
