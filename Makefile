@@ -17,12 +17,12 @@ demo: $(STAMP)
 	$(BIN)/one-shui-split --config configs/data/synthetic.yaml
 
 test: $(STAMP)
-	$(BIN)/ruff check one_shui tests benchmarks
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check one_shui tests benchmarks
-	$(BIN)/ruff format --check one_shui tests benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) data outputs .pytest_cache

@@ -20,15 +20,51 @@ import numpy as np
 from PIL import Image
 
 CELEBA_ATTRIBUTES = (
-    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips",
-    "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby",
-    "Double_Chin", "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones", "Male",
-    "Mouth_Slightly_Open", "Mustache", "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose",
-    "Receding_Hairline", "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair",
-    "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
+    "5_o_Clock_Shadow",
+    "Arched_Eyebrows",
+    "Attractive",
+    "Bags_Under_Eyes",
+    "Bald",
+    "Bangs",
+    "Big_Lips",
+    "Big_Nose",
+    "Black_Hair",
+    "Blond_Hair",
+    "Blurry",
+    "Brown_Hair",
+    "Bushy_Eyebrows",
+    "Chubby",
+    "Double_Chin",
+    "Eyeglasses",
+    "Goatee",
+    "Gray_Hair",
+    "Heavy_Makeup",
+    "High_Cheekbones",
+    "Male",
+    "Mouth_Slightly_Open",
+    "Mustache",
+    "Narrow_Eyes",
+    "No_Beard",
+    "Oval_Face",
+    "Pale_Skin",
+    "Pointy_Nose",
+    "Receding_Hairline",
+    "Rosy_Cheeks",
+    "Sideburns",
+    "Smiling",
+    "Straight_Hair",
+    "Wavy_Hair",
+    "Wearing_Earrings",
+    "Wearing_Hat",
+    "Wearing_Lipstick",
+    "Wearing_Necklace",
+    "Wearing_Necktie",
+    "Young",
 )
-LANDMARK_COLUMNS = ("lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y "
-                    "leftmouth_x leftmouth_y rightmouth_x rightmouth_y")
+LANDMARK_COLUMNS = (
+    "lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y "
+    "leftmouth_x leftmouth_y rightmouth_x rightmouth_y"
+)
 MUFAC_SPLITS = ("train", "val", "test")
 MUFAC_HEADER = "family_id,person_id,age_class,image_path"
 # a representative age in years for each MUFAC age class, only used to build realistic file names
@@ -73,8 +109,9 @@ def write_image(path: str | Path, seed: int | tuple[int, ...], size: int = 8) ->
     return path
 
 
-def _write_images(root: Path, rows: list[Row], dataset: str, seed: int, size: int,
-                  duplicate_of: Mapping[int, int] | None) -> None:
+def _write_images(
+    root: Path, rows: list[Row], dataset: str, seed: int, size: int, duplicate_of: Mapping[int, int] | None
+) -> None:
     """Row ``i`` gets its own random image, or the bytes of row ``duplicate_of[i]`` when asked."""
     duplicate_of = dict(duplicate_of or {})
     for i, row in enumerate(rows):
@@ -91,8 +128,10 @@ def _signs(rng: np.random.Generator, count: int) -> np.ndarray:
 def _attribute_lines(names: list[str], signs: np.ndarray, trailing_space: bool) -> list[str]:
     """``count``, the 40 names, then ``name.jpg -1  1 ...`` as in list_attr_celeba.txt."""
     header = " ".join(CELEBA_ATTRIBUTES) + (" " if trailing_space else "")
-    rows = [f"{name} " + " ".join(f"{int(v):2d}" for v in values)
-            for name, values in zip(names, signs, strict=True)]
+    rows = [
+        f"{name} " + " ".join(f"{int(v):2d}" for v in values)
+        for name, values in zip(names, signs, strict=True)
+    ]
     return [str(len(names)), header, *rows]
 
 
@@ -118,9 +157,15 @@ def celebahq_folder(root: str | Path) -> Path:
     return Path(root) / "CelebAMask-HQ"
 
 
-def write_celebahq(root: str | Path, identities: Mapping[str, int] | None = None, *, seed: int = 0,
-                   size: int = 8, shuffle_identity_file: bool = False,
-                   duplicate_of: Mapping[int, int] | None = None) -> list[Row]:
+def write_celebahq(
+    root: str | Path,
+    identities: Mapping[str, int] | None = None,
+    *,
+    seed: int = 0,
+    size: int = 8,
+    shuffle_identity_file: bool = False,
+    duplicate_of: Mapping[int, int] | None = None,
+) -> list[Row]:
     """CelebAMask-HQ with its identity file: images ``0.jpg, 1.jpg...`` in identity blocks.
 
     ``identities`` maps person id -> number of images. The identity file lists the images in
@@ -146,17 +191,28 @@ def write_celebahq(root: str | Path, identities: Mapping[str, int] | None = None
 # --- CelebA --------------------------------------------------------------------------------------
 
 
-CELEBA_FILES = ("list_attr_celeba.txt", "identity_CelebA.txt", "list_eval_partition.txt",
-                "list_bbox_celeba.txt", "list_landmarks_align_celeba.txt")
+CELEBA_FILES = (
+    "list_attr_celeba.txt",
+    "identity_CelebA.txt",
+    "list_eval_partition.txt",
+    "list_bbox_celeba.txt",
+    "list_landmarks_align_celeba.txt",
+)
 
 
 def celeba_folder(root: str | Path) -> Path:
     return Path(root) / "celeba"
 
 
-def write_celeba(root: str | Path, identities: Mapping[str, int] | None = None, *, seed: int = 0,
-                 size: int = 8, partitions: list[int] | None = None,
-                 duplicate_of: Mapping[int, int] | None = None) -> list[Row]:
+def write_celeba(
+    root: str | Path,
+    identities: Mapping[str, int] | None = None,
+    *,
+    seed: int = 0,
+    size: int = 8,
+    partitions: list[int] | None = None,
+    duplicate_of: Mapping[int, int] | None = None,
+) -> list[Row]:
     """The official CelebA folder as ``torchvision.datasets.CelebA`` reads it: ``000001.jpg...``.
 
     ``identities`` maps person id (an integer, as a string) -> number of images; ``partitions``
@@ -175,26 +231,37 @@ def write_celeba(root: str | Path, identities: Mapping[str, int] | None = None, 
     signs = _signs(rng, count)
     names = [f"{i:06d}.jpg" for i in range(1, count + 1)]
     rows = [
-        Row(f"celeba/img_align_celeba/{name}", str(int(person)), tuple(int(v == 1) for v in values), name,
-            part)
+        Row(
+            f"celeba/img_align_celeba/{name}",
+            str(int(person)),
+            tuple(int(v == 1) for v in values),
+            name,
+            part,
+        )
         for name, person, values, part in zip(names, people, signs, partitions, strict=True)
     ]
     _write_images(root, rows, "celeba", seed, size, duplicate_of)
     _write_lines(folder / "list_attr_celeba.txt", _attribute_lines(names, signs, trailing_space=True))
-    _write_lines(folder / "identity_CelebA.txt",
-                 [f"{name} {person}" for name, person in zip(names, people, strict=True)])
-    _write_lines(folder / "list_eval_partition.txt",
-                 [f"{name} {part}" for name, part in zip(names, partitions, strict=True)])
+    _write_lines(
+        folder / "identity_CelebA.txt",
+        [f"{name} {person}" for name, person in zip(names, people, strict=True)],
+    )
+    _write_lines(
+        folder / "list_eval_partition.txt",
+        [f"{name} {part}" for name, part in zip(names, partitions, strict=True)],
+    )
     boxes = rng.integers(0, 400, size=(count, 4))
-    _write_lines(folder / "list_bbox_celeba.txt",
-                 [str(count), "image_id x_1 y_1 width height "]
-                 + [name + "".join(f"{v:5d}" for v in box)
-                    for name, box in zip(names, boxes, strict=True)])
+    _write_lines(
+        folder / "list_bbox_celeba.txt",
+        [str(count), "image_id x_1 y_1 width height "]
+        + [name + "".join(f"{v:5d}" for v in box) for name, box in zip(names, boxes, strict=True)],
+    )
     marks = rng.integers(0, 218, size=(count, 10))
-    _write_lines(folder / "list_landmarks_align_celeba.txt",
-                 [str(count), LANDMARK_COLUMNS]
-                 + [name + "".join(f"{v:5d}" for v in row)
-                    for name, row in zip(names, marks, strict=True)])
+    _write_lines(
+        folder / "list_landmarks_align_celeba.txt",
+        [str(count), LANDMARK_COLUMNS]
+        + [name + "".join(f"{v:5d}" for v in row) for name, row in zip(names, marks, strict=True)],
+    )
     return rows
 
 
@@ -209,8 +276,14 @@ def mufac_csv(root: str | Path, split: str) -> Path:
     return mufac_folder(root) / f"custom_{split}_dataset.csv"
 
 
-def write_mufac(root: str | Path, splits: Mapping[str, Mapping[str, str]] | None = None, *, seed: int = 0,
-                size: int = 8, duplicate_of: Mapping[int, int] | None = None) -> list[Row]:
+def write_mufac(
+    root: str | Path,
+    splits: Mapping[str, Mapping[str, str]] | None = None,
+    *,
+    seed: int = 0,
+    size: int = 8,
+    duplicate_of: Mapping[int, int] | None = None,
+) -> list[Row]:
     """MUFAC's three CSVs and image folders.
 
     ``splits`` maps split -> {``"F0001_D"`` (family_id + ``_`` + person_id): age classes, one letter

@@ -15,8 +15,16 @@ SPEC = SyntheticSpec(identities=40, image_size=16)
 
 
 def make(tmp_path, dataset="celebahq", **kwargs):
-    options = dict(dataset=dataset, root=str(tmp_path / "data"), request_size=4, seed=0, synthetic=SPEC,
-                   image_size=16, batch_size=8, cache_dir=str(tmp_path / "cache"))
+    options = dict(
+        dataset=dataset,
+        root=str(tmp_path / "data"),
+        request_size=4,
+        seed=0,
+        synthetic=SPEC,
+        image_size=16,
+        batch_size=8,
+        cache_dir=str(tmp_path / "cache"),
+    )
     return IdentityDataModule(**{**options, **kwargs})
 
 
@@ -89,8 +97,12 @@ def test_split_file_is_verified_against_the_data(tmp_path):
     assert again.split == data.split
     with pytest.raises(SplitMismatchError, match="seed 0 and request size 4"):
         make(tmp_path, split_file=str(path), seed=2)
-    other_data = make(tmp_path, split_file=str(path), root=str(tmp_path / "other"),
-                      synthetic=SyntheticSpec(seed=5, identities=40, image_size=16))
+    other_data = make(
+        tmp_path,
+        split_file=str(path),
+        root=str(tmp_path / "other"),
+        synthetic=SyntheticSpec(seed=5, identities=40, image_size=16),
+    )
     with pytest.raises(SplitMismatchError, match="made for dataset 'celebahq'"):
         other_data.setup()
 
@@ -154,14 +166,26 @@ class TinyModel(L.LightningModule):
 
 def test_split_is_saved_in_and_restored_from_lightning_checkpoints(tmp_path):
     data = make(tmp_path)
-    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(TinyModel(), datamodule=data)
     trainer.save_checkpoint(tmp_path / "last.ckpt")
     checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert checkpoint["IdentityDataModule"]["split"]["fingerprint"] == data.split.fingerprint
 
-    resumed = L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path)
+    resumed = L.Trainer(
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     with pytest.raises(SplitMismatchError, match="checkpoint was made with split"):
         resumed.fit(TinyModel(), datamodule=make(tmp_path, seed=1), ckpt_path=tmp_path / "last.ckpt")

@@ -11,9 +11,22 @@ CONFIG = Path(__file__).parents[1] / "configs" / "data" / "synthetic.yaml"
 @pytest.mark.parametrize("config", ["synthetic.yaml", "synthetic_mufac.yaml"])
 def test_split_command_prints_summary_and_saves_split(tmp_path, capsys, config):
     out = tmp_path / "split.json"
-    main(["--config", str(CONFIG.with_name(config)), "--data.root", str(tmp_path / "data"),
-          "--data.synthetic.identities", "40", "--data.request_size", "3", "--data.cache_dir", str(tmp_path),
-          "--out", str(out)])
+    main(
+        [
+            "--config",
+            str(CONFIG.with_name(config)),
+            "--data.root",
+            str(tmp_path / "data"),
+            "--data.synthetic.identities",
+            "40",
+            "--data.request_size",
+            "3",
+            "--data.cache_dir",
+            str(tmp_path),
+            "--out",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
     split = Split.load(out)
     assert len(split.forget) == 3

@@ -129,8 +129,11 @@ def test_celeba_maps_attributes_from_signs(root):
 
 def test_celebahq_maps_attributes_from_signs(root):
     write_celebahq(root, {"1": 1})
-    set_line(celebahq_folder(root) / "CelebAMask-HQ-attribute-anno.txt", 3,
-             "0.jpg  " + " ".join(["1", "-1", "-1", "1"] * 10))
+    set_line(
+        celebahq_folder(root) / "CelebAMask-HQ-attribute-anno.txt",
+        3,
+        "0.jpg  " + " ".join(["1", "-1", "-1", "1"] * 10),
+    )
     np.testing.assert_array_equal(read_celebahq(root).targets, [[1, 0, 0, 1] * 10])
 
 
@@ -201,8 +204,13 @@ def test_symlinked_folder_inside_root_is_accepted(root):
 def test_missing_root_folder_shows_expected_layout(tmp_path, dataset):
     empty = tmp_path / "empty"
     empty.mkdir()
-    with raises_naming(DatasetLayoutError, "missing folder", empty / TOP_FOLDERS[dataset],
-                       f"Expected layout of {dataset}", LAYOUTS[dataset]) as info:
+    with raises_naming(
+        DatasetLayoutError,
+        "missing folder",
+        empty / TOP_FOLDERS[dataset],
+        f"Expected layout of {dataset}",
+        LAYOUTS[dataset],
+    ) as info:
         read_table(dataset, empty, **OPTIONS[dataset])
     assert isinstance(info.value, FileNotFoundError)
 
@@ -214,8 +222,10 @@ def test_root_that_does_not_exist(tmp_path, dataset):
 
 
 ANNOTATION_FILES = (
-    [("celebahq", "CelebAMask-HQ/CelebAMask-HQ-attribute-anno.txt"),
-     ("celebahq", "CelebAMask-HQ/CelebA-HQ-identity.txt")]
+    [
+        ("celebahq", "CelebAMask-HQ/CelebAMask-HQ-attribute-anno.txt"),
+        ("celebahq", "CelebAMask-HQ/CelebA-HQ-identity.txt"),
+    ]
     + [("celeba", f"celeba/{n}") for n in CELEBA_FILES]
     + [("mufac", f"mufac/custom_{split}_dataset.csv") for split in MUFAC_SPLITS]
 )
@@ -225,8 +235,9 @@ ANNOTATION_FILES = (
 def test_missing_annotation_file(root, dataset, relative):
     WRITERS[dataset](root)
     (root / relative).unlink()
-    with raises_naming(DatasetLayoutError, f"missing file {root / relative}",
-                       f"Expected layout of {dataset}"):
+    with raises_naming(
+        DatasetLayoutError, f"missing file {root / relative}", f"Expected layout of {dataset}"
+    ):
         read_table(dataset, root, **OPTIONS[dataset])
 
 
@@ -250,8 +261,9 @@ def test_listed_image_missing_on_disk(root, dataset):
     rows = WRITERS[dataset](root)
     for gone in (rows[2], rows[-1]):
         (root / gone.file).unlink()
-    with raises_naming(DatasetLayoutError, "2 listed image(s) are missing", root,
-                       rows[2].file, rows[-1].file):
+    with raises_naming(
+        DatasetLayoutError, "2 listed image(s) are missing", root, rows[2].file, rows[-1].file
+    ):
         read_table(dataset, root, **OPTIONS[dataset])
 
 
@@ -452,8 +464,9 @@ def test_celeba_partition_order_differs_from_identities(celeba):
 def test_celeba_identity_file_shorter_than_partition(celeba):
     root, _, folder = celeba
     edit_lines(folder / "identity_CelebA.txt", lambda lines: lines[:-1])
-    with raises_naming(DatasetLayoutError, folder / "identity_CelebA.txt",
-                       "lists 6 images, list_eval_partition.txt 7"):
+    with raises_naming(
+        DatasetLayoutError, folder / "identity_CelebA.txt", "lists 6 images, list_eval_partition.txt 7"
+    ):
         read_celeba(root, verify_md5=False)
 
 
@@ -507,8 +520,9 @@ def test_celeba_identity_row_with_extra_column(celeba):
 def test_celeba_malformed_file_torchvision_rejects(celeba, name, line, text):
     root, _, folder = celeba
     set_line(folder / name, line, text)
-    with raises_naming(DatasetLayoutError, f"malformed annotation file in {folder}",
-                       "Expected layout of celeba"):
+    with raises_naming(
+        DatasetLayoutError, f"malformed annotation file in {folder}", "Expected layout of celeba"
+    ):
         read_celeba(root, verify_md5=False)
 
 
@@ -579,8 +593,9 @@ def test_mufac_image_in_the_wrong_split_folder(mufac):
 
 def small_table(files=("a.jpg", "b.jpg", "c.jpg"), identities=("1", "1", "2"), name="celebahq") -> Table:
     targets = np.arange(len(files), dtype=np.int64)
-    return Table(name, Path("/data"), tuple(files), tuple(identities), targets, "classification",
-                 ("x", "y", "z"))
+    return Table(
+        name, Path("/data"), tuple(files), tuple(identities), targets, "classification", ("x", "y", "z")
+    )
 
 
 def test_fingerprint_changes_when_an_identity_changes():
@@ -598,9 +613,15 @@ def test_fingerprint_changes_with_files_and_dataset_name():
 def test_fingerprint_independent_of_row_order():
     table = small_table()
     order = [2, 0, 1]
-    shuffled = Table(table.name, table.root, tuple(table.files[i] for i in order),
-                     tuple(table.identities[i] for i in order), table.targets[order], table.task,
-                     table.class_names)
+    shuffled = Table(
+        table.name,
+        table.root,
+        tuple(table.files[i] for i in order),
+        tuple(table.identities[i] for i in order),
+        table.targets[order],
+        table.task,
+        table.class_names,
+    )
     assert shuffled.listing_fingerprint() == table.listing_fingerprint()
     assert len(table.listing_fingerprint()) == 64
 
@@ -638,5 +659,12 @@ def test_subset_of_multilabel_table(root):
 
 def test_table_rejects_mismatched_lengths():
     with pytest.raises(ValueError, match="same length"):
-        Table("mufac", Path("/data"), ("a.jpg",), ("1", "2"), np.zeros(1, dtype=np.int64), "classification",
-              tuple("abcdefgh"))
+        Table(
+            "mufac",
+            Path("/data"),
+            ("a.jpg",),
+            ("1", "2"),
+            np.zeros(1, dtype=np.int64),
+            "classification",
+            tuple("abcdefgh"),
+        )

@@ -46,8 +46,9 @@ def test_image_shares_close_to_60_20_20(seed):
     files, ids = listing(seed=seed)
     split = split_of(files, ids, seed=seed)
     per = Counter(ids)
-    share = {name: sum(per[i] for i in getattr(split, name)) / len(files)
-             for name in ("train", "val", "test")}
+    share = {
+        name: sum(per[i] for i in getattr(split, name)) / len(files) for name in ("train", "val", "test")
+    }
     assert share["train"] == pytest.approx(0.6, abs=0.03)
     assert share["val"] == pytest.approx(0.2, abs=0.03)
     assert share["test"] == pytest.approx(0.2, abs=0.03)

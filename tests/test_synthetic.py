@@ -69,8 +69,9 @@ def test_existing_folder_is_reused_only_for_the_same_spec(tmp_path):
 
 def label_agreement(table, seen_person: bool) -> float:
     """Label accuracy of 1-nearest-neighbour (pixels) over images whose person is / is not in the pool."""
-    pixels = np.stack([np.asarray(Image.open(table.path(i)), dtype=np.float32).ravel()
-                       for i in range(len(table))])
+    pixels = np.stack(
+        [np.asarray(Image.open(table.path(i)), dtype=np.float32).ravel() for i in range(len(table))]
+    )
     ids = np.array(table.identities)
     people = np.unique(ids)
     queries = np.flatnonzero(np.isin(ids, people[::2]))

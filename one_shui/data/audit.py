@@ -43,8 +43,9 @@ class AuditReport:
         return {name for group in self.duplicates for name in group}
 
 
-def audit_images(table: Table, cache_dir: str | os.PathLike | None = None, workers: int = 8,
-                 progress: bool = True) -> AuditReport:
+def audit_images(
+    table: Table, cache_dir: str | os.PathLike | None = None, workers: int = 8, progress: bool = True
+) -> AuditReport:
     """Decode and hash every image of ``table``; raise :class:`ImageError` naming any bad file."""
     cache = Path(cache_dir) / f"audit-{_cache_key(table)}.json" if cache_dir is not None else None
     if cache is not None and cache.is_file():
@@ -52,9 +53,12 @@ def audit_images(table: Table, cache_dir: str | os.PathLike | None = None, worke
     root = table.root.resolve()
     with ThreadPoolExecutor(workers) as pool:
         jobs = pool.map(lambda name: _inspect(root, name), table.files)
-        results = list(tqdm(jobs, total=len(table), desc=f"auditing {table.name} images", unit="img",
-                            disable=not progress))
-    bad = [f"{name} ({problem})" for name, (_, problem) in zip(table.files, results) if problem]
+        results = list(
+            tqdm(
+                jobs, total=len(table), desc=f"auditing {table.name} images", unit="img", disable=not progress
+            )
+        )
+    bad = [f"{name} ({problem})" for name, (_, problem) in zip(table.files, results, strict=True) if problem]
     if bad:
         raise ImageError(f"{len(bad)} image(s) under {table.root} cannot be used: " + "; ".join(bad[:10]))
     owners: dict[str, list[int]] = defaultdict(list)
@@ -79,8 +83,10 @@ def apply_duplicate_policy(table: Table, report: AuditReport, policy: OnDuplicat
     if not report.duplicates:
         return table
     shown = "; ".join(" = ".join(group) for group in report.duplicates[:5])
-    message = (f"{len(report.duplicates)} image(s) appear under more than one identity in {table.root}, "
-               f"which leaks forget data into retain: {shown}")
+    message = (
+        f"{len(report.duplicates)} image(s) appear under more than one identity in {table.root}, "
+        f"which leaks forget data into retain: {shown}"
+    )
     if policy == "error":
         raise ImageError(message + ". Remove the copies, or set on_duplicates to 'drop' or 'warn'.")
     if policy == "warn":
@@ -89,7 +95,9 @@ def apply_duplicate_policy(table: Table, report: AuditReport, policy: OnDuplicat
     if policy != "drop":
         raise ValueError(f"on_duplicates must be 'warn', 'error' or 'drop', not {policy!r}")
     drop = report.duplicate_files
-    warnings.warn(message + f". Dropped all {len(drop)} copies (on_duplicates='drop').", DataWarning, stacklevel=2)
+    warnings.warn(
+        message + f". Dropped all {len(drop)} copies (on_duplicates='drop').", DataWarning, stacklevel=2
+    )
     return table.subset(np.array([name not in drop for name in table.files]))
 
 

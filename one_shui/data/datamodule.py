@@ -24,8 +24,10 @@ TEST_SETS = ("retain", "forget", "test")  # the order of test_dataloader()
 MEAN = STD = (0.5, 0.5, 0.5)
 
 
-def build_transform(image_size: int, train: bool, crop_scale: tuple[float, float] = (0.08, 1.0)) -> v2.Compose:
-    """The paper's transforms: random resized crop + flip for training, resize for testing; mean = std = 0.5."""
+def build_transform(
+    image_size: int, train: bool, crop_scale: tuple[float, float] = (0.08, 1.0)
+) -> v2.Compose:
+    """The paper's transforms: random resized crop + flip to train, resize to test; mean = std = 0.5."""
     resize = (
         [v2.RandomResizedCrop(image_size, scale=crop_scale, antialias=True), v2.RandomHorizontalFlip()]
         if train
@@ -82,7 +84,7 @@ class SimulatedRequestSet(Dataset):
         return RequestBatch(request.identities, self._stack(request.support), self._stack(request.forget))
 
     def _stack(self, rows: Sequence[int]):
-        images, ids, targets = zip(*(self.images[i] for i in rows))
+        images, ids, targets = zip(*(self.images[i] for i in rows), strict=True)
         return torch.stack(images), torch.tensor(ids), torch.stack(targets)
 
 
@@ -134,7 +136,8 @@ class IdentityDataModule(L.LightningDataModule):
         self.split: Split | None = Split.load(split_file) if split_file else None
         if self.split is not None and (self.split.seed, self.split.request_size) != (seed, request_size):
             raise SplitMismatchError(
-                f"{split_file} was made with seed {self.split.seed} and request size {self.split.request_size}; "
+                f"{split_file} was made with seed {self.split.seed} and request size "
+                f"{self.split.request_size}; "
                 f"set data.seed and data.request_size to those (they are {seed} and {request_size})"
             )
         self.rows: dict[str, list[int]] = {}
@@ -154,7 +157,9 @@ class IdentityDataModule(L.LightningDataModule):
         table = read_table(hp.dataset, hp.root, **options)
         if hp.audit:
             cache = hp.cache_dir or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "one_shui")
-            table = apply_duplicate_policy(table, audit_images(table, Path(cache).expanduser()), hp.on_duplicates)
+            table = apply_duplicate_policy(
+                table, audit_images(table, Path(cache).expanduser()), hp.on_duplicates
+            )
         return table
 
     @property
@@ -176,8 +181,14 @@ class IdentityDataModule(L.LightningDataModule):
         table, hp = self.table, self.hparams
         fingerprint = table.listing_fingerprint()
         if self.split is None:
-            self.split = make_split(table.files, table.identities, dataset=table.name,
-                                    dataset_fingerprint=fingerprint, seed=hp.seed, request_size=hp.request_size)
+            self.split = make_split(
+                table.files,
+                table.identities,
+                dataset=table.name,
+                dataset_fingerprint=fingerprint,
+                seed=hp.seed,
+                request_size=hp.request_size,
+            )
         else:
             self.split.verify(table.name, fingerprint, source=hp.split_file or "the checkpoint's split")
         self.rows = pools(self.split, table.files, table.identities)
@@ -232,17 +243,27 @@ class IdentityDataModule(L.LightningDataModule):
         """One loader per meta-training epoch; each item is a whole :class:`RequestBatch`."""
         self.setup()
         size = self.hparams.simulated_request_size or self.hparams.request_size
-        requests = simulated_requests(self.split, self.table.files, self.table.identities, size=size, epoch=epoch)
+        requests = simulated_requests(
+            self.split, self.table.files, self.table.identities, size=size, epoch=epoch
+        )
         # Requests hold table rows; portraits and forget images both get the test transform, as served.
-        every_row = IdentityImages(self.table, range(len(self.table)), build_transform(self.hparams.image_size, False),
-                                   self.identity_index)
-        return DataLoader(SimulatedRequestSet(every_row, requests), batch_size=None, collate_fn=_keep,
-                          **self._workers())
+        every_row = IdentityImages(
+            self.table,
+            range(len(self.table)),
+            build_transform(self.hparams.image_size, False),
+            self.identity_index,
+        )
+        return DataLoader(
+            SimulatedRequestSet(every_row, requests), batch_size=None, collate_fn=_keep, **self._workers()
+        )
 
     def summary(self) -> dict[str, tuple[int, int]]:
         """(identities, images) of every pool."""
         self.setup()
-        return {pool: (len({self.table.identities[r] for r in rows}), len(rows)) for pool, rows in self.rows.items()}
+        return {
+            pool: (len({self.table.identities[r] for r in rows}), len(rows))
+            for pool, rows in self.rows.items()
+        }
 
     def _workers(self) -> dict:
         workers = self.hparams.num_workers

@@ -17,14 +17,20 @@ def summarise(data: IdentityDataModule) -> str:
     lines = [
         f"dataset {table.name} at {table.root}: {total} images, {len(set(table.identities))} identities, "
         f"{table.task} over {table.num_classes} classes",
-        f"split seed {split.seed}, request size N = {split.request_size}, fingerprint {split.fingerprint[:16]}",
+        f"split seed {split.seed}, request size N = {split.request_size}, "
+        f"fingerprint {split.fingerprint[:16]}",
         "",
         f"{'pool':<8} {'identities':>10} {'images':>8} {'share':>7}",
     ]
-    lines += [f"{pool:<8} {ids:>10} {images:>8} {100 * images / total:>6.1f}%" for pool, (ids, images) in counts.items()]
+    lines += [
+        f"{pool:<8} {ids:>10} {images:>8} {100 * images / total:>6.1f}%"
+        for pool, (ids, images) in counts.items()
+    ]
     per_identity = Counter(table.identities)
     lines += ["", "forget request (identity: images in training, support image):"]
-    lines += [f"  {identity}: {per_identity[identity] - 1}, {split.support[identity]}" for identity in split.forget]
+    lines += [
+        f"  {identity}: {per_identity[identity] - 1}, {split.support[identity]}" for identity in split.forget
+    ]
     return "\n".join(lines)
 
 
@@ -32,8 +38,12 @@ def main(args: list[str] | None = None) -> None:
     parser = ArgumentParser(description=__doc__, default_config_files=None)
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_class_arguments(IdentityDataModule, "data")
-    parser.add_argument("--out", type=str | None, default=None,
-                        help="where to save the split JSON (default: outputs/splits/<dataset>-N<N>-seed<seed>.json)")
+    parser.add_argument(
+        "--out",
+        type=str | None,
+        default=None,
+        help="where to save the split JSON (default: outputs/splits/<dataset>-N<N>-seed<seed>.json)",
+    )
     cfg = parser.parse_args(args)
     start = time.perf_counter()
     data = parser.instantiate(cfg).data

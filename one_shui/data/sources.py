@@ -81,7 +81,7 @@ class Table:
     def listing_fingerprint(self) -> str:
         """SHA-256 of the dataset's name and its (file, identity) listing, sorted by file."""
         digest = hashlib.sha256(self.name.encode())
-        for name, identity in sorted(zip(self.files, self.identities)):
+        for name, identity in sorted(zip(self.files, self.identities, strict=True)):
             digest.update(f"\n{name}\t{identity}".encode())
         return digest.hexdigest()
 
@@ -126,8 +126,9 @@ def read_celebahq(root: str | os.PathLike) -> Table:
     _warn_unlisted(set(identity_of) - set(names), identity_of, ident)
     prefix = images.relative_to(root).as_posix()
     files = tuple(f"{prefix}/{name}" for name in names)
-    table = Table("celebahq", root, files, tuple(identity_of[n] for n in names), values, "multilabel",
-                  attributes)
+    table = Table(
+        "celebahq", root, files, tuple(identity_of[n] for n in names), values, "multilabel", attributes
+    )
     return _check_files_exist("celebahq", table)
 
 
@@ -140,8 +141,13 @@ def read_celeba(root: str | os.PathLike, verify_md5: bool = True) -> Table:
     root = Path(root)
     folder = _require_dir("celeba", root, root / "celeba")
     _require_dir("celeba", root, folder / "img_align_celeba")
-    for name in ("list_attr_celeba.txt", "identity_CelebA.txt", "list_eval_partition.txt",
-                 "list_bbox_celeba.txt", "list_landmarks_align_celeba.txt"):
+    for name in (
+        "list_attr_celeba.txt",
+        "identity_CelebA.txt",
+        "list_eval_partition.txt",
+        "list_bbox_celeba.txt",
+        "list_landmarks_align_celeba.txt",
+    ):
         _require_file("celeba", folder / name)
     if not verify_md5:
         # torchvision maps any integer v to (v + 1) // 2 (-3 -> 255 as uint8) and checks neither the
@@ -189,8 +195,15 @@ def read_mufac(root: str | os.PathLike) -> Table:
             files.append(f"{images.relative_to(root).as_posix()}/{name}")
             identities.append(f"{row[0].strip()}_{row[1].strip()}")
             ages.append(AGE_GROUPS.index(age))
-    table = Table("mufac", root, tuple(files), tuple(identities), np.asarray(ages, dtype=np.int64),
-                  "classification", tuple(AGE_GROUPS))
+    table = Table(
+        "mufac",
+        root,
+        tuple(files),
+        tuple(identities),
+        np.asarray(ages, dtype=np.int64),
+        "classification",
+        tuple(AGE_GROUPS),
+    )
     return _check_files_exist("mufac", table)
 
 
@@ -262,7 +275,9 @@ def _parse_identity_file(dataset: str, path: Path) -> dict[str, str]:
             raise DatasetLayoutError(dataset, f"{path}:{line}: expected `name.jpg person_id`, got {row!r}")
         name, identity = parts
         if identity_of.setdefault(name, identity) != identity:
-            raise ValueError(f"{path}:{line}: {name} is given two identities ({identity_of[name]}, {identity})")
+            raise ValueError(
+                f"{path}:{line}: {name} is given two identities ({identity_of[name]}, {identity})"
+            )
     return identity_of
 
 
@@ -272,7 +287,9 @@ def _warn_unlisted(unlisted: set[str], identity_of: dict[str, str], source: Path
         return
     kept = {identity_of[n] for n in identity_of if n not in unlisted}
     lost = sorted({identity_of[n] for n in unlisted} - kept)
-    message = f"{source}: {len(unlisted)} image(s) have no attributes and are ignored: {_first(sorted(unlisted))}"
+    message = (
+        f"{source}: {len(unlisted)} image(s) have no attributes and are ignored: {_first(sorted(unlisted))}"
+    )
     if lost:
         message += f"; identities with no image left, dropped: {_first(lost)}"
     warnings.warn(message, DataWarning, stacklevel=3)
@@ -295,20 +312,23 @@ def _check_celeba_alignment(folder: Path, filenames: list[str]) -> None:
         listed = [row.split()[0] for row in rows if row.strip()]
         if len(listed) != len(filenames):
             raise DatasetLayoutError(
-                "celeba", f"{folder / name} lists {len(listed)} images, list_eval_partition.txt {len(filenames)}"
+                "celeba",
+                f"{folder / name} lists {len(listed)} images, list_eval_partition.txt {len(filenames)}",
             )
-        for line, (ours, theirs) in enumerate(zip(filenames, listed), start=skip + 1):
+        for line, (ours, theirs) in enumerate(zip(filenames, listed, strict=True), start=skip + 1):
             if ours != theirs:
                 raise DatasetLayoutError(
-                    "celeba", f"{folder / name}:{line}: lists {theirs} where list_eval_partition.txt has {ours}"
+                    "celeba",
+                    f"{folder / name}:{line}: lists {theirs} where list_eval_partition.txt has {ours}",
                 )
 
 
 def _check_files_exist(dataset: str, table: Table) -> Table:
     missing = [name for name in table.files if not (table.root / name).is_file()]
     if missing:
-        raise DatasetLayoutError(dataset, f"{len(missing)} listed image(s) are missing under {table.root}: "
-                                          f"{_first(missing)}")
+        raise DatasetLayoutError(
+            dataset, f"{len(missing)} listed image(s) are missing under {table.root}: {_first(missing)}"
+        )
     return table
 
 

@@ -60,13 +60,17 @@ class Split:
         record = dict(record)
         stated = record.pop("fingerprint", None)
         if record.get("format") != SPLIT_FORMAT:
-            raise SplitMismatchError(f"{source}: split format {record.get('format')!r}, expected {SPLIT_FORMAT}")
+            raise SplitMismatchError(
+                f"{source}: split format {record.get('format')!r}, expected {SPLIT_FORMAT}"
+            )
         try:
             split = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in record.items()})
         except TypeError as err:
             raise SplitMismatchError(f"{source}: not a split record ({err})") from None
         if stated != split.fingerprint:
-            raise SplitMismatchError(f"{source}: its content does not match its fingerprint (edited by hand?)")
+            raise SplitMismatchError(
+                f"{source}: its content does not match its fingerprint (edited by hand?)"
+            )
         return split
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -93,7 +97,8 @@ class Split:
         """Refuse to be used with a dataset other than the one this split was made from."""
         if (dataset, dataset_fingerprint) != (self.dataset, self.dataset_fingerprint):
             raise SplitMismatchError(
-                f"{source} was made for dataset {self.dataset!r} with listing {self.dataset_fingerprint[:12]}, "
+                f"{source} was made for dataset {self.dataset!r} "
+                f"with listing {self.dataset_fingerprint[:12]}, "
                 f"but the data given is {dataset!r} with listing {dataset_fingerprint[:12]}. Point the data "
                 "root at the data the split was made from, or make a new split (and retrain on it)."
             )
@@ -143,8 +148,17 @@ def make_split(
     rng = random.Random(f"1-SHUI/request/{seed}/{request_size}")
     forget = _forget_identities(train, counts, request_size, rng)
     support = {identity: files[rng.choice(rows[identity])] for identity in forget}
-    return Split(dataset, dataset_fingerprint, seed, request_size, tuple(train), tuple(val), tuple(test),
-                 tuple(forget), support)
+    return Split(
+        dataset,
+        dataset_fingerprint,
+        seed,
+        request_size,
+        tuple(train),
+        tuple(val),
+        tuple(test),
+        tuple(forget),
+        support,
+    )
 
 
 def _cut(order: list[str], counts: dict[str, int], share: float) -> int:
@@ -181,7 +195,7 @@ def pools(split: Split, files: Sequence[str], identities: Sequence[str]) -> dict
     for name in ("val", "test", "retain", "forget"):
         member.update(dict.fromkeys(getattr(split, name), name))
     out: dict[str, list[int]] = {name: [] for name in ("train", "retain", "forget", "support", "val", "test")}
-    for row, (name, identity) in enumerate(zip(files, identities)):
+    for row, (name, identity) in enumerate(zip(files, identities, strict=True)):
         pool = member.get(identity)
         if pool is None:
             continue  # an identity the split does not know cannot occur: the fingerprint was verified
@@ -206,16 +220,20 @@ def simulated_requests(
     rows = images_by_identity([identities[r] for r in train_rows])
     rows = {i: [train_rows[r] for r in rs] for i, rs in rows.items() if len(rs) >= MIN_IMAGES}
     if not 1 <= size <= len(rows):
-        raise ValueError(f"simulated request size {size} must be between 1 and the {len(rows)} eligible "
-                         "TRAIN identities (with at least 2 images)")
+        raise ValueError(
+            f"simulated request size {size} must be between 1 and the {len(rows)} eligible "
+            "TRAIN identities (with at least 2 images)"
+        )
     rng = random.Random(f"1-SHUI/simulated/{split.seed}/{epoch}")
     order = sorted(rows)
     rng.shuffle(order)
-    chunks = [order[start:start + size] for start in range(0, len(order), size)]
+    chunks = [order[start : start + size] for start in range(0, len(order), size)]
     chunks[-1] = chunks[-1] + order[: size - len(chunks[-1])]
     requests = []
     for chunk in chunks:
         picks = [rng.choice(rows[identity]) for identity in chunk]
-        forget = tuple(r for identity, pick in zip(chunk, picks) for r in rows[identity] if r != pick)
+        forget = tuple(
+            r for identity, pick in zip(chunk, picks, strict=True) for r in rows[identity] if r != pick
+        )
         requests.append(SimulatedRequest(tuple(chunk), tuple(picks), forget))
     return requests

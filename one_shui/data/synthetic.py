@@ -67,7 +67,9 @@ class SyntheticSpec:
     noise: float = 0.04  # pixel noise (images in [0, 1])
 
 
-def write_synthetic(root: str | Path, layout: Layout, spec: SyntheticSpec = SyntheticSpec(), progress=True) -> Path:
+def write_synthetic(
+    root: str | Path, layout: Layout, spec: SyntheticSpec = SyntheticSpec(), progress=True
+) -> Path:
     """Write the dataset under ``root`` in ``layout`` unless the same spec is already there.
 
     Returns the dataset folder. The folder is written in a temporary place and renamed when
@@ -132,14 +134,18 @@ def _basis(size: int, u: int, v: int) -> np.ndarray:
 
 def _patterns(size: int, frequencies: list[tuple[int, int]], channels: np.ndarray) -> np.ndarray:
     """(len(frequencies), 3, size, size): one spatial pattern per frequency, tinted by a colour."""
-    return np.stack([c[:, None, None] * _basis(size, u, v) for (u, v), c in zip(frequencies, channels)])
+    return np.stack(
+        [c[:, None, None] * _basis(size, u, v) for (u, v), c in zip(frequencies, channels, strict=True)]
+    )
 
 
 def _identity_patterns(size: int) -> np.ndarray:
     # Low frequencies in each colour channel separately: the person's look.
     freqs = [(u, v) for u in (0, 2) for v in range(4)]
     eye = np.eye(3)
-    return np.concatenate([_patterns(size, freqs, np.repeat(eye[c : c + 1], len(freqs), 0)) for c in range(3)])
+    return np.concatenate(
+        [_patterns(size, freqs, np.repeat(eye[c : c + 1], len(freqs), 0)) for c in range(3)]
+    )
 
 
 def _label_patterns(size: int, count: int, seed: int) -> np.ndarray:
@@ -150,8 +156,14 @@ def _label_patterns(size: int, count: int, seed: int) -> np.ndarray:
     return _patterns(size, freqs, tints)
 
 
-def _render(people: _People, person: int, visible: np.ndarray, spec: SyntheticSpec, labels_bank: np.ndarray,
-            identity_bank: np.ndarray) -> np.ndarray:
+def _render(
+    people: _People,
+    person: int,
+    visible: np.ndarray,
+    spec: SyntheticSpec,
+    labels_bank: np.ndarray,
+    identity_bank: np.ndarray,
+) -> np.ndarray:
     """Images of one person, (n, size, size, 3) uint8, given their visible labels (n, L) in {0, 1}."""
     rng, n = people.rng, len(visible)
     looks = people.appearance[person] + spec.jitter * rng.standard_normal((n, identity_bank.shape[0]))
@@ -160,13 +172,13 @@ def _render(people: _People, person: int, visible: np.ndarray, spec: SyntheticSp
     image += spec.label_strength * np.einsum("nl,lchw->nchw", 2.0 * visible - 1.0, labels_bank) / 2
     image = 0.5 + 0.12 * image + rng.uniform(-0.05, 0.05, (n, 1, 1, 1))
     shifts = rng.integers(-1, 2, (n, 2))
-    image = np.stack([np.roll(img, tuple(s), axis=(1, 2)) for img, s in zip(image, shifts)])
+    image = np.stack([np.roll(img, tuple(s), axis=(1, 2)) for img, s in zip(image, shifts, strict=True)])
     image += spec.noise * rng.standard_normal(image.shape)
     return (np.clip(image, 0, 1) * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
 
 
 def _save(images: np.ndarray, paths: list[Path]) -> None:
-    for image, path in zip(images, paths):
+    for image, path in zip(images, paths, strict=True):
         Image.fromarray(image).save(path, quality=95)
 
 
@@ -197,8 +209,11 @@ def _write_celebahq(folder: Path, people: _People, spec: SyntheticSpec, progress
         labels = visible.copy()
         labels[:, quirks] = ~labels[:, quirks]
         names = [f"{k}.jpg" for k in order[start : start + n]]
-        _save(_render(people, person, visible, spec, labels_bank, identity_bank), [images_dir / m for m in names])
-        for name, k, row in zip(names, order[start : start + n], labels):
+        _save(
+            _render(people, person, visible, spec, labels_bank, identity_bank),
+            [images_dir / m for m in names],
+        )
+        for name, k, row in zip(names, order[start : start + n], labels, strict=True):
             rows[k] = f"{name} " + " ".join("1" if v else "-1" for v in row)
             identity_rows[k] = f"{name} {person}"
         start += n
@@ -235,7 +250,7 @@ def _write_mufac(folder: Path, people: _People, spec: SyntheticSpec, progress: b
         visible = np.eye(groups, dtype=bool)[ages]
         paths = [folder / f"{sheet}_images" / m for m in names]
         _save(_render(people, person, visible, spec, labels_bank, identity_bank), paths)
-        sheets[sheet] += [[family, role, AGE_GROUPS[age], m] for age, m in zip(labels, names)]
+        sheets[sheet] += [[family, role, AGE_GROUPS[age], m] for age, m in zip(labels, names, strict=True)]
     for name, rows in sheets.items():
         with (folder / f"custom_{name}_dataset.csv").open("w", newline="") as handle:
             writer = csv.writer(handle)
@@ -255,4 +270,3 @@ def _difference(found: dict | None, wanted: dict) -> str:
         return f"no readable {STAMP}"
     changed = [k for k in wanted if found.get(k) != wanted[k]]
     return ", ".join(f"{k}: {found.get(k)!r} there, {wanted[k]!r} asked" for k in changed)
-
