@@ -37,20 +37,24 @@ def build_transform(
 
 
 class IdentityImages(Dataset):
-    """Rows of a Table as (image, identity index, target) samples."""
+    """Rows of a Table as (image, identity index, target) samples.
 
-    def __init__(self, table: Table, rows: Sequence[int], transform, identity_index: dict[str, int]):
+    ``labels`` holds the identity index and the target of every table row, made once per datamodule
+    and shared by all its datasets.
+    """
+
+    def __init__(
+        self, table: Table, rows: Sequence[int], transform, labels: tuple[torch.Tensor, torch.Tensor]
+    ):
         self.table, self.rows, self.transform = table, list(rows), transform
-        self.identity_index = identity_index
-        dtype = torch.float32 if table.task == "multilabel" else torch.long
-        self.targets = torch.as_tensor(table.targets, dtype=dtype)
+        self.identity_ids, self.targets = labels
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, torch.Tensor]:
         row = self.rows[i]
-        return self.load(row), self.identity_index[self.table.identities[row]], self.targets[row]
+        return self.load(row), int(self.identity_ids[row]), self.targets[row]
 
     def load(self, row: int) -> torch.Tensor:
         path = self.table.path(row)
@@ -175,6 +179,13 @@ class IdentityDataModule(L.LightningDataModule):
         """Identity -> integer id, over all identities of the dataset (sorted)."""
         return {identity: i for i, identity in enumerate(sorted(set(self.table.identities)))}
 
+    @cached_property
+    def row_labels(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Identity index and target of every table row, as tensors (shared by every loader)."""
+        ids = torch.tensor([self.identity_index[i] for i in self.table.identities], dtype=torch.long)
+        dtype = torch.float32 if self.task == "multilabel" else torch.long
+        return ids, torch.as_tensor(self.table.targets, dtype=dtype)
+
     def setup(self, stage: str | None = None) -> None:
         if self.rows:
             return
@@ -222,7 +233,7 @@ class IdentityDataModule(L.LightningDataModule):
             raise ValueError(f"unknown pool {pool!r}; choose one of {', '.join(POOLS)}")
         hp = self.hparams
         transform = build_transform(hp.image_size, train, tuple(hp.crop_scale))
-        return IdentityImages(self.table, self.rows[pool], transform, self.identity_index)
+        return IdentityImages(self.table, self.rows[pool], transform, self.row_labels)
 
     def loader(self, pool: str, train: bool = False, batch_size: int | None = None) -> DataLoader:
         """A loader over ``pool``: shuffled with the train transform, or in order with the test one."""
@@ -251,7 +262,7 @@ class IdentityDataModule(L.LightningDataModule):
             self.table,
             range(len(self.table)),
             build_transform(self.hparams.image_size, False),
-            self.identity_index,
+            self.row_labels,
         )
         return DataLoader(
             SimulatedRequestSet(every_row, requests), batch_size=None, collate_fn=_keep, **self._workers()
