@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/one-shui-split --config configs/data/synthetic.yaml
+	$(BIN)/one-shui-split --data configs/data/synthetic.yaml
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -13,15 +13,15 @@ def test_split_command_prints_summary_and_saves_split(tmp_path, capsys, config):
     out = tmp_path / "split.json"
     main(
         [
-            "--config",
+            "--data",
             str(CONFIG.with_name(config)),
-            "--data.root",
+            "--data.init_args.root",
             str(tmp_path / "data"),
-            "--data.synthetic.identities",
+            "--data.init_args.synthetic.identities",
             "40",
-            "--data.request_size",
+            "--data.init_args.request_size",
             "3",
-            "--data.cache_dir",
+            "--data.init_args.cache_dir",
             str(tmp_path),
             "--out",
             str(out),

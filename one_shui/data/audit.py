@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..atomic import write_text_atomic
 from .sources import DataWarning, Table
 
 OnDuplicates = Literal["warn", "error", "drop"]
@@ -71,10 +72,7 @@ def audit_images(
     )
     report = AuditReport(duplicates)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.tmp")
-        tmp.write_text(json.dumps(asdict(report)))
-        tmp.replace(cache)
+        write_text_atomic(cache, json.dumps(asdict(report)))
     return report
 
 

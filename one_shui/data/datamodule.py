@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
@@ -14,12 +15,14 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from .. import checkpoints  # a module reference: checkpoints imports this package too
 from .audit import ImageError, OnDuplicates, apply_duplicate_policy, audit_images
 from .sources import Table, read_table
 from .splits import SimulatedRequest, Split, SplitMismatchError, make_split, pools, simulated_requests
 from .synthetic import SyntheticSpec, write_synthetic
 
 POOLS = ("train", "retain", "forget", "support", "val", "test")
+TRAIN_POOLS = ("train", "retain")  # pretrain trains on TRAIN minus the support images, retrain on D_r
 TEST_SETS = ("retain", "forget", "test")  # the order of test_dataloader()
 MEAN = STD = (0.5, 0.5, 0.5)
 
@@ -100,7 +103,10 @@ class IdentityDataModule(L.LightningDataModule):
         root: the data root; nothing outside it is read.
         request_size: N, the number of identities that ask to be forgotten.
         seed: the split seed (identity shuffles, forget request, support images).
-        split_file: a saved Split to use instead of making one; it must match the data.
+        split_file: a Split to use instead of making one: its JSON file or a checkpoint that embeds
+            it (a pretrain checkpoint, for a retrain). It must match the data.
+        train_pool: what ``fit`` trains on: ``train`` (pretrain) or ``retain`` (retrain, which needs
+            ``split_file`` so that it is bound to its pretrain).
         synthetic: when given, the embedded synthetic dataset is written to ``root`` in the
             ``dataset`` layout (celebahq or mufac) before reading.
         image_size: side of the square images fed to the model.
@@ -120,6 +126,7 @@ class IdentityDataModule(L.LightningDataModule):
         request_size: int = 20,
         seed: int = 0,
         split_file: str | None = None,
+        train_pool: Literal["train", "retain"] = "train",
         synthetic: SyntheticSpec | None = None,
         image_size: int = 224,
         crop_scale: tuple[float, float] = (0.08, 1.0),
@@ -137,7 +144,12 @@ class IdentityDataModule(L.LightningDataModule):
         # A plain dict in the hyperparameters, so checkpoints load with weights_only=True.
         self.hparams["synthetic"] = asdict(synthetic) if synthetic is not None else None
         self.synthetic = synthetic
-        self.split: Split | None = Split.load(split_file) if split_file else None
+        if train_pool == "retain" and not split_file:
+            raise SplitMismatchError(
+                "a retrain (data.train_pool: retain) must use the split of its pretrain: set data.split_file "
+                "to the pretrain checkpoint or to the split.json beside it"
+            )
+        self.split: Split | None = checkpoints.read_split(split_file) if split_file else None
         if self.split is not None and (self.split.seed, self.split.request_size) != (seed, request_size):
             raise SplitMismatchError(
                 f"{split_file} was made with seed {self.split.seed} and request size "
@@ -212,12 +224,8 @@ class IdentityDataModule(L.LightningDataModule):
         if "split" not in state:
             return
         split = Split.from_dict(state["split"], source="the checkpoint's split")
-        if self.split is not None and split.fingerprint != self.split.fingerprint:
-            raise SplitMismatchError(
-                f"the checkpoint was made with split {split.fingerprint[:12]} (seed {split.seed}, N "
-                f"{split.request_size}) but this run uses split {self.split.fingerprint[:12]} (seed "
-                f"{self.split.seed}, N {self.split.request_size}); use the checkpoint's data settings"
-            )
+        if self.split is not None:
+            self.split.require_same(split, "the checkpoint")
         self.split = split  # verified against the data in setup()
 
     def save_split(self, path: str | os.PathLike) -> Path:
@@ -242,7 +250,7 @@ class IdentityDataModule(L.LightningDataModule):
         return DataLoader(self.images(pool, train), batch_size=size, shuffle=train, **self._workers())
 
     def train_dataloader(self) -> DataLoader:
-        return self.loader("train", train=True)
+        return self.loader(self.hparams.train_pool, train=True)
 
     def val_dataloader(self) -> DataLoader:
         return self.loader("val")

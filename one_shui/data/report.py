@@ -37,7 +37,7 @@ def summarise(data: IdentityDataModule) -> str:
 def main(args: list[str] | None = None) -> None:
     parser = ArgumentParser(description=__doc__, default_config_files=None)
     parser.add_argument("--config", action=ActionConfigFile)
-    parser.add_class_arguments(IdentityDataModule, "data")
+    parser.add_subclass_arguments(IdentityDataModule, "data", required=True)
     parser.add_argument(
         "--out",
         type=str | None,

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..atomic import write_text_atomic
+
 SPLIT_FORMAT = 1
 HOLDOUT_SHARE = 0.4  # VAL + TEST, in images
 VAL_SHARE = 0.5  # of the holdout images
@@ -75,12 +77,7 @@ class Split:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the split as JSON atomically (a temporary file renamed into place)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True))
-        tmp.replace(path)
-        return path
+        return write_text_atomic(path, json.dumps(self.to_dict(), indent=1, sort_keys=True))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Split:
@@ -102,6 +99,24 @@ class Split:
                 f"but the data given is {dataset!r} with listing {dataset_fingerprint[:12]}. Point the data "
                 "root at the data the split was made from, or make a new split (and retrain on it)."
             )
+
+    def require_same(
+        self, other: Split, source: str, fix: str = "use the data settings it was made with"
+    ) -> None:
+        """Refuse ``other`` (the split of ``source``) unless it is this one; say what differs and the fix."""
+        if other.fingerprint == self.fingerprint:
+            return
+        if (other.dataset, other.dataset_fingerprint) != (self.dataset, self.dataset_fingerprint):
+            what = (
+                f"dataset {other.dataset!r} (listing {other.dataset_fingerprint[:12]}), "
+                f"but this run uses {self.dataset!r} (listing {self.dataset_fingerprint[:12]})"
+            )
+        else:
+            what = (
+                f"split {other.fingerprint[:12]} (seed {other.seed}, N {other.request_size}), "
+                f"but this run uses split {self.fingerprint[:12]} (seed {self.seed}, N {self.request_size})"
+            )
+        raise SplitMismatchError(f"{source} was made with {what}; {fix}")
 
 
 @dataclass(frozen=True)

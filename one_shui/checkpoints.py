@@ -1,0 +1,128 @@
+"""Checkpoints that carry their Split and config: written by :class:`RunRecord`, read with
+``weights_only=True`` and verified against the run that uses them."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback
+
+from . import __version__
+from .atomic import write_text_atomic
+from .data.splits import Split, SplitMismatchError
+
+RECORD_KEY = "one_shui"
+RECORD_FORMAT = 1
+SPLIT_FILE = "split.json"
+
+
+class CheckpointError(ValueError):
+    """A file is not a one_shui checkpoint, or not the one this run needs."""
+
+
+def checkpoint_dir(trainer: L.Trainer) -> Path:
+    """Where a run keeps its checkpoints and the split JSON beside them."""
+    return Path(trainer.default_root_dir) / "checkpoints"
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint with ``weights_only=True`` (no arbitrary unpickling) and check it is ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path}: refused, it holds objects other than tensors and plain data, which could run code "
+            f"when loaded ({str(err).splitlines()[0]})"
+        ) from None
+    except (RuntimeError, EOFError) as err:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
+    if not isinstance(checkpoint, dict) or RECORD_KEY not in checkpoint:
+        raise CheckpointError(f"{path}: not a one_shui checkpoint (it has no {RECORD_KEY!r} record)")
+    return checkpoint
+
+
+def checkpoint_split(checkpoint: dict, source: str = "the checkpoint") -> Split:
+    """The Split a checkpoint's model was trained with."""
+    return Split.from_dict(checkpoint[RECORD_KEY]["split"], source=f"{source}'s split")
+
+
+def read_split(path: str | os.PathLike) -> Split:
+    """A Split from its JSON file or from the checkpoint it is embedded in."""
+    if Path(path).suffix == ".json":
+        return Split.load(path)
+    return checkpoint_split(load_checkpoint(path), source=str(path))
+
+
+def verify_checkpoint(
+    checkpoint: dict, source: str, *, split: Split | None = None, backbone: str | None = None
+) -> None:
+    """Refuse a checkpoint made on another dataset or split, or with another backbone; say which."""
+    record = checkpoint.get(RECORD_KEY)
+    if record is None:
+        raise CheckpointError(f"{source}: not a one_shui checkpoint (it has no {RECORD_KEY!r} record)")
+    if backbone is not None and record.get("backbone") != backbone:
+        raise CheckpointError(
+            f"{source} holds a {record.get('backbone')!r} model, but this run uses backbone {backbone!r}; "
+            f"set the model's backbone to {record.get('backbone')!r} or use a checkpoint of {backbone!r}"
+        )
+    if split is not None:
+        split.require_same(checkpoint_split(checkpoint, source), source)
+
+
+class RunRecord(Callback):
+    """The record of a run: ``config.yaml`` in the run folder and ``split.json`` beside the checkpoints
+    (a fit refuses a folder that holds another split's run), both logged to every logger (W&B
+    included) and embedded with the backbone in every checkpoint."""
+
+    def __init__(self, config: dict | None = None):
+        self.config = config
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        split = _split_of(trainer)
+        if stage == "fit" and not trainer.fast_dev_run:
+            self._claim_run_dir(trainer, split)
+        summary = {
+            "split/fingerprint": split.fingerprint,
+            "split/dataset": split.dataset,
+            "split/seed": split.seed,
+            "split/request_size": split.request_size,
+        }
+        for logger in trainer.loggers:
+            logger.log_hyperparams({**summary, "config": self.config} if self.config else summary)
+
+    def _claim_run_dir(self, trainer: L.Trainer, split: Split) -> None:
+        path = checkpoint_dir(trainer) / SPLIT_FILE
+        if path.is_file():
+            split.require_same(
+                Split.load(path),
+                f"the run in {Path(trainer.default_root_dir)}",
+                fix="set trainer.default_root_dir to a folder of its own",
+            )
+        if trainer.is_global_zero:
+            split.save(path)
+            if self.config is not None:
+                write_text_atomic(Path(trainer.default_root_dir) / "config.yaml", yaml.safe_dump(self.config))
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint[RECORD_KEY] = {
+            "format": RECORD_FORMAT,
+            "version": __version__,
+            "split": _split_of(trainer).to_dict(),
+            "backbone": pl_module.hparams.get("backbone"),
+            "config": self.config,
+        }
+
+
+def _split_of(trainer: L.Trainer) -> Split:
+    split = getattr(trainer.datamodule, "split", None)
+    if split is None:
+        raise SplitMismatchError("this run has no 1-SHUI split: train through a one_shui IdentityDataModule")
+    return split

@@ -1,0 +1,162 @@
+"""Classifier: the pretrain and retrain module (the datamodule decides which pool it trains on)."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import nn
+
+from ..checkpoints import CheckpointError, checkpoint_dir, load_checkpoint, verify_checkpoint
+from ..data.datamodule import TEST_SETS
+from ..data.splits import Split
+from ..metrics.utility import Task, metric_name, task_loss, utility_metric
+from ..models.backbones import create_backbone
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class Classifier(L.LightningModule):
+    """A timm backbone with a new head, trained as in the paper (§3).
+
+    SGD with momentum (or AdamW), linear warm-up then cosine decay (per step); the best epoch by the
+    VAL metric is kept as ``checkpoints/best.ckpt`` and the latest as ``checkpoints/last.ckpt`` under
+    the trainer's ``default_root_dir``. ``test`` reports the metric on the retain, forget and test pools
+    as ``retain/<metric>``, ``forget/<metric>`` and ``test/<metric>``.
+
+    Args:
+        backbone: timm model name or a one_shui preset (see :mod:`one_shui.models.backbones`).
+        num_classes: outputs of the head; linked from the datamodule by the CLI.
+        task: ``multilabel`` (BCE, macro mAP) or ``classification`` (CE, accuracy); linked likewise.
+        pretrained: start from ImageNet weights; ``weights_file`` reads them from a local file.
+        image_size: input side (ViTs); linked from the datamodule.
+        optimizer: ``sgd`` as in the paper (fine-tuning from ImageNet weights), or ``adamw``, which
+            trains a ViT from scratch far faster (the synthetic configs use it).
+        lr, momentum, weight_decay: optimiser settings (``momentum`` is SGD's).
+        warmup_epochs: epochs of linear warm-up before the cosine decay.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "vit_base_patch16_224",
+        num_classes: int = 40,
+        task: Task = "multilabel",
+        pretrained: bool = True,
+        weights_file: str | None = None,
+        image_size: int = 224,
+        optimizer: Literal["sgd", "adamw"] = "sgd",
+        lr: float = 1e-3,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-3,
+        warmup_epochs: float = 2.0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = create_backbone(
+            backbone, num_classes, pretrained=pretrained, weights_file=weights_file, image_size=image_size
+        )
+        self.metric = metric_name(task)
+        self.val_utility = utility_metric(task, num_classes)
+        self.test_utility = nn.ModuleList(utility_metric(task, num_classes) for _ in TEST_SETS)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, split: Split | None = None) -> Classifier:
+        """The trained model of a checkpoint (read with weights_only; nothing downloaded), in eval mode.
+
+        With ``split``, a checkpoint trained on another split is refused.
+        """
+        checkpoint = load_checkpoint(path)
+        verify_checkpoint(checkpoint, str(path), split=split)
+        hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
+        try:
+            model = cls(**{**hparams, "pretrained": False, "weights_file": None})
+            model.load_state_dict(checkpoint["state_dict"])
+        except (TypeError, RuntimeError) as err:
+            raise CheckpointError(f"{path}: not a pretrain or retrain model checkpoint ({err})") from None
+        return model.eval()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        verify_checkpoint(checkpoint, "the checkpoint", backbone=self.hparams.backbone)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, _, targets = batch
+        loss = task_loss(self.hparams.task, self(images), targets)
+        self._stop_if_not_finite(loss, batch_idx)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        images, _, targets = batch
+        logits = self(images).float()
+        self.val_utility.update(logits, targets.long())
+        self.log("val/loss", task_loss(self.hparams.task, logits, targets), batch_size=len(images))
+        self.log(f"val/{self.metric}", self.val_utility, prog_bar=True, batch_size=len(images))
+
+    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        images, _, targets = batch
+        utility = self.test_utility[dataloader_idx]
+        utility.update(self(images).float(), targets.long())
+        name = f"{TEST_SETS[dataloader_idx]}/{self.metric}"
+        self.log(name, utility, add_dataloader_idx=False, batch_size=len(images))
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        if hp.optimizer == "sgd":
+            optimizer = torch.optim.SGD(
+                self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
+            )
+        else:
+            optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        total = max(1, self.trainer.estimated_stepping_batches)
+        warmup = min(total - 1, math.ceil(hp.warmup_epochs * total / max(1, self.trainer.max_epochs)))
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": warmup_cosine(optimizer, warmup, total), "interval": "step"},
+        }
+
+    def configure_callbacks(self) -> list:
+        """Keep the best epoch by the VAL metric and the last one, under fixed names a resume can find."""
+        return [
+            ModelCheckpoint(
+                dirpath=checkpoint_dir(self.trainer),
+                filename="best",
+                monitor=f"val/{self.metric}",
+                mode="max",
+                save_last=True,
+                enable_version_counter=False,
+            )
+        ]
+
+    def _stop_if_not_finite(self, loss: torch.Tensor, batch_idx: int) -> None:
+        # Decided on every rank alike, so that DDP processes stop together.
+        if self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True):
+            return
+        raise NonFiniteLossError(
+            f"the training loss is {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}; the run "
+            f"stops before the update. The last good checkpoint is {self._last_checkpoint()}; lower model.lr "
+            f"or check the data, then resume with --ckpt_path last"
+        )
+
+    def _last_checkpoint(self) -> str:
+        last = checkpoint_dir(self.trainer) / "last.ckpt"
+        return str(last) if last.is_file() else "none (no epoch finished)"
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
+    """Linear warm-up over ``warmup_steps``, then cosine decay to zero at ``total_steps``."""
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup_steps))
+    if warmup_steps == 0:
+        return cosine
+    warmup = torch.optim.lr_scheduler.LinearLR(
+        optimizer, start_factor=1 / warmup_steps, total_iters=warmup_steps
+    )
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_steps])

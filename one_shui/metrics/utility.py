@@ -1,0 +1,36 @@
+"""Utility of a model on a pool: its task loss and its metric (macro mAP or accuracy, x100, float32)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import Metric
+from torchmetrics.classification import MulticlassAccuracy, MultilabelAveragePrecision
+
+Task = Literal["multilabel", "classification"]
+
+
+def metric_name(task: Task) -> str:
+    """The name the metric is logged under: ``mAP`` (multilabel) or ``acc`` (classification)."""
+    return {"multilabel": "mAP", "classification": "acc"}[task]
+
+
+def utility_metric(task: Task, num_classes: int) -> Metric:
+    """Macro mAP over attributes (multilabel) or top-1 accuracy (classification), x100.
+
+    Update it with float32 logits and integer targets.
+    """
+    if task == "multilabel":
+        return 100 * MultilabelAveragePrecision(num_labels=num_classes, average="macro")
+    return 100 * MulticlassAccuracy(num_classes=num_classes, average="micro")
+
+
+def task_loss(
+    task: Task, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
+    """BCE with logits (multilabel) or cross-entropy (classification), in float32."""
+    if task == "multilabel":
+        return F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction=reduction)
+    return F.cross_entropy(logits.float(), targets, reduction=reduction)

@@ -1,0 +1,286 @@
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import helpers
+import pytest
+import torch
+from layouts import write_celeba, write_celebahq, write_mufac
+
+from one_shui.checkpoints import CheckpointError, load_checkpoint
+from one_shui.cli import OneShuiCLI, main
+from one_shui.data import IdentityDataModule, Split, SplitMismatchError
+from one_shui.methods.classifier import Classifier
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+PRETRAIN = CONFIGS / "pretrain" / "synthetic.yaml"
+RETRAIN = CONFIGS / "retrain" / "synthetic.yaml"
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    """Configs name relative folders (data/, outputs/): run every test in its own directory."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+
+
+def tiny(root: str = "run", epochs: int = 1, seed: int = 0) -> list[str]:
+    """Overrides that shrink the synthetic experiment to a few seconds."""
+    return [
+        *("--data.init_args.synthetic.identities", "40", "--data.init_args.request_size", "3"),
+        *("--data.init_args.seed", str(seed), "--seed_everything", str(seed)),
+        *("--trainer.max_epochs", str(epochs), "--trainer.limit_train_batches", "2"),
+        *("--trainer.limit_val_batches", "1", "--trainer.default_root_dir", root),
+        *QUIET,
+    ]
+
+
+def fit(*args) -> OneShuiCLI:
+    return OneShuiCLI(["fit", *map(str, args)])
+
+
+def fit_error(*args) -> str:
+    """The one-line message `one-shui fit` exits with."""
+    with pytest.raises(SystemExit) as exit:
+        main(["fit", *map(str, args)])
+    return str(exit.value.code)
+
+
+def pretrain(root: str = "pre", **options) -> Path:
+    fit("--config", PRETRAIN, *tiny(root, **options))
+    return Path(root) / "checkpoints"
+
+
+# --- every shipped config -------------------------------------------------------------------------
+
+EXPERIMENTS = sorted(CONFIGS.glob("pretrain/*.yaml")) + sorted(CONFIGS.glob("retrain/*.yaml"))
+
+
+def config_args(path: Path) -> list[str]:
+    """How a config file is used: data and model presets by group, the others whole."""
+    group = path.parent.name
+    if group == "data":  # alone: merged into another config's data, it would inherit its options
+        return ["--data", str(path), "--model", str(CONFIGS / "model" / "vit_cpu.yaml")]
+    if group == "model":
+        return ["--config", str(PRETRAIN), "--model", str(path)]
+    if group == "trainer":
+        return ["--config", str(PRETRAIN), "--config", str(path)]
+    return ["--config", str(path)]
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_config_parses(path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        OneShuiCLI(["fit", *config_args(path), "--print_config"])
+    assert exit.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "class_path: one_shui." in printed and "trainer:" in printed
+
+
+def n_of(path: Path) -> int:
+    """The request size a config file sets."""
+    return int(next(line.split(":")[1] for line in path.read_text().splitlines() if "request_size:" in line))
+
+
+def write_tiny(dataset: str, root: Path) -> dict:
+    """A tiny folder of ``dataset`` in its real layout, and the overrides that read it."""
+    if dataset == "celebahq":
+        write_celebahq(root, {str(i): 3 for i in range(12)})
+    elif dataset == "celeba":
+        write_celeba(root, {str(1000 + i): 3 for i in range(12)})
+        return {"verify_md5": "false"}
+    else:
+        write_mufac(root, {"train": {f"F{i:04d}_D": "abc" for i in range(12)}})
+    return {}
+
+
+def real_experiment_args(path: Path, tmp_path: Path) -> list[str]:
+    config = path.read_text()
+    dataset = next(d for d in ("celebahq", "celeba", "mufac") if f"dataset: {d}\n" in config)
+    options = {
+        "root": str(tmp_path / dataset),
+        "request_size": "2",
+        "batch_size": "2",
+        "num_workers": "0",
+        **write_tiny(dataset, tmp_path / dataset),
+    }
+    if path.parent.name == "retrain":
+        data = IdentityDataModule(dataset, options["root"], request_size=2, verify_md5=False)
+        options["split_file"] = str(data.save_split(tmp_path / "split.json"))
+    return [f"--data.init_args.{k}={v}" for k, v in options.items()] + ["--model.init_args.pretrained=false"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_experiment_config_runs_a_step(path, tmp_path):
+    """The paper's experiments on tiny folders in their real layout; the synthetic ones as shipped."""
+    if "synthetic" in path.name:
+        if path.parent.name == "retrain":  # its split_file names the pretrain folder of the file's N
+            pretrain_config = CONFIGS / "pretrain" / path.name
+            fit("--config", pretrain_config, *tiny(f"outputs/{path.stem}/N{n_of(path)}-seed0/pretrain"))
+        overrides = tiny()[:4]
+    else:
+        overrides = real_experiment_args(path, tmp_path)
+    cli = fit("--config", path, "--config", CONFIGS / "trainer" / "debug.yaml", *overrides, *QUIET)
+    assert cli.trainer.state.finished and cli.trainer.global_step == 1
+
+
+@pytest.mark.parametrize(
+    "preset", sorted(CONFIGS.glob("data/*.yaml")) + sorted(CONFIGS.glob("model/*.yaml")), ids=lambda p: p.name
+)
+def test_every_data_and_model_preset_runs_a_step(preset, tmp_path):
+    args = [*config_args(preset), "--config", CONFIGS / "trainer/debug.yaml"]
+    if preset.parent.name == "data" and "synthetic" not in preset.name:
+        args += [*real_experiment_args(preset, tmp_path)[:-1], "--data.init_args.image_size=32"]
+    elif preset.parent.name == "model":
+        args += ["--model.init_args.pretrained=false", *tiny()[:4]]
+    else:
+        args += tiny()[:4]
+    cli = fit(*args, *QUIET)
+    assert cli.trainer.global_step == 1
+
+
+# --- pretrain, retrain and their checkpoints ------------------------------------------------------
+
+
+def test_pretrain_writes_its_record_and_retrain_is_bound_to_it():
+    folder = pretrain()
+    best, split = folder / "best.ckpt", Split.load(folder / "split.json")
+    assert (folder / "last.ckpt").is_file() and Path("pre/config.yaml").is_file()
+
+    checkpoint = torch.load(best, weights_only=True)  # plain data and tensors only
+    assert checkpoint["one_shui"]["split"]["fingerprint"] == split.fingerprint
+    assert checkpoint["one_shui"]["config"]["model"]["init_args"]["backbone"] == "vit_cpu"
+
+    cli = fit("--config", RETRAIN, *tiny("re"), "--data.init_args.split_file", best)
+    assert cli.datamodule.split == split
+    retain = cli.datamodule.rows["retain"]
+    assert sorted(cli.trainer.train_dataloader.dataset.rows) == sorted(retain)
+    assert Split.load("re/checkpoints/split.json") == split
+
+    message = fit_error("--config", RETRAIN, *tiny("re1", seed=1), "--data.init_args.split_file", best)
+    assert message.endswith(
+        "was made with seed 0 and request size 3; set data.seed and data.request_size to "
+        "those (they are 1 and 3)"
+    )
+    message = fit_error("--config", RETRAIN, *tiny("re2"), "--data.init_args.split_file=null")
+    assert "must use the split of its pretrain: set data.split_file" in message
+
+
+def test_checkpoint_round_trip_with_weights_only():
+    best = pretrain() / "best.ckpt"
+    model = Classifier.from_checkpoint(best)
+    trained = Classifier.from_checkpoint(best, split=Split.load("pre/checkpoints/split.json"))
+    images = torch.randn(4, 3, 32, 32)
+    assert model.hparams.pretrained is False
+    torch.testing.assert_close(model(images), trained(images))
+    state = load_checkpoint(best)["state_dict"]
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def test_checkpoints_of_another_split_backbone_or_kind_are_refused(tmp_path):
+    best = pretrain() / "best.ckpt"
+    other = pretrain("pre1", seed=1) / "split.json"
+    with pytest.raises(
+        SplitMismatchError, match=r"was made with split .* \(seed 0, N 3\), but this run uses"
+    ):
+        Classifier.from_checkpoint(best, split=Split.load(other))
+
+    other_dataset = dataclasses.replace(Split.load("pre/checkpoints/split.json"), dataset="mufac")
+    with pytest.raises(SplitMismatchError, match="was made with dataset 'celebahq'"):
+        Classifier.from_checkpoint(best, split=other_dataset)
+
+    # The CLI takes the model's settings from the checkpoint it resumes; in Python one can mix them up.
+    cli = fit("--config", PRETRAIN, *tiny("again"))
+    resnet = Classifier("resnet18", num_classes=40, pretrained=False, image_size=32)
+    with pytest.raises(
+        CheckpointError, match="holds a 'vit_cpu' model, but this run uses backbone 'resnet18'"
+    ):
+        cli.trainer.test(resnet, datamodule=cli.datamodule, ckpt_path=best, weights_only=True)
+
+    plain = tmp_path / "plain.ckpt"
+    torch.save({"state_dict": {}}, plain)
+    with pytest.raises(CheckpointError, match="not a one_shui checkpoint"):
+        load_checkpoint(plain)
+    pickled = tmp_path / "pickled.ckpt"
+    torch.save({"one_shui": {}, "payload": Path("x")}, pickled)  # any object beyond plain data
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(pickled)
+
+
+def test_a_run_folder_holding_another_split_is_refused():
+    pretrain("pre")
+    with pytest.raises(SplitMismatchError, match="default_root_dir to a folder of its own"):
+        pretrain("pre", seed=1)
+    pretrain("pre")  # the same split may run there again
+
+
+def test_interrupted_fit_resumes_without_repeating_or_losing_an_epoch():
+    crash = json.dumps([{"class_path": "helpers.Crash", "init_args": {"epoch": 2}}])
+    with pytest.raises(RuntimeError, match="simulated kill at epoch 2"):
+        fit("--config", PRETRAIN, *tiny("run", epochs=4), f"--trainer.callbacks={crash}")
+    assert load_checkpoint("run/checkpoints/last.ckpt")["epoch"] == 1
+
+    helpers.EPOCHS_RUN.clear()
+    record = json.dumps([{"class_path": "helpers.RecordEpochs"}])
+    cli = fit(
+        "--config", PRETRAIN, *tiny("run", epochs=4), f"--trainer.callbacks={record}", "--ckpt_path", "last"
+    )
+    assert helpers.EPOCHS_RUN == [2, 3]
+    assert cli.trainer.global_step == 4 * 2  # four epochs of two batches, none repeated
+    assert load_checkpoint("run/checkpoints/last.ckpt")["global_step"] == 4 * 2
+
+
+def test_ckpt_path_last_starts_afresh_when_there_is_none():
+    cli = fit("--config", PRETRAIN, *tiny("new"), "--ckpt_path", "last")
+    assert cli.trainer.global_step == 2
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(capsys):
+    poison = json.dumps([{"class_path": "helpers.PoisonWeights", "init_args": {"epoch": 1}}])
+    with pytest.raises(SystemExit) as exit:
+        main(["fit", "--config", str(PRETRAIN), *tiny("nan", epochs=3), f"--trainer.callbacks={poison}"])
+    message = str(exit.value.code)
+    assert message.startswith("one-shui: the training loss is nan at epoch 1, batch 0")
+    assert "nan/checkpoints/last.ckpt" in message and "--ckpt_path last" in message
+    last = load_checkpoint("nan/checkpoints/last.ckpt")
+    assert last["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
+
+
+def test_user_errors_are_one_line_without_traceback():
+    with pytest.raises(SystemExit) as exit:
+        main(["fit", "--config", str(PRETRAIN), *tiny(), "--data.init_args.split_file", "missing.json"])
+    assert str(exit.value.code) == "one-shui: split file missing.json does not exist"
+
+
+def test_wandb_run_logs_config_metrics_and_split(monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cli = fit("--config", PRETRAIN, "--config", CONFIGS / "trainer" / "wandb.yaml", *tiny("wb"))
+    run = cli.trainer.logger.experiment
+    try:
+        assert run.config["split/fingerprint"] == cli.datamodule.split.fingerprint
+        assert run.config["config"]["model"]["init_args"]["backbone"] == "vit_cpu"
+        assert run.config["backbone"] == "vit_cpu"  # the module's own hyperparameters
+        assert {"val/mAP", "val/loss"} <= set(run.summary.keys())
+    finally:
+        run.finish()
+    assert any(Path("outputs/wandb").glob("offline-run-*"))
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes(tmp_path):
+    command = Path(sys.executable).with_name("one-shui")
+    args = [command, "fit", "--config", PRETRAIN, *tiny("ddp")]
+    args += ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+    done = subprocess.run(list(map(str, args)), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    checkpoint = load_checkpoint(tmp_path / "ddp/checkpoints/last.ckpt")
+    assert checkpoint["global_step"] == 2  # two batches per process, gradients averaged across both
+    assert (
+        checkpoint["one_shui"]["split"]["fingerprint"] == Split.load("ddp/checkpoints/split.json").fingerprint
+    )
