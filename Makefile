@@ -13,8 +13,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+RUN := outputs/synthetic/N20-seed0
+
 demo: $(STAMP)
-	$(BIN)/one-shui-split --data configs/data/synthetic.yaml
+	$(BIN)/one-shui fit --config configs/pretrain/synthetic.yaml
+	$(BIN)/one-shui fit --config configs/retrain/synthetic.yaml
+	$(BIN)/one-shui test --config configs/pretrain/synthetic.yaml --ckpt_path $(RUN)/pretrain/checkpoints/best.ckpt
+	$(BIN)/one-shui test --config configs/retrain/synthetic.yaml --ckpt_path $(RUN)/retrain/checkpoints/best.ckpt
 
 test: $(STAMP)
 	$(BIN)/ruff check .

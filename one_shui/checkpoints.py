@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from pathlib import Path
 
 import lightning as L
@@ -30,13 +31,19 @@ def checkpoint_dir(trainer: L.Trainer) -> Path:
     return Path(trainer.default_root_dir) / "checkpoints"
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint with ``weights_only=True`` (no arbitrary unpickling) and check it is ours."""
+def load_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
+    """Read a checkpoint with ``weights_only=True`` (no arbitrary unpickling) and check it is ours.
+
+    With ``mmap``, tensors are read from the file only when used (cheap when only the record is
+    needed); they are then valid only while the file is left as it is.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):  # what torch.save writes; anything else is not a checkpoint of ours
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (damaged, or another kind of file)")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"{path}: refused, it holds objects other than tensors and plain data, which could run code "
@@ -58,7 +65,7 @@ def read_split(path: str | os.PathLike) -> Split:
     """A Split from its JSON file or from the checkpoint it is embedded in."""
     if Path(path).suffix == ".json":
         return Split.load(path)
-    return checkpoint_split(load_checkpoint(path), source=str(path))
+    return checkpoint_split(load_checkpoint(path, mmap=True), source=str(path))
 
 
 def verify_checkpoint(
@@ -87,8 +94,6 @@ class RunRecord(Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         split = _split_of(trainer)
-        if stage == "fit" and not trainer.fast_dev_run:
-            self._claim_run_dir(trainer, split)
         summary = {
             "split/fingerprint": split.fingerprint,
             "split/dataset": split.dataset,
@@ -97,6 +102,11 @@ class RunRecord(Callback):
         }
         for logger in trainer.loggers:
             logger.log_hyperparams({**summary, "config": self.config} if self.config else summary)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After the checkpoint callback's set-up, so that it finds its folder as the last run left it.
+        if not trainer.fast_dev_run:
+            self._claim_run_dir(trainer, _split_of(trainer))
 
     def _claim_run_dir(self, trainer: L.Trainer, split: Split) -> None:
         path = checkpoint_dir(trainer) / SPLIT_FILE

@@ -206,6 +206,10 @@ def test_checkpoints_of_another_split_backbone_or_kind_are_refused(tmp_path):
     torch.save({"state_dict": {}}, plain)
     with pytest.raises(CheckpointError, match="not a one_shui checkpoint"):
         load_checkpoint(plain)
+    damaged = tmp_path / "damaged.ckpt"
+    damaged.write_bytes(best.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="damaged.ckpt: not a PyTorch checkpoint"):
+        load_checkpoint(damaged)
     pickled = tmp_path / "pickled.ckpt"
     torch.save({"one_shui": {}, "payload": Path("x")}, pickled)  # any object beyond plain data
     with pytest.raises(CheckpointError, match="refused"):

@@ -1,0 +1,66 @@
+"""Pretrain and retrain over seeds through the `one-shui` CLI; print wall times, the utility of both
+models on retain / forget / test and the memorisation gap (forget metric of pretrain minus retrain).
+
+    python benchmarks/pretrain_retrain.py                      # the embedded default, seeds 0 1 2
+    python benchmarks/pretrain_retrain.py --dataset synthetic_mufac --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+from one_shui.cli import OneShuiCLI
+from one_shui.data.datamodule import TEST_SETS
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def run(stage: str, dataset: str, seed: int, out: Path, *extra: str) -> tuple[OneShuiCLI, float]:
+    """`one-shui fit|test` of ``configs/<experiment>/<dataset>.yaml`` for ``seed``: the CLI and its time."""
+    subcommand, experiment = stage.split(":")
+    args = [subcommand, "--config", str(CONFIGS / experiment / f"{dataset}.yaml"), *QUIET]
+    args += [f"--seed_everything={seed}", f"--data.init_args.seed={seed}"]
+    args += [f"--trainer.default_root_dir={out / f'seed{seed}' / experiment}", *extra]
+    start = time.perf_counter()
+    cli = OneShuiCLI(args)
+    return cli, time.perf_counter() - start
+
+
+def measure(dataset: str, seed: int, out: Path) -> dict[str, float]:
+    row: dict[str, float] = {}
+    for experiment in ("pretrain", "retrain"):
+        bound = [f"--data.init_args.split_file={out / f'seed{seed}' / 'pretrain/checkpoints/best.ckpt'}"]
+        extra = bound if experiment == "retrain" else []
+        cli, row[f"{experiment} s"] = run(f"fit:{experiment}", dataset, seed, out, *extra)
+        best = cli.trainer.checkpoint_callback.best_model_path
+        cli, _ = run(f"test:{experiment}", dataset, seed, out, *extra, f"--ckpt_path={best}")
+        metric = cli.model.metric
+        for pool in TEST_SETS:
+            row[f"{experiment} {pool}"] = float(cli.trainer.callback_metrics[f"{pool}/{metric}"])
+    row["gap"] = row["pretrain forget"] - row["retrain forget"]
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dataset", default="synthetic", help="configs/{pretrain,retrain}/<dataset>.yaml")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks/pretrain_retrain"))
+    args = parser.parse_args()
+    rows = [measure(args.dataset, seed, args.out / args.dataset) for seed in args.seeds]
+    print(f"\n{args.dataset}, seeds {args.seeds}")
+    for key in rows[0]:
+        values = [row[key] for row in rows]
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        each = ", ".join(f"{v:.2f}" for v in values)
+        print(f"{key:>18}: {statistics.mean(values):7.2f} +- {spread:5.2f}   ({each})")
+
+
+if __name__ == "__main__":
+    main()
