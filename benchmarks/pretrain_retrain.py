@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from one_shui.cli import OneShuiCLI
-from one_shui.data.datamodule import TEST_SETS
+from one_shui.metrics.tow import POOLS
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -39,7 +39,7 @@ def measure(dataset: str, seed: int, out: Path) -> dict[str, float]:
         best = cli.trainer.checkpoint_callback.best_model_path
         cli, _ = run(f"test:{experiment}", dataset, seed, out, *extra, f"--ckpt_path={best}")
         metric = cli.model.metric
-        for pool in TEST_SETS:
+        for pool in POOLS:
             row[f"{experiment} {pool}"] = float(cli.trainer.callback_metrics[f"{pool}/{metric}"])
     row["gap"] = row["pretrain forget"] - row["retrain forget"]
     return row

@@ -126,7 +126,7 @@ class RunRecord(Callback):
             "format": RECORD_FORMAT,
             "version": __version__,
             "split": _split_of(trainer).to_dict(),
-            "backbone": pl_module.hparams.get("backbone"),
+            "backbone": getattr(pl_module, "backbone", None),
             "config": self.config,
         }
 

@@ -17,6 +17,10 @@ def test_utility_is_macro_map_or_accuracy_times_100():
     expected = 100 * (1.0 + (1 / 3 + 2 / 4) / 2) / 2
     assert utility_metric("multilabel", 2)(mixed, targets).item() == pytest.approx(expected)
 
+    # An attribute without positives has no AP: it is left out of the mean, not counted as 0.
+    no_positive = torch.tensor([[1, 0], [0, 0], [1, 0], [0, 0]])
+    assert utility_metric("multilabel", 2)(perfect, no_positive).item() == pytest.approx(100)
+
     logits = torch.eye(3)[[0, 1, 2, 0]]
     assert utility_metric("classification", 3)(logits, torch.tensor([0, 1, 2, 2])).item() == pytest.approx(75)
 
@@ -71,7 +75,10 @@ def test_classification_data_gives_accuracy_on_retain_forget_and_test(tmp_path):
     trainer.fit(model, datamodule=data)
     assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
     assert 0 <= trainer.callback_metrics["val/acc"] <= 100
-    results = trainer.test(model, datamodule=data, verbose=False)
-    metrics = {k: v for result in results for k, v in result.items()}
-    assert set(metrics) == {"retain/acc", "forget/acc", "test/acc"}
-    assert all(0 <= v <= 100 for v in metrics.values())
+    trainer.test(model, datamodule=data, verbose=False)
+    results = model.results
+    assert {"retain/acc", "forget/acc", "test/acc", "mia_auc", "mia_forget_non_member"} <= set(results)
+    forget_ids = {data.identity_index[i] for i in data.split.forget}
+    assert {k for k in results if k.startswith("forget/acc/")} == {f"forget/acc/{i}" for i in forget_ids}
+    assert all(0 <= v <= 100 for k, v in results.items() if "/" in k)
+    assert 0 <= results["mia_auc"] <= 1

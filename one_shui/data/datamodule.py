@@ -22,8 +22,7 @@ from .splits import SimulatedRequest, Split, SplitMismatchError, make_split, poo
 from .synthetic import SyntheticSpec, write_synthetic
 
 POOLS = ("train", "retain", "forget", "support", "val", "test")
-TRAIN_POOLS = ("train", "retain")  # pretrain trains on TRAIN minus the support images, retrain on D_r
-TEST_SETS = ("retain", "forget", "test")  # the order of test_dataloader()
+TEST_SETS = ("retain", "forget", "test", "val")  # the order of test_dataloader(); VAL for the MIA
 MEAN = STD = (0.5, 0.5, 0.5)
 
 
@@ -68,7 +67,7 @@ class IdentityImages(Dataset):
             raise ImageError(f"{path}: cannot read image ({err})") from err
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: Lightning moves a batch to the device by setting its fields
 class RequestBatch:
     """One simulated forget request: its support batch and its forget batch, each (images, ids, targets)."""
 
@@ -105,8 +104,9 @@ class IdentityDataModule(L.LightningDataModule):
         seed: the split seed (identity shuffles, forget request, support images).
         split_file: a Split to use instead of making one: its JSON file or a checkpoint that embeds
             it (a pretrain checkpoint, for a retrain). It must match the data.
-        train_pool: what ``fit`` trains on: ``train`` (pretrain) or ``retain`` (retrain, which needs
-            ``split_file`` so that it is bound to its pretrain).
+        train_pool: what ``fit`` trains on: ``train`` (pretrain), ``retain`` (retrain, which needs
+            ``split_file`` so that it is bound to its pretrain) or ``simulated`` (the simulated
+            requests of meta-training, anew each epoch).
         synthetic: when given, the embedded synthetic dataset is written to ``root`` in the
             ``dataset`` layout (celebahq or mufac) before reading.
         image_size: side of the square images fed to the model.
@@ -126,7 +126,7 @@ class IdentityDataModule(L.LightningDataModule):
         request_size: int = 20,
         seed: int = 0,
         split_file: str | None = None,
-        train_pool: Literal["train", "retain"] = "train",
+        train_pool: Literal["train", "retain", "simulated"] = "train",
         synthetic: SyntheticSpec | None = None,
         image_size: int = 224,
         crop_scale: tuple[float, float] = (0.08, 1.0),
@@ -250,6 +250,8 @@ class IdentityDataModule(L.LightningDataModule):
         return DataLoader(self.images(pool, train), batch_size=size, shuffle=train, **self._workers())
 
     def train_dataloader(self) -> DataLoader:
+        if self.hparams.train_pool == "simulated":
+            return self.simulated_request_loader(self.trainer.current_epoch if self.trainer else 0)
         return self.loader(self.hparams.train_pool, train=True)
 
     def val_dataloader(self) -> DataLoader:

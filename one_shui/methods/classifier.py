@@ -9,11 +9,11 @@ from typing import Literal
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from torch import nn
 
 from ..checkpoints import CheckpointError, checkpoint_dir, load_checkpoint, verify_checkpoint
 from ..data.datamodule import TEST_SETS
 from ..data.splits import Split
+from ..metrics.evaluation import Evaluation
 from ..metrics.utility import Task, metric_name, task_loss, utility_metric
 from ..models.backbones import create_backbone
 
@@ -63,7 +63,7 @@ class Classifier(L.LightningModule):
         )
         self.metric = metric_name(task)
         self.val_utility = utility_metric(task, num_classes)
-        self.test_utility = nn.ModuleList(utility_metric(task, num_classes) for _ in TEST_SETS)
+        self.evaluation = Evaluation(task, num_classes)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, split: Split | None = None) -> Classifier:
@@ -80,6 +80,10 @@ class Classifier(L.LightningModule):
         except (TypeError, RuntimeError) as err:
             raise CheckpointError(f"{path}: not a pretrain or retrain model checkpoint ({err})") from None
         return model.eval()
+
+    @property
+    def backbone(self) -> str:
+        return self.hparams.backbone
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         verify_checkpoint(checkpoint, "the checkpoint", backbone=self.hparams.backbone)
@@ -102,11 +106,11 @@ class Classifier(L.LightningModule):
         self.log(f"val/{self.metric}", self.val_utility, prog_bar=True, batch_size=len(images))
 
     def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        images, _, targets = batch
-        utility = self.test_utility[dataloader_idx]
-        utility.update(self(images).float(), targets.long())
-        name = f"{TEST_SETS[dataloader_idx]}/{self.metric}"
-        self.log(name, utility, add_dataloader_idx=False, batch_size=len(images))
+        images, identities, targets = batch
+        self.evaluation.update(TEST_SETS[dataloader_idx], self(images), targets, identities)
+
+    def on_test_epoch_end(self) -> None:
+        self.results = self.evaluation.log(self)
 
     def configure_optimizers(self):
         hp = self.hparams

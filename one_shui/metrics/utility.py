@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy, MultilabelAveragePrecision
+from torchmetrics.utilities import dim_zero_cat
 
 Task = Literal["multilabel", "classification"]
 
@@ -17,13 +18,28 @@ def metric_name(task: Task) -> str:
     return {"multilabel": "mAP", "classification": "acc"}[task]
 
 
+class PresentLabelsMAP(MultilabelAveragePrecision):
+    """Macro mAP over the attributes with at least one positive sample in what was seen.
+
+    torchmetrics scores an attribute without positives as AP 0 and averages it in, which pulls the
+    mAP of small pools (the forget set, one person's images) down for no reason.
+    """
+
+    def __init__(self, num_labels: int):
+        super().__init__(num_labels=num_labels, average=None)
+
+    def compute(self) -> torch.Tensor:
+        present = (dim_zero_cat(self.target) == 1).any(dim=0)
+        return super().compute()[present].mean()
+
+
 def utility_metric(task: Task, num_classes: int) -> Metric:
     """Macro mAP over attributes (multilabel) or top-1 accuracy (classification), x100.
 
     Update it with float32 logits and integer targets.
     """
     if task == "multilabel":
-        return 100 * MultilabelAveragePrecision(num_labels=num_classes, average="macro")
+        return 100 * PresentLabelsMAP(num_classes)
     return 100 * MulticlassAccuracy(num_classes=num_classes, average="micro")
 
 

@@ -1,0 +1,200 @@
+"""MetaUnlearn: a meta-learned unlearning loss, applied with one gradient step on the support images."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from ..data.datamodule import RequestBatch
+from ..metrics.utility import task_loss
+from ..models.meta_loss import INPUT_PARTS, MetaLoss
+from .base import Batch, UnlearningMethod
+
+DISTANCES = {"smooth_l1": F.smooth_l1_loss, "mse": F.mse_loss, "l1": F.l1_loss}
+FROZEN_IN_PUBLISHED_CODE = ("cls_token", "pos_embed")
+
+
+class LogitsAndFeatures(nn.Module):
+    """The backbone's logits and pooled feature (ViT: CLS token after the final norm) in one call."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = self.backbone.forward_head(self.backbone.forward_features(images), pre_logits=True)
+        return self.backbone.get_classifier()(pooled), pooled
+
+
+class MetaUnlearn(UnlearningMethod):
+    """Meta-trains h_phi over simulated requests (``fit``), then forgets with theta - eta * grad M.
+
+    Args:
+        meta_lr: eta, the step size of the unlearning step.
+        lr: AdamW (amsgrad, no weight decay) learning rate of h_phi, cosine over the epochs.
+        parts: the meta-loss input parts that are on (see :data:`INPUT_PARTS`).
+        objective: ``full`` (both terms), ``original`` (against L_v(theta)) or ``unlearned``
+            (against L_v(theta_u)).
+        distance: ``smooth_l1``, ``mse`` or ``l1``.
+        accuracy_scaling: scale each task loss by (1 - accuracy of that model on that batch); the
+            accuracy is label-wise for multilabel tasks.
+        update: ``all`` parameters (default), ``published`` (all but the ViT's class token and
+            position embedding, as the published code did) or ``last_blocks``.
+        last_blocks: how many final ViT blocks ``update: last_blocks`` changes (with the final norm
+            and the head).
+    """
+
+    def __init__(
+        self,
+        pretrain_ckpt: str,
+        retrain_ckpt: str | None = None,
+        num_classes: int | None = None,
+        task: str | None = None,
+        image_size: int | None = None,
+        meta_lr: float = 0.1,
+        lr: float = 1e-4,
+        parts: Sequence[str] = INPUT_PARTS,
+        objective: Literal["full", "original", "unlearned"] = "full",
+        distance: Literal["smooth_l1", "mse", "l1"] = "smooth_l1",
+        accuracy_scaling: bool = True,
+        update: Literal["all", "published", "last_blocks"] = "all",
+        last_blocks: int = 2,
+        identity_dim: int = 64,
+        hidden: int = 512,
+        residual_blocks: int = 0,
+        dropout: float = 0.5,
+    ):
+        super().__init__(pretrain_ckpt, retrain_ckpt, num_classes, task, image_size)
+        self.automatic_optimization = False
+        self.model.requires_grad_(False)  # the original weights never change during meta-training
+        backbone = self.model.model
+        self.meta_loss = MetaLoss(
+            self.model.hparams.num_classes,
+            backbone.num_features,
+            len(self.split.train),
+            parts=parts,
+            task=self.model.hparams.task,
+            identity_dim=identity_dim,
+            hidden=hidden,
+            residual_blocks=residual_blocks,
+            dropout=dropout,
+        )
+        self.updated = self._updated_names(update, last_blocks)
+        everyone = sorted({*self.split.train, *self.split.val, *self.split.test})  # the datamodule's order
+        position = {identity: k for k, identity in enumerate(self.split.train)}
+        index = torch.tensor([position.get(identity, -1) for identity in everyone])
+        self.register_buffer("train_index", index, persistent=False)  # dataset id -> TRAIN id
+        self._validation: Iterator | None = None
+
+    def _updated_names(self, update: str, last_blocks: int) -> tuple[str, ...]:
+        names = [name for name, _ in self.model.model.named_parameters()]
+        if update == "published":
+            return tuple(n for n in names if n not in FROZEN_IN_PUBLISHED_CODE)
+        if update == "all":
+            return tuple(names)
+        blocks = getattr(self.model.model, "blocks", None)
+        if blocks is None or not 1 <= last_blocks <= len(blocks):
+            raise ValueError(f"update: last_blocks needs a ViT with at least {last_blocks} blocks")
+        last = tuple(f"blocks.{i}." for i in range(len(blocks) - last_blocks, len(blocks)))
+        return tuple(n for n in names if n.startswith((*last, "norm.", "fc_norm.", "head.")))
+
+    # --- the functional model --------------------------------------------------------------------
+
+    def _leaves(self) -> dict[str, torch.Tensor]:
+        """The updated parameters as fresh leaves on the original weights (no copies)."""
+        weights = dict(self.model.model.named_parameters())
+        return {name: weights[name].detach().requires_grad_() for name in self.updated}
+
+    def _forward(self, params: dict[str, torch.Tensor], images: torch.Tensor):
+        wrapper = LogitsAndFeatures(self.model.model)
+        return functional_call(wrapper, {f"backbone.{k}": v for k, v in params.items()}, (images,))
+
+    def _unlearning_step(self, params: dict[str, torch.Tensor], support: Batch, create_graph: bool):
+        """theta_u = theta - eta * grad of M over the support samples."""
+        images, identities, targets = support
+        logits, features = self._forward(params, images)
+        meta_loss = self.meta_loss(logits, features, targets, self.train_index[identities])
+        grads = torch.autograd.grad(meta_loss, list(params.values()), create_graph=create_graph)
+        eta = self.hparams.meta_lr
+        return {name: p - eta * g for (name, p), g in zip(params.items(), grads, strict=True)}
+
+    def _task_loss(self, params: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
+        images, _, targets = batch
+        logits, _ = self._forward(params, images)
+        loss = task_loss(self.model.hparams.task, logits, targets)
+        if self.hparams.accuracy_scaling:
+            loss = loss * (1 - _accuracy(logits.detach(), targets))
+        return loss
+
+    # --- meta-training --------------------------------------------------------------------------
+
+    def meta_objective(self, request: RequestBatch, validation: Batch) -> torch.Tensor:
+        """s(L_f(theta_u), L_v(theta)) + s(L_f(theta_u), L_v(theta_u)), the validation side detached."""
+        params = self._leaves()
+        with sdpa_kernel(SDPBackend.MATH):  # double backward through attention needs the math kernel
+            unlearned = self._unlearning_step(params, request.support, create_graph=True)
+            forget = self._task_loss(unlearned, request.forget)
+            with torch.no_grad():
+                targets = {"original": self._task_loss(params, validation)}
+                targets["unlearned"] = self._task_loss(unlearned, validation)
+        distance = DISTANCES[self.hparams.distance]
+        chosen = ("original", "unlearned") if self.hparams.objective == "full" else (self.hparams.objective,)
+        return sum(distance(forget, targets[name]) for name in chosen)
+
+    def on_train_start(self) -> None:
+        self._validation = _endless(self.trainer.datamodule.loader("val"))
+
+    def on_train_epoch_start(self) -> None:
+        self.model.eval()  # the original model is a fixed function of its weights
+
+    def training_step(self, request: RequestBatch, batch_idx: int) -> torch.Tensor:
+        validation = tuple(t.to(self.device) for t in next(self._validation))
+        objective = self.meta_objective(request, validation)
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        self.manual_backward(objective)
+        optimizer.step()
+        self.log("meta/objective", objective, prog_bar=True, batch_size=1)
+        return objective
+
+    def on_train_epoch_end(self) -> None:
+        self.lr_schedulers().step()
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(
+            self.meta_loss.parameters(), lr=self.hparams.lr, weight_decay=0, amsgrad=True
+        )
+        epochs = max(1, self.trainer.max_epochs or 1)
+        return [optimizer], [torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)]
+
+    # --- serving a request ------------------------------------------------------------------------
+
+    def forget(self, support: Batch) -> None:
+        """One step theta - eta * grad M over the real support images, with h_phi frozen."""
+        self.meta_loss.eval()
+        self.model.eval()
+        params = self._leaves()
+        updated = self._unlearning_step(params, support, create_graph=False)
+        weights = dict(self.model.model.named_parameters())
+        with torch.no_grad():
+            for name, value in updated.items():
+                weights[name].copy_(value)
+
+
+def _accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Top-1 accuracy, or label-wise accuracy for multi-hot targets, in [0, 1]."""
+    if targets.dim() == 2:
+        return ((logits > 0) == (targets > 0.5)).float().mean()
+    return (logits.argmax(dim=1) == targets).float().mean()
+
+
+def _endless(loader) -> Iterator:
+    """Batches of ``loader``, round and round, from one loader built once."""
+    while True:
+        yield from loader

@@ -1,0 +1,83 @@
+"""The shared evaluation of every row of a table: utility on retain / forget / test, the forget
+utility of each identity, the loss-based MIA and, given the retrained model's utilities, ToW."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import lightning as L
+import torch
+
+from .mia import MIAResult, loss_mia
+from .tow import POOLS, tug_of_war
+from .utility import Task, metric_name, task_loss, utility_metric
+
+EVAL_POOLS = (*POOLS, "val")  # the MIA trains on retain vs VAL
+
+
+class Evaluation:
+    """Collects a model's outputs on the evaluation pools and turns them into the protocol's metrics.
+
+    Outputs are kept in float32 on the CPU; one process sees every sample (evaluate on one device).
+    """
+
+    def __init__(self, task: Task, num_classes: int):
+        self.task, self.num_classes, self.metric = task, num_classes, metric_name(task)
+        self.outputs: dict[str, list[tuple[torch.Tensor, ...]]] = {pool: [] for pool in EVAL_POOLS}
+        self.mia: MIAResult | None = None
+
+    def update(
+        self, pool: str, logits: torch.Tensor, targets: torch.Tensor, identities: torch.Tensor
+    ) -> None:
+        self.outputs[pool].append((logits.detach().float().cpu(), targets.cpu(), identities.cpu()))
+
+    def reset(self) -> None:
+        for outputs in self.outputs.values():
+            outputs.clear()
+
+    def compute(self, retrained: Mapping[str, float] | None = None, seed: int = 0) -> dict[str, float]:
+        """``<pool>/<metric>`` for retain, forget and test, ``forget/<metric>/<identity>``, the MIA and,
+        with the retrained model's utilities (keyed by pool), ``tow``."""
+        pools = {pool: self._cat(pool) for pool in EVAL_POOLS}
+        utilities = self.utilities()
+        results = {f"{pool}/{self.metric}": value for pool, value in utilities.items()}
+        logits, targets, identities = pools["forget"]
+        for identity in identities.unique().tolist():
+            mine = identities == identity
+            results[f"forget/{self.metric}/{identity}"] = self._utility(logits[mine], targets[mine])
+        self.mia = loss_mia(
+            *(self._losses(*pools[pool][:2]) for pool in ("retain", "val", "forget", "test")), seed=seed
+        )
+        results["mia_auc"], results["mia_forget_non_member"] = self.mia.auc, self.mia.forget_non_member
+        if retrained is not None:
+            results["tow"] = tug_of_war(utilities, retrained)
+        return results
+
+    def utilities(self) -> dict[str, float]:
+        """The metric on retain, forget and test, keyed by pool."""
+        return {pool: self._utility(*self._cat(pool)[:2]) for pool in POOLS}
+
+    def log(
+        self, module: L.LightningModule, retrained: Mapping[str, float] | None = None
+    ) -> dict[str, float]:
+        """Compute, log every number through ``module`` (the MIA's selection rule as a hyperparameter of
+        every logger), start afresh and return the results."""
+        results = self.compute(retrained)
+        module.log_dict(results, add_dataloader_idx=False)
+        for logger in module.loggers:
+            logger.log_hyperparams({"mia_selection_rule": self.mia.selection_rule})
+        self.reset()
+        return results
+
+    def _cat(self, pool: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if not self.outputs[pool]:
+            raise ValueError(f"no outputs on the {pool} pool to evaluate")
+        return tuple(torch.cat(parts) for parts in zip(*self.outputs[pool], strict=True))
+
+    def _utility(self, logits: torch.Tensor, targets: torch.Tensor) -> float:
+        return float(utility_metric(self.task, self.num_classes)(logits, targets.long()))
+
+    def _losses(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """One loss per sample (the mean over attributes for multilabel): the MIA's feature."""
+        losses = task_loss(self.task, logits, targets, reduction="none")
+        return losses.mean(dim=1) if losses.dim() == 2 else losses
