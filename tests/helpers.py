@@ -1,4 +1,5 @@
-"""Callbacks that tests hand to `one-shui fit` by class path (``helpers.<Name>``)."""
+"""Test helpers: a quiet Trainer, and callbacks that tests hand to `one-shui fit` by class path
+(``helpers.<Name>``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 EPOCHS_RUN: list[int] = []  # filled by RecordEpochs, read by the tests
+
+
+def quiet_trainer(**options) -> L.Trainer:
+    """A Trainer without logger, progress bar or model summary; ``options`` set the rest."""
+    return L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, **options)
 
 
 class Crash(Callback):

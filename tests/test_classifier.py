@@ -1,7 +1,7 @@
-import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import quiet_trainer
 
 from one_shui.data import IdentityDataModule, SyntheticSpec
 from one_shui.methods.classifier import Classifier, warmup_cosine
@@ -64,14 +64,7 @@ def test_classification_data_gives_accuracy_on_retain_forget_and_test(tmp_path):
     model = Classifier(
         "vit_cpu", num_classes=data.num_classes, task=data.task, pretrained=False, image_size=16
     )
-    trainer = L.Trainer(
-        max_epochs=1,
-        limit_train_batches=2,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=2, default_root_dir=tmp_path)
     trainer.fit(model, datamodule=data)
     assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
     assert 0 <= trainer.callback_metrics["val/acc"] <= 100

@@ -3,6 +3,7 @@ import shutil
 import lightning as L
 import pytest
 import torch
+from helpers import quiet_trainer
 
 from one_shui.data import audit
 from one_shui.data.audit import ImageError
@@ -164,25 +165,14 @@ class TinyModel(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
-def quiet_trainer(tmp_path, steps):
-    return L.Trainer(
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
-
-
 def test_split_is_saved_in_and_restored_from_lightning_checkpoints(tmp_path):
     data = make(tmp_path)
-    trainer = quiet_trainer(tmp_path, steps=1)
+    trainer = quiet_trainer(max_steps=1, enable_checkpointing=False, default_root_dir=tmp_path)
     trainer.fit(TinyModel(), datamodule=data)
     trainer.save_checkpoint(tmp_path / "last.ckpt")
     checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert checkpoint["IdentityDataModule"]["split"]["fingerprint"] == data.split.fingerprint
 
-    resumed = quiet_trainer(tmp_path, steps=2)
+    resumed = quiet_trainer(max_steps=2, enable_checkpointing=False, default_root_dir=tmp_path)
     with pytest.raises(SplitMismatchError, match="checkpoint was made with split"):
         resumed.fit(TinyModel(), datamodule=make(tmp_path, seed=1), ckpt_path=tmp_path / "last.ckpt")

@@ -1,6 +1,7 @@
 import lightning as L
 import pytest
 import torch
+from helpers import quiet_trainer
 from test_cli import PRETRAIN, RETRAIN, tiny
 
 from one_shui.cli import OneShuiCLI
@@ -35,17 +36,13 @@ def meta_data(root, **options) -> IdentityDataModule:
     )
 
 
-def trainer(**options) -> L.Trainer:
-    return L.Trainer(
+def trainer() -> L.Trainer:
+    return quiet_trainer(
         max_epochs=1,
         limit_train_batches=2,
         limit_val_batches=0,
-        logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         reload_dataloaders_every_n_epochs=1,
-        **options,
     )
 
 

@@ -13,7 +13,7 @@ from typing import ClassVar
 import lightning as L
 import torch
 
-from ..checkpoints import read_split
+from ..checkpoints import checkpoint_split, load_checkpoint
 from ..data.datamodule import TEST_SETS
 from ..metrics.evaluation import Evaluation
 from ..metrics.tow import POOLS
@@ -46,8 +46,9 @@ class UnlearningMethod(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.split = read_split(pretrain_ckpt)
-        self.model = Classifier.from_checkpoint(pretrain_ckpt)
+        checkpoint = load_checkpoint(pretrain_ckpt)  # read once: the split and the model
+        self.split = checkpoint_split(checkpoint, pretrain_ckpt)
+        self.model = Classifier.from_record(checkpoint, pretrain_ckpt)
         expected = {"num_classes": num_classes, "task": task, "image_size": image_size}
         for name, value in expected.items():
             if value is not None and self.model.hparams[name] != value:
@@ -76,9 +77,9 @@ class UnlearningMethod(L.LightningModule):
     def on_test_start(self) -> None:
         data = self.trainer.datamodule
         support = data.loader("support", batch_size=len(data.rows["support"]))
-        batch = tuple(t.to(self.device) for t in next(iter(support)))
-        with torch.inference_mode(False), torch.enable_grad():  # Lightning tests under inference mode
-            self.forget(tuple(t.clone() for t in batch))
+        # Lightning tests under inference mode; forget() differentiates, so its batch is made outside it.
+        with torch.inference_mode(False), torch.enable_grad():
+            self.forget(tuple(t.to(self.device) for t in next(iter(support))))
         for logger in self.loggers:
             logger.log_hyperparams({"forget_reads": ",".join(self.reads)})
         if self.hparams.retrain_ckpt:

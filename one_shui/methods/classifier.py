@@ -27,8 +27,9 @@ class Classifier(L.LightningModule):
 
     SGD with momentum (or AdamW), linear warm-up then cosine decay (per step); the best epoch by the
     VAL metric is kept as ``checkpoints/best.ckpt`` and the latest as ``checkpoints/last.ckpt`` under
-    the trainer's ``default_root_dir``. ``test`` reports the metric on the retain, forget and test pools
-    as ``retain/<metric>``, ``forget/<metric>`` and ``test/<metric>``.
+    the trainer's ``default_root_dir``. ``test`` runs the shared evaluation
+    (:mod:`one_shui.metrics.evaluation`): ``retain/<metric>``, ``forget/<metric>``, ``test/<metric>``,
+    the forget metric of each identity and the loss-based MIA.
 
     Args:
         backbone: timm model name or a one_shui preset (see :mod:`one_shui.models.backbones`).
@@ -71,14 +72,18 @@ class Classifier(L.LightningModule):
 
         With ``split``, a checkpoint trained on another split is refused.
         """
-        checkpoint = load_checkpoint(path)
-        verify_checkpoint(checkpoint, str(path), split=split)
+        return cls.from_record(load_checkpoint(path), str(path), split)
+
+    @classmethod
+    def from_record(cls, checkpoint: dict, source: str, split: Split | None = None) -> Classifier:
+        """:meth:`from_checkpoint` for a checkpoint already read by :func:`load_checkpoint`."""
+        verify_checkpoint(checkpoint, source, split=split)
         hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
         try:
             model = cls(**{**hparams, "pretrained": False, "weights_file": None})
             model.load_state_dict(checkpoint["state_dict"])
         except (TypeError, RuntimeError) as err:
-            raise CheckpointError(f"{path}: not a pretrain or retrain model checkpoint ({err})") from None
+            raise CheckpointError(f"{source}: not a pretrain or retrain model checkpoint ({err})") from None
         return model.eval()
 
     @property

@@ -39,7 +39,7 @@ class Evaluation:
         """``<pool>/<metric>`` for retain, forget and test, ``forget/<metric>/<identity>``, the MIA and,
         with the retrained model's utilities (keyed by pool), ``tow``."""
         pools = {pool: self._cat(pool) for pool in EVAL_POOLS}
-        utilities = self.utilities()
+        utilities = self._utilities(pools)
         results = {f"{pool}/{self.metric}": value for pool, value in utilities.items()}
         logits, targets, identities = pools["forget"]
         for identity in identities.unique().tolist():
@@ -55,7 +55,10 @@ class Evaluation:
 
     def utilities(self) -> dict[str, float]:
         """The metric on retain, forget and test, keyed by pool."""
-        return {pool: self._utility(*self._cat(pool)[:2]) for pool in POOLS}
+        return self._utilities({pool: self._cat(pool) for pool in POOLS})
+
+    def _utilities(self, pools: Mapping[str, tuple[torch.Tensor, ...]]) -> dict[str, float]:
+        return {pool: self._utility(*pools[pool][:2]) for pool in POOLS}
 
     def log(
         self, module: L.LightningModule, retrained: Mapping[str, float] | None = None
