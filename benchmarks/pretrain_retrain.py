@@ -19,12 +19,11 @@ CONFIGS = Path(__file__).parents[1] / "configs"
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
-def run(stage: str, dataset: str, seed: int, out: Path, *extra: str) -> tuple[OneShuiCLI, float]:
-    """`one-shui fit|test` of ``configs/<experiment>/<dataset>.yaml`` for ``seed``: the CLI and its time."""
-    subcommand, experiment = stage.split(":")
-    args = [subcommand, "--config", str(CONFIGS / experiment / f"{dataset}.yaml"), *QUIET]
+def run(subcommand: str, config: str, seed: int, run_dir: Path, *extra: str) -> tuple[OneShuiCLI, float]:
+    """`one-shui <subcommand> --config configs/<config>.yaml` in ``run_dir``: the CLI and its time."""
+    args = [subcommand, "--config", str(CONFIGS / f"{config}.yaml"), *QUIET]
     args += [f"--seed_everything={seed}", f"--data.init_args.seed={seed}"]
-    args += [f"--trainer.default_root_dir={out / f'seed{seed}' / experiment}", *extra]
+    args += [f"--trainer.default_root_dir={run_dir}", *extra]
     start = time.perf_counter()
     cli = OneShuiCLI(args)
     return cli, time.perf_counter() - start
@@ -35,9 +34,10 @@ def measure(dataset: str, seed: int, out: Path) -> dict[str, float]:
     for experiment in ("pretrain", "retrain"):
         bound = [f"--data.init_args.split_file={out / f'seed{seed}' / 'pretrain/checkpoints/best.ckpt'}"]
         extra = bound if experiment == "retrain" else []
-        cli, row[f"{experiment} s"] = run(f"fit:{experiment}", dataset, seed, out, *extra)
+        config, run_dir = f"{experiment}/{dataset}", out / f"seed{seed}" / experiment
+        cli, row[f"{experiment} s"] = run("fit", config, seed, run_dir, *extra)
         best = cli.trainer.checkpoint_callback.best_model_path
-        cli, _ = run(f"test:{experiment}", dataset, seed, out, *extra, f"--ckpt_path={best}")
+        cli, _ = run("test", config, seed, run_dir, *extra, f"--ckpt_path={best}")
         metric = cli.model.metric
         for pool in POOLS:
             row[f"{experiment} {pool}"] = float(cli.trainer.callback_metrics[f"{pool}/{metric}"])

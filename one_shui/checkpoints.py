@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import zipfile
@@ -54,6 +55,15 @@ def load_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
     if not isinstance(checkpoint, dict) or RECORD_KEY not in checkpoint:
         raise CheckpointError(f"{path}: not a one_shui checkpoint (it has no {RECORD_KEY!r} record)")
     return checkpoint
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, read in chunks (checkpoints can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def checkpoint_split(checkpoint: dict, source: str = "the checkpoint") -> Split:

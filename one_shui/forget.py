@@ -1,7 +1,226 @@
-"""`one-shui-forget`: not implemented yet (see the open issues)."""
+"""`one-shui-forget`: serve a real forget request with a prepared unlearning method.
 
+    one-shui-forget METHOD.ckpt REQUEST.csv --out UNLEARNED.ckpt
+
+METHOD.ckpt is what the method's ``fit`` wrote (``<run>/checkpoints/last.ckpt``); it is applied to the
+original model it was prepared on (its pretrain checkpoint). REQUEST.csv has a header and one row per
+portrait: ``image`` (a file under the CSV's folder, or under ``--root``), ``identity`` (as in the
+training data) and, where the method reads them, ``targets`` (multilabel: the 0/1 values separated by
+spaces; classification: the class index). The unlearned model is written as a model checkpoint (read by
+``Classifier.from_checkpoint`` and ``one-shui test``) with a JSON receipt beside it: who was forgotten,
+by which method and version, the SHA-256 of every input and of the output, and the time taken. On any
+error nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
 import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from . import __version__
+from .atomic import write_text_atomic
+from .checkpoints import RECORD_KEY, CheckpointError, load_checkpoint, sha256_of
+from .data.audit import ImageError
+from .data.datamodule import build_transform
+from .data.splits import SplitMismatchError
+from .methods.base import UnknownIdentityError, UnlearningMethod
 
 
-def main() -> None:
-    sys.exit("one-shui-forget: not implemented yet; `one-shui-split` makes and prints a split")
+class RequestError(ValueError):
+    """The request CSV is empty, malformed or lacks what the method needs."""
+
+
+USER_ERRORS = (
+    CheckpointError,
+    FileExistsError,
+    FileNotFoundError,
+    ImageError,
+    RequestError,
+    SplitMismatchError,
+    UnknownIdentityError,
+)
+
+
+def read_request(path: Path, root: Path) -> list[dict[str, str]]:
+    """The rows of the request CSV, each with an ``image`` file inside ``root``."""
+    try:
+        with open(path, newline="", encoding="utf-8") as file:
+            reader = csv.DictReader(file)
+            rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+            columns = [c.strip() for c in reader.fieldnames or []]
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise RequestError(f"{path}: not a readable CSV file ({err})") from None
+    missing = [c for c in ("image", "identity") if c not in columns]
+    if missing:
+        raise RequestError(
+            f"{path}: missing column(s) {', '.join(missing)}; the header must name image,identity"
+        )
+    if not rows:
+        raise RequestError(f"{path}: the request names no portrait; nothing to forget")
+    for line, row in enumerate(rows, start=2):
+        if not row["image"] or not row["identity"]:
+            raise RequestError(f"{path}, line {line}: every row needs an image and an identity")
+        row["file"] = str(_inside(root, row["image"]))
+    return rows
+
+
+def _inside(root: Path, name: str) -> Path:
+    file = (root / name).resolve()
+    if not file.is_relative_to(root):
+        raise ImageError(f"{name}: refused, it leads outside the portrait folder {root}")
+    if not file.is_file():
+        raise FileNotFoundError(f"portrait {file} does not exist")
+    return file
+
+
+def load_portraits(rows: list[dict[str, str]], image_size: int) -> torch.Tensor:
+    """Every portrait decoded and resized as the model was tested (the test transform)."""
+    transform = build_transform(image_size, train=False)
+    images = []
+    for row in rows:
+        try:
+            with Image.open(row["file"]) as image:
+                images.append(transform(image.convert("RGB")))
+        except OSError as err:
+            raise ImageError(f"{row['file']}: not a readable image ({err})") from None
+    return torch.stack(images)
+
+
+def parse_targets(rows: list[dict[str, str]], task: str, num_classes: int, needed: bool) -> torch.Tensor:
+    """The targets of the portraits, checked against the model's task; zeros when the method reads none."""
+    if not needed:
+        shape = (len(rows), num_classes) if task == "multilabel" else (len(rows),)
+        return torch.zeros(shape, dtype=torch.float32 if task == "multilabel" else torch.long)
+    targets = []
+    for row in rows:
+        text = row.get("targets", "")
+        try:
+            values = [int(v) for v in text.split()]
+        except ValueError:
+            values = []
+        valid = (
+            len(values) == num_classes and set(values) <= {0, 1}
+            if task == "multilabel"
+            else len(values) == 1 and 0 <= values[0] < num_classes
+        )
+        if not valid:
+            expected = (
+                f"{num_classes} values 0 or 1" if task == "multilabel" else f"a class in 0..{num_classes - 1}"
+            )
+            raise RequestError(
+                f"portrait {row['image']}: this method reads the targets; give {expected} in column targets"
+            )
+        targets.append(values if task == "multilabel" else values[0])
+    return torch.tensor(targets, dtype=torch.float32 if task == "multilabel" else torch.long)
+
+
+def unlearned_checkpoint(method: UnlearningMethod, receipt: dict) -> dict:
+    """The original model's checkpoint with the unlearned weights, its record naming the request."""
+    original = load_checkpoint(method.hparams.pretrain_ckpt, mmap=True)
+    record = {**original[RECORD_KEY], "unlearned": receipt}
+    keep = (
+        "epoch",
+        "global_step",
+        "pytorch-lightning_version",
+        "hyper_parameters",
+        "datamodule_hyper_parameters",
+    )
+    checkpoint = {key: original[key] for key in keep if key in original}
+    return {**checkpoint, "state_dict": method.model.state_dict(), RECORD_KEY: record}
+
+
+def forget(args: argparse.Namespace) -> dict:
+    """Serve the request; returns the receipt (also written beside the output)."""
+    start = time.perf_counter()
+    out = Path(args.out)
+    receipt_path = out.with_suffix(".json")
+    for path in (out, receipt_path):
+        if path.exists():
+            raise FileExistsError(f"{path} exists; choose another --out or remove it")
+    request = Path(args.request)
+    if not request.is_file():
+        raise FileNotFoundError(f"request {request} does not exist")
+    rows = read_request(request, Path(args.root or request.parent).resolve())
+    method = UnlearningMethod.from_checkpoint(args.method, args.pretrain_ckpt)
+    hp = method.model.hparams
+    identities = method.identity_ids([row["identity"] for row in rows])
+    targets = parse_targets(rows, hp.task, hp.num_classes, method.needs_targets)
+    images = load_portraits(rows, hp.image_size)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    method.to(device)
+    step = time.perf_counter()
+    method.forget((images.to(device), identities.to(device), targets.to(device)))
+    seconds = time.perf_counter() - step
+    receipt = {
+        "identities": sorted({row["identity"] for row in rows}),
+        "method": f"{type(method).__module__}.{type(method).__qualname__}",
+        "one_shui_version": __version__,
+        "split": method.split.fingerprint,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": str(device),
+        "inputs": {
+            "method_checkpoint": {"path": str(args.method), "sha256": sha256_of(args.method)},
+            "pretrain_checkpoint": {
+                "path": str(method.hparams.pretrain_ckpt),
+                "sha256": method.original_sha256,
+            },
+            "request": {"path": str(request), "sha256": sha256_of(request)},
+            "portraits": [
+                {"image": row["image"], "identity": row["identity"], "sha256": sha256_of(row["file"])}
+                for row in rows
+            ],
+        },
+        "seconds": {"forget": round(seconds, 4)},
+    }
+    _write(method.cpu(), receipt, out, receipt_path, start)
+    return receipt
+
+
+def _write(method: UnlearningMethod, receipt: dict, out: Path, receipt_path: Path, start: float) -> None:
+    """The checkpoint, then its receipt (with the checkpoint's hash), each whole or not at all."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(unlearned_checkpoint(method, receipt), tmp)
+        receipt["output"] = {"path": str(out), "sha256": sha256_of(tmp)}
+        receipt["seconds"]["total"] = round(time.perf_counter() - start, 4)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    try:
+        write_text_atomic(receipt_path, json.dumps(receipt, indent=2) + "\n")
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="one-shui-forget", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("method", help="the prepared method: <run>/checkpoints/last.ckpt of its fit")
+    parser.add_argument("request", help="CSV with columns image, identity (and targets where needed)")
+    parser.add_argument(
+        "--out", required=True, help="the unlearned model checkpoint to write (+ .json receipt)"
+    )
+    parser.add_argument("--root", help="folder of the portraits (default: the CSV's folder); nothing outside")
+    parser.add_argument("--pretrain-ckpt", help="the original model (default: the path recorded by fit)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when there is one)")
+    args = parser.parse_args(argv)
+    try:
+        receipt = forget(args)
+    except USER_ERRORS as err:
+        sys.exit(f"one-shui-forget: {err}")
+    print(
+        f"forgot {len(receipt['identities'])} identities in {receipt['seconds']['forget']:.3f} s: "
+        f"{receipt['output']['path']} (receipt {Path(receipt['output']['path']).with_suffix('.json')})"
+    )

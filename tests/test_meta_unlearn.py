@@ -1,39 +1,14 @@
 import lightning as L
 import pytest
 import torch
+from conftest import META_UNLEARN, meta_data, method_args
 from helpers import quiet_trainer
-from test_cli import PRETRAIN, RETRAIN, tiny
+from test_cli import CONFIGS
 
+from one_shui.checkpoints import load_checkpoint
 from one_shui.cli import OneShuiCLI
-from one_shui.data import IdentityDataModule, SyntheticSpec
+from one_shui.methods.base import UnlearningMethod
 from one_shui.methods.meta_unlearn import MetaUnlearn
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """A tiny pretrain and its retrain on the synthetic data: (folder, pretrain ckpt, retrain ckpt)."""
-    root = tmp_path_factory.mktemp("runs")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        patch.setenv("XDG_CACHE_HOME", str(root / "cache"))
-        OneShuiCLI(["fit", "--config", str(PRETRAIN), *tiny("pre")])
-        best = "pre/checkpoints/best.ckpt"
-        OneShuiCLI(["fit", "--config", str(RETRAIN), *tiny("re"), "--data.init_args.split_file", best])
-    return root, root / best, root / "re/checkpoints/best.ckpt"
-
-
-def meta_data(root, **options) -> IdentityDataModule:
-    return IdentityDataModule(
-        "celebahq",
-        str(root / "data/synthetic"),
-        request_size=3,
-        synthetic=SyntheticSpec(identities=40),
-        image_size=32,
-        batch_size=16,
-        split_file=str(root / "pre/checkpoints/best.ckpt"),
-        cache_dir=str(root / "cache"),
-        **options,
-    )
 
 
 def trainer() -> L.Trainer:
@@ -106,3 +81,46 @@ def test_test_forgets_then_evaluates_with_tow_against_the_retrained_model(runs):
     results = method.results
     assert 0 <= results["tow"] <= 100 and 0 <= results["mia_auc"] <= 1
     assert results["reads"] == "support"
+
+
+def test_the_prepared_method_is_meta_unlearn_through_the_cli_and_tests_from_its_checkpoint(prepared, runs):
+    root, pretrain, _ = runs
+    checkpoint = load_checkpoint(prepared)
+    assert checkpoint["one_shui"]["method"] == "one_shui.methods.meta_unlearn.MetaUnlearn"
+    assert not any(key.startswith("model.") for key in checkpoint["state_dict"])  # in its pretrain file
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        cli = OneShuiCLI(
+            ["test", "--config", str(META_UNLEARN), *method_args(root, "mu"), f"--ckpt_path={prepared}"]
+        )
+    restored = UnlearningMethod.from_checkpoint(prepared)
+    assert all(
+        torch.equal(v, cli.model.meta_loss.state_dict()[k])
+        for k, v in restored.meta_loss.state_dict().items()
+    )
+    assert 0 <= cli.model.results["tow"] <= 100 and cli.model.results["reads"] == "support"
+
+
+def test_no_unlearning_is_the_pretrain_row_and_the_retrained_model_scores_tow_100(runs):
+    root, _, retrain = runs
+    config = str(CONFIGS / "methods" / "no_unlearning_synthetic.yaml")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        original = OneShuiCLI(["test", "--config", config, *method_args(root, "none")]).model
+        gold = OneShuiCLI(
+            [
+                "test",
+                "--config",
+                config,
+                *method_args(root, "gold"),
+                f"--model.init_args.pretrain_ckpt={retrain}",
+            ]
+        )
+    assert original.results["tow"] < 100
+    assert gold.model.results["tow"] == pytest.approx(100)
+
+
+def test_meta_training_needs_the_simulated_requests(runs):
+    root, pretrain, _ = runs
+    with pytest.raises(ValueError, match="train_pool: simulated"):
+        trainer().fit(MetaUnlearn(str(pretrain), hidden=32), datamodule=meta_data(root))

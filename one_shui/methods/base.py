@@ -8,18 +8,33 @@ with ToW against the retrained model of the same split.
 
 from __future__ import annotations
 
+import importlib
+import os
+from pathlib import Path
 from typing import ClassVar
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
-from ..checkpoints import checkpoint_split, load_checkpoint
+from ..checkpoints import (
+    RECORD_KEY,
+    CheckpointError,
+    checkpoint_dir,
+    checkpoint_split,
+    load_checkpoint,
+    sha256_of,
+)
 from ..data.datamodule import TEST_SETS
 from ..metrics.evaluation import Evaluation
 from ..metrics.tow import POOLS
 from .classifier import Classifier
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # images, identity ids, targets
+
+
+class UnknownIdentityError(ValueError):
+    """A forget request names someone the model was not trained on."""
 
 
 class UnlearningMethod(L.LightningModule):
@@ -49,6 +64,9 @@ class UnlearningMethod(L.LightningModule):
         checkpoint = load_checkpoint(pretrain_ckpt)  # read once: the split and the model
         self.split = checkpoint_split(checkpoint, pretrain_ckpt)
         self.model = Classifier.from_record(checkpoint, pretrain_ckpt)
+        self.original_sha256 = sha256_of(pretrain_ckpt)
+        # Identity ids are indices into every identity of the dataset, sorted (the datamodule's order).
+        self.identities = sorted({*self.split.train, *self.split.val, *self.split.test})
         expected = {"num_classes": num_classes, "task": task, "image_size": image_size}
         for name, value in expected.items():
             if value is not None and self.model.hparams[name] != value:
@@ -59,18 +77,81 @@ class UnlearningMethod(L.LightningModule):
         self._retrained = {}  # not a submodule: kept out of this method's checkpoints
         self.evaluation = Evaluation(self.model.hparams.task, self.model.hparams.num_classes)
 
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike, pretrain_ckpt: str | os.PathLike | None = None
+    ) -> UnlearningMethod:
+        """The prepared method of ``path`` (what its ``fit`` wrote), on the original model it was
+        prepared from: ``pretrain_ckpt``, by default the path recorded when it was prepared."""
+        checkpoint = load_checkpoint(path)
+        method = _method_class(checkpoint, str(path))
+        hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
+        original = Path(pretrain_ckpt or hparams["pretrain_ckpt"])
+        if not original.is_file():
+            raise FileNotFoundError(
+                f"{path} was prepared on the pretrain checkpoint {original}, which is not there: "
+                f"give the path of that checkpoint"
+            )
+        prepared = method(**{**hparams, "pretrain_ckpt": str(original), "retrain_ckpt": None})
+        prepared.on_load_checkpoint(checkpoint)
+        prepared.load_state_dict(checkpoint["state_dict"])
+        return prepared.eval()
+
     @property
     def backbone(self) -> str:
         return self.model.hparams.backbone
+
+    @property
+    def needs_targets(self) -> bool:
+        """Whether ``forget`` reads the targets of the support images (else they may be zeros)."""
+        return False
 
     def forget(self, support: Batch) -> None:
         """Unlearn the people of ``support`` from ``self.model``, in place, reading nothing else."""
         raise NotImplementedError
 
+    def identity_ids(self, names: list[str]) -> torch.Tensor:
+        """The identity ids of people the model was trained on; anyone else is refused by name."""
+        trained = set(self.split.train)
+        unknown = [name for name in names if name not in trained]
+        if unknown:
+            raise UnknownIdentityError(
+                f"identities {', '.join(map(repr, unknown))} are not among the {len(trained)} people the "
+                f"model was trained on (split {self.split.fingerprint}): there is nothing of them to forget"
+            )
+        position = {name: k for k, name in enumerate(self.identities)}
+        return torch.tensor([position[name] for name in names], dtype=torch.long)
+
     def setup(self, stage: str) -> None:
         data = self.trainer.datamodule
         data.setup(stage)
         self.split.require_same(data.split, "the pretrain checkpoint")
+
+    # --- the prepared method's checkpoint ---------------------------------------------------------
+
+    def configure_callbacks(self) -> list:
+        """``fit`` keeps its last state as ``checkpoints/last.ckpt``: the prepared method."""
+        return [ModelCheckpoint(dirpath=checkpoint_dir(self.trainer), save_top_k=0, save_last=True)]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The original model stays in its pretrain checkpoint; this one holds what fit prepared.
+        state = checkpoint["state_dict"]
+        checkpoint["state_dict"] = {k: v for k, v in state.items() if not k.startswith("model.")}
+        checkpoint.setdefault(RECORD_KEY, {}).update(
+            method=f"{type(self).__module__}.{type(self).__qualname__}", original_sha256=self.original_sha256
+        )
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        record = checkpoint.get(RECORD_KEY, {})
+        source = f"the {type(self).__name__} checkpoint"
+        if record.get("original_sha256") != self.original_sha256:
+            raise CheckpointError(
+                f"{source} was prepared on another original model than {self.hparams.pretrain_ckpt}: "
+                f"use the pretrain checkpoint it was prepared from"
+            )
+        self.split.require_same(checkpoint_split(checkpoint, source), source)
+        original = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        checkpoint["state_dict"] = {**checkpoint["state_dict"], **original}
 
     # --- test: forget, then the shared evaluation ---------------------------------------------
 
@@ -102,3 +183,22 @@ class UnlearningMethod(L.LightningModule):
             retrained = self._retrained["evaluation"].utilities()
         self.results = self.evaluation.log(self, retrained)
         self.results["reads"] = ",".join(self.reads)
+
+
+def _method_class(checkpoint: dict, source: str) -> type[UnlearningMethod]:
+    """The UnlearningMethod class a prepared checkpoint names; only classes of one_shui.methods are used."""
+    name = checkpoint[RECORD_KEY].get("method")
+    if name is None:
+        raise CheckpointError(
+            f"{source}: not a prepared unlearning method (a pretrain or retrain model?): give the "
+            f"checkpoints/last.ckpt that the method's fit wrote"
+        )
+    module, _, cls = name.rpartition(".")
+    method = None
+    if module.startswith(f"{__package__}."):
+        method = getattr(importlib.import_module(module), cls, None)
+    if not (isinstance(method, type) and issubclass(method, UnlearningMethod)):
+        raise CheckpointError(
+            f"{source}: refused, it names {name!r}, which is not a one_shui unlearning method"
+        )
+    return method

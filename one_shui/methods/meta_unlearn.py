@@ -86,11 +86,14 @@ class MetaUnlearn(UnlearningMethod):
             dropout=dropout,
         )
         self.updated = self._updated_names(update, last_blocks)
-        everyone = sorted({*self.split.train, *self.split.val, *self.split.test})  # the datamodule's order
         position = {identity: k for k, identity in enumerate(self.split.train)}
-        index = torch.tensor([position.get(identity, -1) for identity in everyone])
+        index = torch.tensor([position.get(identity, -1) for identity in self.identities])
         self.register_buffer("train_index", index, persistent=False)  # dataset id -> TRAIN id
         self._validation: Iterator | None = None
+
+    @property
+    def needs_targets(self) -> bool:
+        return "targets" in self.hparams.parts
 
     def _updated_names(self, update: str, last_blocks: int) -> tuple[str, ...]:
         names = [name for name, _ in self.model.model.named_parameters()]
@@ -147,8 +150,17 @@ class MetaUnlearn(UnlearningMethod):
         chosen = ("original", "unlearned") if self.hparams.objective == "full" else (self.hparams.objective,)
         return sum(distance(forget, targets[name]) for name in chosen)
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit" and self.trainer.datamodule.hparams.train_pool != "simulated":
+            raise ValueError(
+                "MetaUnlearn meta-trains on simulated forget requests: set data.train_pool: simulated "
+                "(and trainer.reload_dataloaders_every_n_epochs: 1 for new requests each epoch)"
+            )
+
     def on_train_start(self) -> None:
-        self._validation = _endless(self.trainer.datamodule.loader("val"))
+        data = self.trainer.datamodule  # VAL batches of the training batch size (the paper's 64)
+        self._validation = _endless(data.loader("val", batch_size=data.hparams.batch_size))
 
     def on_train_epoch_start(self) -> None:
         self.model.eval()  # the original model is a fixed function of its weights

@@ -1,0 +1,12 @@
+"""NoUnlearning: the Pretrain row of every table, the original model evaluated as it is."""
+
+from __future__ import annotations
+
+from .base import Batch, UnlearningMethod
+
+
+class NoUnlearning(UnlearningMethod):
+    """Forgets nothing: the reference that every method's ToW and MIA must improve on."""
+
+    def forget(self, support: Batch) -> None:
+        """Leave the original model unchanged."""

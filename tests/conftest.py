@@ -1,0 +1,68 @@
+"""Fixtures shared by the unlearning tests: one tiny pretrain, its retrain and a prepared MetaUnlearn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_cli import CONFIGS, PRETRAIN, QUIET, RETRAIN, tiny
+
+from one_shui.cli import OneShuiCLI
+from one_shui.data import IdentityDataModule, SyntheticSpec
+
+META_UNLEARN = CONFIGS / "methods" / "meta_unlearn_synthetic.yaml"
+
+
+def method_args(root: Path, run: str, epochs: int = 1) -> list[str]:
+    """Overrides that point a synthetic method config at the tiny runs of :func:`runs`, for a few seconds."""
+    return [
+        *("--data.init_args.synthetic.identities", "40", "--data.init_args.request_size", "3"),
+        f"--data.init_args.split_file={root / 'pre/checkpoints/best.ckpt'}",
+        f"--model.init_args.pretrain_ckpt={root / 'pre/checkpoints/best.ckpt'}",
+        f"--model.init_args.retrain_ckpt={root / 're/checkpoints/best.ckpt'}",
+        *("--trainer.max_epochs", str(epochs), "--trainer.limit_train_batches", "2"),
+        f"--trainer.default_root_dir={root / run}",
+        *QUIET,
+    ]
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory):
+    """A tiny pretrain and its retrain on the synthetic data: (folder, pretrain ckpt, retrain ckpt)."""
+    root = tmp_path_factory.mktemp("runs")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setenv("XDG_CACHE_HOME", str(root / "cache"))
+        OneShuiCLI(["fit", "--config", str(PRETRAIN), *tiny("pre")])
+        best = "pre/checkpoints/best.ckpt"
+        OneShuiCLI(["fit", "--config", str(RETRAIN), *tiny("re"), "--data.init_args.split_file", best])
+    return root, root / best, root / "re/checkpoints/best.ckpt"
+
+
+@pytest.fixture(scope="session")
+def prepared(runs) -> Path:
+    """A MetaUnlearn meta-trained through `one-shui fit` on the tiny runs: its checkpoint."""
+    root = runs[0]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setenv("XDG_CACHE_HOME", str(root / "cache"))
+        patch.setenv("WANDB_MODE", "disabled")
+        OneShuiCLI(
+            ["fit", "--config", str(META_UNLEARN), *method_args(root, "mu"), "--model.init_args.hidden=32"]
+        )
+    return root / "mu/checkpoints/last.ckpt"
+
+
+def meta_data(root: Path, **options) -> IdentityDataModule:
+    """The tiny runs' data, bound to their split."""
+    return IdentityDataModule(
+        "celebahq",
+        str(root / "data/synthetic"),
+        request_size=3,
+        synthetic=SyntheticSpec(identities=40),
+        image_size=32,
+        batch_size=16,
+        split_file=str(root / "pre/checkpoints/best.ckpt"),
+        cache_dir=str(root / "cache"),
+        **options,
+    )
