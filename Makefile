@@ -18,8 +18,11 @@ RUN := outputs/synthetic/N20-seed0
 demo: $(STAMP)
 	$(BIN)/one-shui fit --config configs/pretrain/synthetic.yaml
 	$(BIN)/one-shui fit --config configs/retrain/synthetic.yaml
-	$(BIN)/one-shui test --config configs/pretrain/synthetic.yaml --ckpt_path $(RUN)/pretrain/checkpoints/best.ckpt
+	$(BIN)/one-shui fit --config configs/methods/meta_unlearn_synthetic.yaml
 	$(BIN)/one-shui test --config configs/retrain/synthetic.yaml --ckpt_path $(RUN)/retrain/checkpoints/best.ckpt
+	$(BIN)/one-shui test --config configs/methods/no_unlearning_synthetic.yaml
+	$(BIN)/one-shui test --config configs/methods/meta_unlearn_synthetic.yaml \
+		--ckpt_path $(RUN)/meta_unlearn/checkpoints/last.ckpt
 
 test: $(STAMP)
 	$(BIN)/ruff check .

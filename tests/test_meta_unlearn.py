@@ -124,3 +124,10 @@ def test_meta_training_needs_the_simulated_requests(runs):
     root, pretrain, _ = runs
     with pytest.raises(ValueError, match="train_pool: simulated"):
         trainer().fit(MetaUnlearn(str(pretrain), hidden=32), datamodule=meta_data(root))
+
+
+def test_no_checkpoint_is_written_when_the_trainer_has_checkpointing_off(runs, tmp_path, monkeypatch):
+    root, pretrain, _ = runs
+    monkeypatch.chdir(tmp_path)
+    trainer().fit(MetaUnlearn(str(pretrain), hidden=32), datamodule=meta_data(root, train_pool="simulated"))
+    assert not list(tmp_path.rglob("*.ckpt"))

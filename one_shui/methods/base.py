@@ -130,7 +130,10 @@ class UnlearningMethod(L.LightningModule):
     # --- the prepared method's checkpoint ---------------------------------------------------------
 
     def configure_callbacks(self) -> list:
-        """``fit`` keeps its last state as ``checkpoints/last.ckpt``: the prepared method."""
+        """``fit`` keeps its last state as ``checkpoints/last.ckpt``: the prepared method (unless the
+        trainer's checkpointing is off)."""
+        if not self.trainer.checkpoint_callbacks:
+            return []
         return [ModelCheckpoint(dirpath=checkpoint_dir(self.trainer), save_top_k=0, save_last=True)]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -133,7 +133,10 @@ class Classifier(L.LightningModule):
         }
 
     def configure_callbacks(self) -> list:
-        """Keep the best epoch by the VAL metric and the last one, under fixed names a resume can find."""
+        """Keep the best epoch by the VAL metric and the last one, under fixed names a resume can find
+        (unless the trainer's checkpointing is off)."""
+        if not self.trainer.checkpoint_callbacks:
+            return []
         return [
             ModelCheckpoint(
                 dirpath=checkpoint_dir(self.trainer),

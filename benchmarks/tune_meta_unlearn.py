@@ -1,0 +1,107 @@
+"""Choose MetaUnlearn's settings on VAL only: never on TEST, never on the real forget set.
+
+    python benchmarks/tune_meta_unlearn.py --seed 0 --grid meta_lr=0.03,0.1,0.3 lr=1e-4,1e-3
+
+For each setting, MetaUnlearn is meta-trained as ``configs/methods/meta_unlearn_<dataset>.yaml`` does
+(in this process, on the run folders of benchmarks/pretrain_retrain.py), then scored by a VAL-ToW:
+held-out simulated requests (a fresh draw over TRAIN, with the real forget identities taken out) are
+each served with ``forget``; after it, a forgotten person's other images should score like people the
+model never saw (the original model's VAL metric) and VAL should not move:
+
+    VAL-ToW = 100 * (1 - |m(D_sim; theta_u) - m(VAL; theta)| / 100)
+                  * (1 - |m(VAL; theta_u) - m(VAL; theta)| / 100)
+
+averaged over the requests. Higher is better; 100 is perfect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+from pathlib import Path
+
+import torch
+from pretrain_retrain import CONFIGS, QUIET
+
+from one_shui.cli import OneShuiCLI
+from one_shui.data.datamodule import RequestBatch
+from one_shui.methods.meta_unlearn import MetaUnlearn
+from one_shui.metrics.utility import utility_metric
+
+HELD_OUT_EPOCH = 1_000_000  # simulated requests of an epoch that meta-training never reaches
+
+
+@torch.no_grad()
+def utility(method: MetaUnlearn, batches) -> float:
+    metric = utility_metric(method.model.hparams.task, method.model.hparams.num_classes)
+    for images, _, targets in batches:
+        metric.update(method.model(images).float(), targets.long())
+    return float(metric.compute())
+
+
+def without(batch, ids: torch.Tensor):
+    """The samples of ``batch`` whose identity id is not in ``ids``."""
+    keep = ~torch.isin(batch[1], ids)
+    return tuple(t[keep] for t in batch)
+
+
+def val_tow(method: MetaUnlearn, data, requests: int) -> float:
+    """The VAL-ToW of a meta-trained method (see the module docstring)."""
+    val = list(data.loader("val"))
+    original = {k: v.clone() for k, v in method.model.state_dict().items()}
+    reference = utility(method, val)
+    real = method.identity_ids(list(data.split.forget))
+    scores = []
+    for request in itertools.islice(data.simulated_request_loader(HELD_OUT_EPOCH), requests):
+        request: RequestBatch
+        with torch.enable_grad():
+            method.forget(without(request.support, real))
+        forgotten = utility(method, [without(request.forget, real)])
+        after = utility(method, val)
+        scores.append(100 * (1 - abs(forgotten - reference) / 100) * (1 - abs(after - reference) / 100))
+        method.model.load_state_dict(original)
+    return statistics.mean(scores)
+
+
+def score(dataset: str, seed: int, out: Path, setting: dict[str, str], requests: int) -> float:
+    folder = out / f"seed{seed}"
+    pretrain = folder / "pretrain/checkpoints/best.ckpt"
+    args = [
+        "--config", str(CONFIGS / "methods" / f"meta_unlearn_{dataset}.yaml"), *QUIET,
+        f"--seed_everything={seed}", f"--data.init_args.seed={seed}",
+        f"--data.init_args.split_file={pretrain}", f"--model.init_args.pretrain_ckpt={pretrain}",
+        "--model.init_args.retrain_ckpt=null", "--trainer.logger=false",
+        "--trainer.enable_checkpointing=false",
+        f"--trainer.default_root_dir={folder / 'tune'}",
+        *(f"--{k if '.' in k else 'model.init_args.' + k}={v}" for k, v in setting.items()),
+    ]  # fmt: skip
+    cli = OneShuiCLI(args, run=False)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return val_tow(cli.model, cli.datamodule, requests)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dataset", default="synthetic")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--grid", nargs="+", default=["meta_lr=0.03,0.1,0.3"], help="name=v1,v2 ...")
+    parser.add_argument("--requests", type=int, default=5, help="held-out simulated requests per setting")
+    parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks/pretrain_retrain"))
+    args = parser.parse_args()
+    axes = [(name, values.split(",")) for name, values in (item.split("=", 1) for item in args.grid)]
+    results = []
+    for values in itertools.product(*(v for _, v in axes)):
+        setting = dict(zip((n for n, _ in axes), values, strict=True))
+        results.append(
+            (score(args.dataset, args.seed, args.out / args.dataset, setting, args.requests), setting)
+        )
+        print(f"VAL-ToW {results[-1][0]:6.2f}  {setting}", flush=True)
+    best = max(results, key=lambda r: r[0])
+    print(f"\nbest on VAL: {best[1]} (VAL-ToW {best[0]:.2f})")
+
+
+if __name__ == "__main__":
+    main()
