@@ -3,17 +3,18 @@
 with the wall time of each method's fit (its preparation) and test (forget, then the evaluation).
 
     python benchmarks/unlearning.py                        # the embedded default, seeds 0 1 2
-    python benchmarks/unlearning.py --methods no_unlearning meta_unlearn meta_unlearn:last_blocks
+    python benchmarks/unlearning.py --methods no_unlearning meta_unlearn:update=last_blocks,meta_lr=3
 
-A method is ``configs/methods/<name>_<dataset>.yaml``; ``<name>:<update>`` adds
-``--model.init_args.update=<update>`` (MetaUnlearn's ``last_blocks`` or ``published``). Run folders are
-those of benchmarks/pretrain_retrain.py.
+A method is ``configs/methods/<name>_<dataset>.yaml``; ``<name>:<key>=<value>,...`` sets its model
+options, e.g. ``meta_unlearn:update=last_blocks``. Run folders are those of
+benchmarks/pretrain_retrain.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import statistics
 from pathlib import Path
 
@@ -39,14 +40,14 @@ def method_row(method: str, dataset: str, seed: int, out: Path, original: str = 
 
     ``original`` is the model the method starts from: ``retrain`` with ``no_unlearning`` is the Retrain row.
     """
-    name, _, update = method.partition(":")
+    name, _, options = method.partition(":")
     folder, config = out / f"seed{seed}", f"methods/{name}_{dataset}"
-    run_dir = folder / (method.replace(":", "_") if original == "pretrain" else original)
+    run_dir = folder / (re.sub(r"[^\w.-]+", "_", method) if original == "pretrain" else original)
     bound = [
         f"--data.init_args.split_file={folder / 'pretrain/checkpoints/best.ckpt'}",
         f"--model.init_args.pretrain_ckpt={folder / original / 'checkpoints/best.ckpt'}",
         f"--model.init_args.retrain_ckpt={folder / 'retrain/checkpoints/best.ckpt'}",
-        *([f"--model.init_args.update={update}"] if update else []),
+        *(f"--model.init_args.{option}" for option in options.split(",") if option),
     ]
     row, resume = {}, []
     if needs_fit(config):
@@ -65,7 +66,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="synthetic")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument(
-        "--methods", nargs="+", default=["no_unlearning", "meta_unlearn", "meta_unlearn:last_blocks"]
+        "--methods", nargs="+", default=["no_unlearning", "meta_unlearn", "meta_unlearn:update=last_blocks"]
     )
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks/pretrain_retrain"))
     args = parser.parse_args()

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import io
 import json
 import os
 import sys
@@ -82,17 +84,20 @@ def _inside(root: Path, name: str) -> Path:
     return file
 
 
-def load_portraits(rows: list[dict[str, str]], image_size: int) -> torch.Tensor:
-    """Every portrait decoded and resized as the model was tested (the test transform)."""
+def load_portraits(rows: list[dict[str, str]], image_size: int) -> tuple[torch.Tensor, list[str]]:
+    """Every portrait decoded and resized as the model was tested (the test transform), with the
+    SHA-256 of the bytes that were read."""
     transform = build_transform(image_size, train=False)
-    images = []
+    images, hashes = [], []
     for row in rows:
+        data = Path(row["file"]).read_bytes()
         try:
-            with Image.open(row["file"]) as image:
+            with Image.open(io.BytesIO(data)) as image:
                 images.append(transform(image.convert("RGB")))
         except OSError as err:
             raise ImageError(f"{row['file']}: not a readable image ({err})") from None
-    return torch.stack(images)
+        hashes.append(hashlib.sha256(data).hexdigest())
+    return torch.stack(images), hashes
 
 
 def parse_targets(rows: list[dict[str, str]], task: str, num_classes: int, needed: bool) -> torch.Tensor:
@@ -154,7 +159,7 @@ def forget(args: argparse.Namespace) -> dict:
     hp = method.model.hparams
     identities = method.identity_ids([row["identity"] for row in rows])
     targets = parse_targets(rows, hp.task, hp.num_classes, method.needs_targets)
-    images = load_portraits(rows, hp.image_size)
+    images, hashes = load_portraits(rows, hp.image_size)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     method.to(device)
     step = time.perf_counter()
@@ -175,8 +180,8 @@ def forget(args: argparse.Namespace) -> dict:
             },
             "request": {"path": str(request), "sha256": sha256_of(request)},
             "portraits": [
-                {"image": row["image"], "identity": row["identity"], "sha256": sha256_of(row["file"])}
-                for row in rows
+                {"image": row["image"], "identity": row["identity"], "sha256": digest}
+                for row, digest in zip(rows, hashes, strict=True)
             ],
         },
         "seconds": {"forget": round(seconds, 4)},

@@ -148,6 +148,10 @@ def test_checkpoints_that_are_not_the_prepared_method_of_this_model_are_refused(
     assert "prepared on another original model" in forget(
         prepared, request, "--out", out, "--pretrain-ckpt", retrain
     )
+    forged = load_checkpoint(prepared)
+    forged["one_shui"]["method"] = "os.system"  # a prepared checkpoint never names code outside one_shui
+    torch.save(forged, tmp_path / "forged.ckpt")
+    assert "refused, it names 'os.system'" in forget(tmp_path / "forged.ckpt", request, "--out", out)
     (tmp_path / "junk.ckpt").write_bytes(b"junk")
     assert "not a PyTorch checkpoint" in forget(tmp_path / "junk.ckpt", request, "--out", out)
     assert not out.exists()

@@ -8,6 +8,7 @@ with ToW against the retrained model of the same split.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 from pathlib import Path
@@ -84,7 +85,7 @@ class UnlearningMethod(L.LightningModule):
         """The prepared method of ``path`` (what its ``fit`` wrote), on the original model it was
         prepared from: ``pretrain_ckpt``, by default the path recorded when it was prepared."""
         checkpoint = load_checkpoint(path)
-        method = _method_class(checkpoint, str(path))
+        method = _method_class(checkpoint, str(path), cls)
         hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
         original = Path(pretrain_ckpt or hparams["pretrain_ckpt"])
         if not original.is_file():
@@ -134,7 +135,8 @@ class UnlearningMethod(L.LightningModule):
         trainer's checkpointing is off)."""
         if not self.trainer.checkpoint_callbacks:
             return []
-        return [ModelCheckpoint(dirpath=checkpoint_dir(self.trainer), save_top_k=0, save_last=True)]
+        folder = checkpoint_dir(self.trainer)
+        return [ModelCheckpoint(folder, save_top_k=0, save_last=True, enable_version_counter=False)]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The original model stays in its pretrain checkpoint; this one holds what fit prepared.
@@ -188,8 +190,8 @@ class UnlearningMethod(L.LightningModule):
         self.results["reads"] = ",".join(self.reads)
 
 
-def _method_class(checkpoint: dict, source: str) -> type[UnlearningMethod]:
-    """The UnlearningMethod class a prepared checkpoint names; only classes of one_shui.methods are used."""
+def _method_class(checkpoint: dict, source: str, base: type[UnlearningMethod]) -> type[UnlearningMethod]:
+    """The class a prepared checkpoint names: a ``base`` among the classes of one_shui.methods only."""
     name = checkpoint[RECORD_KEY].get("method")
     if name is None:
         raise CheckpointError(
@@ -199,9 +201,10 @@ def _method_class(checkpoint: dict, source: str) -> type[UnlearningMethod]:
     module, _, cls = name.rpartition(".")
     method = None
     if module.startswith(f"{__package__}."):
-        method = getattr(importlib.import_module(module), cls, None)
-    if not (isinstance(method, type) and issubclass(method, UnlearningMethod)):
+        with contextlib.suppress(ImportError):
+            method = getattr(importlib.import_module(module), cls, None)
+    if not (isinstance(method, type) and issubclass(method, base)):
         raise CheckpointError(
-            f"{source}: refused, it names {name!r}, which is not a one_shui unlearning method"
+            f"{source}: refused, it names {name!r}, which is not a one_shui {base.__name__}"
         )
     return method
