@@ -177,3 +177,37 @@ def test_a_second_fit_into_the_same_run_replaces_the_prepared_method(runs, monke
         OneShuiCLI(["fit", "--config", str(META_UNLEARN), *args])
     assert sorted(p.name for p in (root / "twice/checkpoints").iterdir()) == ["last.ckpt", "split.json"]
     assert load_checkpoint(root / "twice/checkpoints/last.ckpt")["hyper_parameters"]["meta_lr"] == 0.25
+
+
+def test_the_objective_variants_are_the_terms_of_the_full_objective(runs):
+    root, pretrain, _ = runs
+    data = meta_data(root, train_pool="simulated")
+    request = next(iter(data.simulated_request_loader(0)))
+    validation = next(iter(data.loader("val")))
+    method = MetaUnlearn(str(pretrain), hidden=32)
+    method.meta_loss.eval()  # no dropout: the same h_phi for every variant
+
+    def objective(**options) -> float:
+        method.hparams.update(
+            {"objective": "full", "distance": "smooth_l1", "accuracy_scaling": True, **options}
+        )
+        return float(method.meta_objective(request, validation))
+
+    full, original, unlearned = objective(), objective(objective="original"), objective(objective="unlearned")
+    assert full == pytest.approx(original + unlearned, rel=1e-5)
+    assert original != pytest.approx(unlearned)
+    assert len({round(objective(distance=d), 6) for d in ("smooth_l1", "mse", "l1")}) == 3
+    assert objective(accuracy_scaling=False) != pytest.approx(full)
+
+
+def test_forget_takes_the_inner_step_that_meta_training_optimised(runs):
+    """Serving works on the module's weights, meta-training functionally: the two steps must agree."""
+    root, pretrain, _ = runs
+    method = MetaUnlearn(str(pretrain), hidden=32)
+    method.meta_loss.eval()
+    support = next(iter(meta_data(root).loader("support")))
+    inner = method._unlearning_step(method._leaves(), support, create_graph=False)
+    method.forget(support)
+    weights = dict(method.model.model.named_parameters())
+    assert all(torch.allclose(weights[name], value, atol=1e-6) for name, value in inner.items())
+    assert not any(weight.requires_grad for weight in weights.values())

@@ -120,12 +120,15 @@ class MetaUnlearn(UnlearningMethod):
 
     def _unlearning_step(self, params: dict[str, torch.Tensor], support: Batch, create_graph: bool):
         """theta_u = theta - eta * grad of M over the support samples."""
-        images, identities, targets = support
-        logits, features = self._forward(params, images)
-        meta_loss = self.meta_loss(logits, features, targets, self.train_index[identities])
+        meta_loss = self._meta_loss_on(self._forward(params, support[0]), support)
         grads = torch.autograd.grad(meta_loss, list(params.values()), create_graph=create_graph)
         eta = self.hparams.meta_lr
         return {name: p - eta * g for (name, p), g in zip(params.items(), grads, strict=True)}
+
+    def _meta_loss_on(self, outputs: tuple[torch.Tensor, torch.Tensor], support: Batch) -> torch.Tensor:
+        """M over the support samples, from the model's (logits, features) on them."""
+        _, identities, targets = support
+        return self.meta_loss(*outputs, targets, self.train_index[identities])
 
     def _task_loss(self, params: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
         images, _, targets = batch
@@ -188,15 +191,26 @@ class MetaUnlearn(UnlearningMethod):
     # --- serving a request ------------------------------------------------------------------------
 
     def forget(self, support: Batch) -> None:
-        """One step theta - eta * grad M over the real support images, with h_phi frozen."""
+        """One step theta - eta * grad M over the real support images, with h_phi frozen.
+
+        The same step as the inner step of meta-training, taken on the module's own weights: no graph
+        to keep, so no functional call (a forget request then costs about one forward and backward).
+        """
         self.meta_loss.eval()
         self.model.eval()
-        params = self._leaves()
-        updated = self._unlearning_step(params, support, create_graph=False)
         weights = dict(self.model.model.named_parameters())
+        updated = [weights[name] for name in self.updated]
+        try:
+            for weight in updated:
+                weight.requires_grad_(True)
+            loss = self._meta_loss_on(LogitsAndFeatures(self.model.model)(support[0]), support)
+            grads = torch.autograd.grad(loss, updated)
+        finally:
+            for weight in updated:
+                weight.requires_grad_(False)  # the original weights are never trained
         with torch.no_grad():
-            for name, value in updated.items():
-                weights[name].copy_(value)
+            for weight, grad in zip(updated, grads, strict=True):
+                weight.sub_(self.hparams.meta_lr * grad)
 
 
 def _accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
