@@ -20,6 +20,7 @@ from .data.audit import ImageError
 from .data.datamodule import IdentityDataModule
 from .data.sources import DatasetLayoutError
 from .data.splits import SplitMismatchError
+from .methods.base import MethodSetupError
 from .methods.classifier import NonFiniteLossError
 from .models.backbones import WeightsError
 
@@ -30,6 +31,7 @@ USER_ERRORS = (
     FileExistsError,
     FileNotFoundError,
     ImageError,
+    MethodSetupError,
     NonFiniteLossError,
     SplitMismatchError,
     WeightsError,

@@ -7,7 +7,7 @@ from test_cli import CONFIGS, QUIET, write_tiny
 
 from one_shui.checkpoints import load_checkpoint
 from one_shui.cli import OneShuiCLI
-from one_shui.methods.base import UnlearningMethod
+from one_shui.methods.base import MethodSetupError, UnlearningMethod
 from one_shui.methods.meta_unlearn import MetaUnlearn
 
 
@@ -122,7 +122,7 @@ def test_no_unlearning_is_the_pretrain_row_and_the_retrained_model_scores_tow_10
 
 def test_meta_training_needs_the_simulated_requests(runs):
     root, pretrain, _ = runs
-    with pytest.raises(ValueError, match="train_pool: simulated"):
+    with pytest.raises(MethodSetupError, match="train_pool: simulated"):
         trainer().fit(MetaUnlearn(str(pretrain), hidden=32), datamodule=meta_data(root))
 
 
@@ -211,3 +211,11 @@ def test_forget_takes_the_inner_step_that_meta_training_optimised(runs):
     weights = dict(method.model.model.named_parameters())
     assert all(torch.allclose(weights[name], value, atol=1e-6) for name, value in inner.items())
     assert not any(weight.requires_grad for weight in weights.values())
+
+
+def test_testing_a_method_that_was_never_prepared_warns(runs, prepared):
+    root, pretrain, _ = runs
+    with pytest.warns(UserWarning, match="without its preparation"):
+        trainer().test(MetaUnlearn(str(pretrain), hidden=32), datamodule=meta_data(root), verbose=False)
+    restored = UnlearningMethod.from_checkpoint(prepared)
+    assert restored._prepared

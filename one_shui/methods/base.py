@@ -17,6 +17,8 @@ from typing import ClassVar
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from ..checkpoints import (
     RECORD_KEY,
@@ -36,6 +38,10 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # images, identity ids,
 
 class UnknownIdentityError(ValueError):
     """A forget request names someone the model was not trained on."""
+
+
+class MethodSetupError(ValueError):
+    """A method is run with data or trainer settings it cannot work with."""
 
 
 class UnlearningMethod(L.LightningModule):
@@ -76,6 +82,7 @@ class UnlearningMethod(L.LightningModule):
                     f"gives {value!r}: use the data the model was trained on"
                 )
         self._retrained = {}  # not a submodule: kept out of this method's checkpoints
+        self._prepared = False  # whether fit ran or a prepared checkpoint was loaded
         self.evaluation = Evaluation(self.model.hparams.task, self.model.hparams.num_classes)
 
     @classmethod
@@ -157,10 +164,19 @@ class UnlearningMethod(L.LightningModule):
         self.split.require_same(checkpoint_split(checkpoint, source), source)
         original = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         checkpoint["state_dict"] = {**checkpoint["state_dict"], **original}
+        self._prepared = True
+
+    def on_train_end(self) -> None:
+        self._prepared = True
 
     # --- test: forget, then the shared evaluation ---------------------------------------------
 
     def on_test_start(self) -> None:
+        if is_overridden("training_step", self, UnlearningMethod) and not self._prepared:
+            rank_zero_warn(
+                f"{type(self).__name__} is tested without its preparation: fit it first, or pass the "
+                f"checkpoint its fit wrote (--ckpt_path <run>/checkpoints/last.ckpt)"
+            )
         data = self.trainer.datamodule
         support = data.loader("support", batch_size=len(data.rows["support"]))
         # Lightning tests under inference mode; forget() differentiates, so its batch is made outside it.

@@ -14,7 +14,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ..data.datamodule import RequestBatch
 from ..metrics.utility import task_loss
 from ..models.meta_loss import INPUT_PARTS, MetaLoss
-from .base import Batch, UnlearningMethod
+from .base import Batch, MethodSetupError, UnlearningMethod
 
 DISTANCES = {"smooth_l1": F.smooth_l1_loss, "mse": F.mse_loss, "l1": F.l1_loss}
 FROZEN_IN_PUBLISHED_CODE = ("cls_token", "pos_embed")
@@ -156,7 +156,7 @@ class MetaUnlearn(UnlearningMethod):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         if stage == "fit" and self.trainer.datamodule.hparams.train_pool != "simulated":
-            raise ValueError(
+            raise MethodSetupError(
                 "MetaUnlearn meta-trains on simulated forget requests: set data.train_pool: simulated "
                 "(and trainer.reload_dataloaders_every_n_epochs: 1 for new requests each epoch)"
             )
