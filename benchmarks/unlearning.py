@@ -18,13 +18,12 @@ import re
 import statistics
 from pathlib import Path
 
-import lightning as L
 import yaml
 from pretrain_retrain import CONFIGS, measure, run
 
 from one_shui.metrics.tow import POOLS
 
-KEYS = [*POOLS, "tow", "mia_auc", "mia_forget_non_member"]
+KEYS = [*POOLS, "tow", "mia_auc", "mia_forget_non_member", "forget_seconds"]
 
 
 def needs_fit(config: str) -> bool:
@@ -32,7 +31,7 @@ def needs_fit(config: str) -> bool:
     path = yaml.safe_load((CONFIGS / f"{config}.yaml").read_text())["model"]["class_path"]
     module, _, name = path.rpartition(".")
     method = getattr(importlib.import_module(module), name)
-    return method.training_step is not L.LightningModule.training_step
+    return method.has_preparation()
 
 
 def method_row(method: str, dataset: str, seed: int, out: Path, original: str = "pretrain") -> dict:

@@ -3,7 +3,7 @@ import pytest
 import torch
 from conftest import META_UNLEARN, meta_data, method_args
 from helpers import quiet_trainer
-from test_cli import CONFIGS, QUIET, write_tiny
+from test_cli import CONFIGS
 
 from one_shui.checkpoints import load_checkpoint
 from one_shui.cli import OneShuiCLI
@@ -131,38 +131,6 @@ def test_no_checkpoint_is_written_when_the_trainer_has_checkpointing_off(runs, t
     monkeypatch.chdir(tmp_path)
     trainer().fit(MetaUnlearn(str(pretrain), hidden=32), datamodule=meta_data(root, train_pool="simulated"))
     assert not list(tmp_path.rglob("*.ckpt"))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("dataset", ["celebahq", "celeba", "mufac"])
-def test_the_real_dataset_method_configs_run_on_their_layouts(dataset, tmp_path, monkeypatch):
-    """Each real method config meta-trains a step and tests, on a tiny folder in the real layout
-    (a small model stands in for ViT-B/16)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    data = {"root": str(tmp_path / dataset), "request_size": "2", "batch_size": "2", "num_workers": "0"}
-    data.update(write_tiny(dataset, tmp_path / dataset), image_size="32")
-    data_args = [f"--data.init_args.{k}={v}" for k, v in data.items()]
-    # two batches each (the CLI reads "1" as the float 1.0, which Lightning takes as 100 %)
-    steps = [
-        "--trainer.max_epochs=1",
-        "--trainer.limit_train_batches=2",
-        "--trainer.limit_test_batches=2",
-        *QUIET,
-    ]
-    pretrain = CONFIGS / "pretrain" / f"{dataset}.yaml"
-    OneShuiCLI(
-        ["fit", "--config", str(pretrain), "--model", str(CONFIGS / "model/vit_cpu.yaml"), *data_args, *steps]
-    )
-    no_retrain = "--model.init_args.retrain_ckpt=null"
-    meta = str(CONFIGS / "methods" / f"meta_unlearn_{dataset}.yaml")
-    fitted = OneShuiCLI(["fit", "--config", meta, *data_args, no_retrain, *steps])
-    assert fitted.trainer.global_step == 2  # one meta update per simulated request
-    last = fitted.trainer.checkpoint_callback.last_model_path
-    tested = OneShuiCLI(["test", "--config", meta, *data_args, no_retrain, *steps, f"--ckpt_path={last}"])
-    assert "mia_auc" in tested.model.results
-    none = str(CONFIGS / "methods" / f"no_unlearning_{dataset}.yaml")
-    assert "mia_auc" in OneShuiCLI(["test", "--config", none, *data_args, no_retrain, *steps]).model.results
 
 
 def test_a_second_fit_into_the_same_run_replaces_the_prepared_method(runs, monkeypatch):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,7 +19,6 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
-from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from ..checkpoints import (
     RECORD_KEY,
@@ -57,6 +57,7 @@ class UnlearningMethod(L.LightningModule):
     """
 
     reads: ClassVar[tuple[str, ...]] = ("support",)  # what forget() reads: 1-SHUI allows the support set only
+    train_pool: ClassVar[str] = "train"  # the datamodule's train_pool that fit() reads
 
     def __init__(
         self,
@@ -83,6 +84,7 @@ class UnlearningMethod(L.LightningModule):
                 )
         self._retrained = {}  # not a submodule: kept out of this method's checkpoints
         self._prepared = False  # whether fit ran or a prepared checkpoint was loaded
+        self._forget_seconds = float("nan")
         self.evaluation = Evaluation(self.model.hparams.task, self.model.hparams.num_classes)
 
     @classmethod
@@ -105,6 +107,11 @@ class UnlearningMethod(L.LightningModule):
         prepared.load_state_dict(checkpoint["state_dict"])
         return prepared.eval()
 
+    @classmethod
+    def has_preparation(cls) -> bool:
+        """Whether the method has a ``fit`` (a training step) to run before it can forget."""
+        return cls.training_step is not L.LightningModule.training_step
+
     @property
     def backbone(self) -> str:
         return self.model.hparams.backbone
@@ -117,6 +124,11 @@ class UnlearningMethod(L.LightningModule):
     def forget(self, support: Batch) -> None:
         """Unlearn the people of ``support`` from ``self.model``, in place, reading nothing else."""
         raise NotImplementedError
+
+    @property
+    def updated_parameters(self) -> tuple[str, ...]:
+        """The names of the backbone's parameters that ``forget`` may change (all, unless said)."""
+        return tuple(name for name, _ in self.model.model.named_parameters())
 
     def identity_ids(self, names: list[str]) -> torch.Tensor:
         """The identity ids of people the model was trained on; anyone else is refused by name."""
@@ -134,6 +146,11 @@ class UnlearningMethod(L.LightningModule):
         data = self.trainer.datamodule
         data.setup(stage)
         self.split.require_same(data.split, "the pretrain checkpoint")
+        if stage == "fit" and data.hparams.train_pool != self.train_pool:
+            raise MethodSetupError(
+                f"{type(self).__name__}'s fit reads data.train_pool: {self.train_pool} (it is "
+                f"{data.hparams.train_pool!r}); set it in the data config"
+            )
 
     # --- the prepared method's checkpoint ---------------------------------------------------------
 
@@ -172,7 +189,7 @@ class UnlearningMethod(L.LightningModule):
     # --- test: forget, then the shared evaluation ---------------------------------------------
 
     def on_test_start(self) -> None:
-        if is_overridden("training_step", self, UnlearningMethod) and not self._prepared:
+        if self.has_preparation() and not self._prepared:
             rank_zero_warn(
                 f"{type(self).__name__} is tested without its preparation: fit it first, or pass the "
                 f"checkpoint its fit wrote (--ckpt_path <run>/checkpoints/last.ckpt)"
@@ -180,8 +197,11 @@ class UnlearningMethod(L.LightningModule):
         data = self.trainer.datamodule
         support = data.loader("support", batch_size=len(data.rows["support"]))
         # Lightning tests under inference mode; forget() differentiates, so its batch is made outside it.
+        batch = tuple(t.to(self.device) for t in next(iter(support)))
+        start = time.perf_counter()
         with torch.inference_mode(False), torch.enable_grad():
-            self.forget(tuple(t.to(self.device) for t in next(iter(support))))
+            self.forget(batch)
+        self._forget_seconds = time.perf_counter() - start
         for logger in self.loggers:
             logger.log_hyperparams({"forget_reads": ",".join(self.reads)})
         if self.hparams.retrain_ckpt:
@@ -204,6 +224,7 @@ class UnlearningMethod(L.LightningModule):
             retrained = self._retrained["evaluation"].utilities()
         self.results = self.evaluation.log(self, retrained)
         self.results["reads"] = ",".join(self.reads)
+        self.results["forget_seconds"] = self._forget_seconds
 
 
 def _method_class(checkpoint: dict, source: str, base: type[UnlearningMethod]) -> type[UnlearningMethod]:

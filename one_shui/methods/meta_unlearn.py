@@ -14,7 +14,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ..data.datamodule import RequestBatch
 from ..metrics.utility import task_loss
 from ..models.meta_loss import INPUT_PARTS, MetaLoss
-from .base import Batch, MethodSetupError, UnlearningMethod
+from .base import Batch, UnlearningMethod
 
 DISTANCES = {"smooth_l1": F.smooth_l1_loss, "mse": F.mse_loss, "l1": F.l1_loss}
 FROZEN_IN_PUBLISHED_CODE = ("cls_token", "pos_embed")
@@ -91,9 +91,15 @@ class MetaUnlearn(UnlearningMethod):
         self.register_buffer("train_index", index, persistent=False)  # dataset id -> TRAIN id
         self._validation: Iterator | None = None
 
+    train_pool = "simulated"  # meta-training reads simulated requests (reload the loaders every epoch)
+
     @property
     def needs_targets(self) -> bool:
         return "targets" in self.hparams.parts
+
+    @property
+    def updated_parameters(self) -> tuple[str, ...]:
+        return self.updated
 
     def _updated_names(self, update: str, last_blocks: int) -> tuple[str, ...]:
         names = [name for name, _ in self.model.model.named_parameters()]
@@ -152,14 +158,6 @@ class MetaUnlearn(UnlearningMethod):
         distance = DISTANCES[self.hparams.distance]
         chosen = ("original", "unlearned") if self.hparams.objective == "full" else (self.hparams.objective,)
         return sum(distance(forget, targets[name]) for name in chosen)
-
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        if stage == "fit" and self.trainer.datamodule.hparams.train_pool != "simulated":
-            raise MethodSetupError(
-                "MetaUnlearn meta-trains on simulated forget requests: set data.train_pool: simulated "
-                "(and trainer.reload_dataloaders_every_n_epochs: 1 for new requests each epoch)"
-            )
 
     def on_train_start(self) -> None:
         data = self.trainer.datamodule  # VAL batches of the training batch size (the paper's 64)

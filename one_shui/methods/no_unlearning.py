@@ -8,5 +8,9 @@ from .base import Batch, UnlearningMethod
 class NoUnlearning(UnlearningMethod):
     """Forgets nothing: the reference that every method's ToW and MIA must improve on."""
 
+    @property
+    def updated_parameters(self) -> tuple[str, ...]:
+        return ()
+
     def forget(self, support: Batch) -> None:
         """Leave the original model unchanged."""
