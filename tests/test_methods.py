@@ -99,6 +99,7 @@ def test_every_synthetic_method_config_fits_and_tests(config, runs, monkeypatch)
     monkeypatch.chdir(root)
     results = fit_and_test(config, method_args(root, config.stem))
     assert 0 <= results["tow"] <= 100 and 0 <= results["mia_auc"] <= 1
+    assert results["forget_seconds"] > 0
 
 
 @pytest.mark.slow

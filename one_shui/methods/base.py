@@ -197,11 +197,11 @@ class UnlearningMethod(L.LightningModule):
         data = self.trainer.datamodule
         support = data.loader("support", batch_size=len(data.rows["support"]))
         # Lightning tests under inference mode; forget() differentiates, so its batch is made outside it.
-        batch = tuple(t.to(self.device) for t in next(iter(support)))
-        start = time.perf_counter()
         with torch.inference_mode(False), torch.enable_grad():
+            batch = tuple(t.to(self.device) for t in next(iter(support)))
+            start = time.perf_counter()
             self.forget(batch)
-        self._forget_seconds = time.perf_counter() - start
+            self._forget_seconds = time.perf_counter() - start
         for logger in self.loggers:
             logger.log_hyperparams({"forget_reads": ",".join(self.reads)})
         if self.hparams.retrain_ckpt:
