@@ -87,6 +87,9 @@ def test_the_prepared_method_is_meta_unlearn_through_the_cli_and_tests_from_its_
     root, pretrain, _ = runs
     checkpoint = load_checkpoint(prepared)
     assert checkpoint["one_shui"]["method"] == "one_shui.methods.meta_unlearn.MetaUnlearn"
+    assert (
+        checkpoint["one_shui"]["backbone"] == "vit_cpu"
+    )  # the original's own hyperparameters, under the CLI
     assert not any(key.startswith("model.") for key in checkpoint["state_dict"])  # in its pretrain file
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)

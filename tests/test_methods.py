@@ -32,12 +32,35 @@ def method_classes() -> list[type[UnlearningMethod]]:
     return sorted(found, key=lambda cls: cls.__name__)
 
 
-# A tiny, barely trained model: settings that make each method act on it (its defaults are the paper's).
-TINY = {"MetaUnlearn": {"hidden": 32}, "SSD": {"selection_weighting": 1.0}}
+# A tiny, barely trained model: settings that make each method act on it, quickly (defaults are the paper's).
+TINY = {
+    "MetaUnlearn": {"hidden": 32},
+    "SSD": {"selection_weighting": 1.0},
+    "SCRUB": {"epochs": 1},
+    "BadTeacher": {"epochs": 1},
+}
 
 
-def refuse(*args, **kwargs):
-    raise AssertionError("forget() reached for data beyond the support batch")
+def guard_data(monkeypatch, allowed: set[str]) -> None:
+    """Make every way to data beyond the ``allowed`` pools fail the test."""
+    loader = IdentityDataModule.loader
+    images = IdentityDataModule.images
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("forget() reached for data it does not declare")
+
+    def only(method):
+        def guarded(self, pool, *args, **kwargs):
+            if pool not in allowed:
+                raise AssertionError(f"forget() read the {pool} pool, which it does not declare")
+            return method(self, pool, *args, **kwargs)
+
+        return guarded
+
+    monkeypatch.setattr(IdentityDataModule, "loader", only(loader))
+    monkeypatch.setattr(IdentityDataModule, "images", only(images))
+    for name in ("train_dataloader", "val_dataloader", "simulated_request_loader"):
+        monkeypatch.setattr(IdentityDataModule, name, refuse)
 
 
 @pytest.mark.parametrize("method_class", method_classes(), ids=lambda cls: cls.__name__)
@@ -45,26 +68,36 @@ def test_every_method_honours_the_unlearning_contract(method_class, runs, tmp_pa
     root, pretrain, _ = runs
     method = method_class(str(pretrain), **TINY.get(method_class.__name__, {}))
     data = meta_data(root, train_pool=method_class.train_pool)
+    options = {"enable_checkpointing": False, "default_root_dir": tmp_path}
     if method.has_preparation():
         trainer = quiet_trainer(
             max_epochs=1,
             limit_train_batches=2,
             limit_val_batches=0,
-            enable_checkpointing=False,
             reload_dataloaders_every_n_epochs=1,
-            default_root_dir=tmp_path,
+            **options,
         )
         trainer.fit(method, datamodule=data)
         assert all(torch.isfinite(v).all() for v in method.state_dict().values() if v.is_floating_point())
     support = next(iter(data.loader("support")))
     before = {name: p.detach().clone() for name, p in method.model.model.named_parameters()}
 
-    # forget() is handed the support batch and nothing else: no trainer, no loaders.
-    method.trainer = None
-    for name in ("loader", "images", "train_dataloader", "val_dataloader", "test_dataloader"):
-        monkeypatch.setattr(IdentityDataModule, name, refuse)
-    with torch.enable_grad():
-        method.forget(support)
+    if method.reads == ("support",):  # 1-SHUI: handed the support batch, and nothing else within reach
+        method.trainer = None
+        guard_data(monkeypatch, allowed=set())
+        with torch.enable_grad():
+            method.forget(support)
+    else:  # a full-data reference row reads the pools it declares, through the test loop
+        assert set(method.reads) == {"support", "forget", "retain"}
+        forget = method.forget
+
+        def guarded_forget(batch):
+            with pytest.MonkeyPatch.context() as patch:
+                guard_data(patch, allowed=set(method.reads))
+                forget(batch)
+
+        method.forget = guarded_forget
+        quiet_trainer(**options).test(method, datamodule=data, verbose=False)
 
     after = dict(method.model.model.named_parameters())
     moved = {name for name, value in before.items() if not torch.equal(value, after[name])}
@@ -73,7 +106,6 @@ def test_every_method_honours_the_unlearning_contract(method_class, runs, tmp_pa
     assert bool(moved) == bool(declared)
     assert all(torch.isfinite(p).all() for p in after.values())
     assert torch.isfinite(method.model(support[0])).all()
-    assert method.reads == ("support",)
 
 
 # --- every method config, end to end ---------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import math
 import os
 from typing import Literal
@@ -80,7 +81,9 @@ class Classifier(L.LightningModule):
         verify_checkpoint(checkpoint, source, split=split)
         hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
         try:
-            model = cls(**{**hparams, "pretrained": False, "weights_file": None})
+            # In a fresh context: inside another module's LightningCLI instantiation, Lightning would
+            # otherwise give this model that module's hyperparameters.
+            model = contextvars.Context().run(cls, **{**hparams, "pretrained": False, "weights_file": None})
             model.load_state_dict(checkpoint["state_dict"])
         except (TypeError, RuntimeError) as err:
             raise CheckpointError(f"{source}: not a pretrain or retrain model checkpoint ({err})") from None
