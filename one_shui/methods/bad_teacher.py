@@ -16,7 +16,7 @@ from .distillation import distillation_kl, train_epoch
 class BadTeacher(UnlearningMethod):
     """``epochs`` of SGD (``lr``) on shuffled D_r and D_f samples together: KL to the competent teacher
     (the original model) for retain samples, to an incompetent one (random weights, ``seed``) for forget
-    samples, with temperature ``temperature``.
+    samples, with temperature ``temperature``. The random teacher is drawn from ``teacher_seed``.
 
     Not a 1-SHUI method: ``forget`` reads the full forget and retain sets (see :attr:`reads`).
     """
@@ -33,14 +33,14 @@ class BadTeacher(UnlearningMethod):
         epochs: int = 5,
         lr: float = 1e-4,
         temperature: float = 1.0,
-        seed: int = 0,
+        teacher_seed: int = 0,
     ):
         super().__init__(pretrain_ckpt, retrain_ckpt, num_classes, task, image_size)
 
     def _incompetent_teacher(self) -> torch.nn.Module:
         hp = self.model.hparams
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.hparams.seed)
+            torch.manual_seed(self.hparams.teacher_seed)
             model = create_backbone(hp.backbone, hp.num_classes, pretrained=False, image_size=hp.image_size)
         return model.to(self.device).eval().requires_grad_(False)
 
