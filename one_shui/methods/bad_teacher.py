@@ -15,8 +15,8 @@ from .distillation import distillation_kl, train_epoch
 
 class BadTeacher(UnlearningMethod):
     """``epochs`` of SGD (``lr``) on shuffled D_r and D_f samples together: KL to the competent teacher
-    (the original model) for retain samples, to an incompetent one (random weights, ``seed``) for forget
-    samples, with temperature ``temperature``. The random teacher is drawn from ``teacher_seed``.
+    (the original model) for retain samples, to an incompetent one (random weights drawn from
+    ``teacher_seed``) for forget samples, with temperature ``temperature``.
 
     Not a 1-SHUI method: ``forget`` reads the full forget and retain sets (see :attr:`reads`).
     """
