@@ -36,7 +36,7 @@ class SSD(UnlearningMethod):
         size = sum(p.numel() for p in self.model.model.parameters())
         self.register_buffer("importance_sum", torch.zeros(size))  # over the training batches seen
         self.register_buffer("batches", torch.zeros((), dtype=torch.long))
-        self._epoch_sum = torch.zeros(size)
+        self._epoch_sum: torch.Tensor | None = None  # made at each epoch start, on the module's device
         self._epoch_batches = 0
 
     @property
