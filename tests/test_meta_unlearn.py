@@ -74,7 +74,7 @@ def test_second_order_step_needs_the_math_attention_kernel(runs):
 
 def test_test_forgets_then_evaluates_with_tow_against_the_retrained_model(runs):
     root, pretrain, retrain = runs
-    method = MetaUnlearn(str(pretrain), str(retrain), hidden=32)
+    method = MetaUnlearn(str(pretrain), retrain_ckpt=str(retrain), hidden=32)
     before = {k: v.clone() for k, v in method.model.state_dict().items()}
     trainer().test(method, datamodule=meta_data(root), verbose=False)
     assert any(not torch.equal(before[k], v) for k, v in method.model.state_dict().items())

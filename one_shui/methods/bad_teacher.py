@@ -26,16 +26,14 @@ class BadTeacher(UnlearningMethod):
     def __init__(
         self,
         pretrain_ckpt: str,
-        retrain_ckpt: str | None = None,
-        num_classes: int | None = None,
-        task: str | None = None,
-        image_size: int | None = None,
+        *,
         epochs: int = 5,
         lr: float = 1e-4,
         temperature: float = 1.0,
         teacher_seed: int = 0,
+        **kwargs,
     ):
-        super().__init__(pretrain_ckpt, retrain_ckpt, num_classes, task, image_size)
+        super().__init__(pretrain_ckpt, **kwargs)
 
     def _incompetent_teacher(self) -> torch.nn.Module:
         hp = self.model.hparams

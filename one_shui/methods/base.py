@@ -53,7 +53,8 @@ class UnlearningMethod(L.LightningModule):
         num_classes, task, image_size: linked from the data by the CLI; checked against the checkpoint.
 
     A method whose ``forget`` reads more than the support set says so in :attr:`reads`; the
-    evaluation records it.
+    evaluation records it. A method takes its own options after ``pretrain_ckpt``, keyword-only, and
+    passes the others on as ``**kwargs`` (LightningCLI resolves them from this signature).
     """
 
     reads: ClassVar[tuple[str, ...]] = ("support",)  # what forget() reads: 1-SHUI allows the support set only
@@ -62,6 +63,7 @@ class UnlearningMethod(L.LightningModule):
     def __init__(
         self,
         pretrain_ckpt: str,
+        *,
         retrain_ckpt: str | None = None,
         num_classes: int | None = None,
         task: str | None = None,

@@ -20,17 +20,9 @@ class JiT(UnlearningMethod):
     """
 
     def __init__(
-        self,
-        pretrain_ckpt: str,
-        retrain_ckpt: str | None = None,
-        num_classes: int | None = None,
-        task: str | None = None,
-        image_size: int | None = None,
-        lr: float = 0.01,
-        copies: int = 25,
-        noise_std: float = 0.1,
+        self, pretrain_ckpt: str, *, lr: float = 0.01, copies: int = 25, noise_std: float = 0.1, **kwargs
     ):
-        super().__init__(pretrain_ckpt, retrain_ckpt, num_classes, task, image_size)
+        super().__init__(pretrain_ckpt, **kwargs)
 
     def smoothness_loss(self, images: torch.Tensor) -> torch.Tensor:
         """Mean over the noisy copies of ||f(x) - f(x')|| / ||x - x'||."""

@@ -53,10 +53,7 @@ class MetaUnlearn(UnlearningMethod):
     def __init__(
         self,
         pretrain_ckpt: str,
-        retrain_ckpt: str | None = None,
-        num_classes: int | None = None,
-        task: str | None = None,
-        image_size: int | None = None,
+        *,
         meta_lr: float = 0.1,
         lr: float = 1e-4,
         parts: Sequence[str] = INPUT_PARTS,
@@ -69,8 +66,9 @@ class MetaUnlearn(UnlearningMethod):
         hidden: int = 512,
         residual_blocks: int = 0,
         dropout: float = 0.5,
+        **kwargs,
     ):
-        super().__init__(pretrain_ckpt, retrain_ckpt, num_classes, task, image_size)
+        super().__init__(pretrain_ckpt, **kwargs)
         self.automatic_optimization = False
         self.model.requires_grad_(False)  # the original weights never change during meta-training
         backbone = self.model.model

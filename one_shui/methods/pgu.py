@@ -55,15 +55,13 @@ class PGU(UnlearningMethod):
     def __init__(
         self,
         pretrain_ckpt: str,
-        retrain_ckpt: str | None = None,
-        num_classes: int | None = None,
-        task: str | None = None,
-        image_size: int | None = None,
+        *,
         lr: float = 0.1,
         epochs: int = 5,
         gamma: float = 0.9,
+        **kwargs,
     ):
-        super().__init__(pretrain_ckpt, retrain_ckpt, num_classes, task, image_size)
+        super().__init__(pretrain_ckpt, **kwargs)
         self.automatic_optimization = False  # fit measures; it never updates the model
         self.layers = {
             name: layer

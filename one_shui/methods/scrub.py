@@ -24,10 +24,7 @@ class SCRUB(UnlearningMethod):
     def __init__(
         self,
         pretrain_ckpt: str,
-        retrain_ckpt: str | None = None,
-        num_classes: int | None = None,
-        task: str | None = None,
-        image_size: int | None = None,
+        *,
         epochs: int = 10,
         temperature: float = 4.0,
         kl_weight: float = 0.001,
@@ -35,8 +32,9 @@ class SCRUB(UnlearningMethod):
         lr: float = 5e-4,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
+        **kwargs,
     ):
-        super().__init__(pretrain_ckpt, retrain_ckpt, num_classes, task, image_size)
+        super().__init__(pretrain_ckpt, **kwargs)
 
     def forget(self, support: Batch) -> None:
         hp, task = self.hparams, self.model.hparams.task

@@ -24,14 +24,12 @@ class SSD(UnlearningMethod):
     def __init__(
         self,
         pretrain_ckpt: str,
-        retrain_ckpt: str | None = None,
-        num_classes: int | None = None,
-        task: str | None = None,
-        image_size: int | None = None,
+        *,
         dampening_constant: float = 0.1,
         selection_weighting: float = 50.0,
+        **kwargs,
     ):
-        super().__init__(pretrain_ckpt, retrain_ckpt, num_classes, task, image_size)
+        super().__init__(pretrain_ckpt, **kwargs)
         self.automatic_optimization = False  # fit measures; it never updates the model
         size = sum(p.numel() for p in self.model.model.parameters())
         self.register_buffer("importance_sum", torch.zeros(size))  # over the training batches seen
