@@ -1,9 +1,13 @@
 """`one-shui-forget`: serve a real forget request with a prepared unlearning method.
 
     one-shui-forget METHOD.ckpt REQUEST.csv --out UNLEARNED.ckpt
+    one-shui-forget METHOD.yaml REQUEST.csv --pretrain-ckpt ORIGINAL.ckpt --out UNLEARNED.ckpt
 
 METHOD.ckpt is what the method's ``fit`` wrote (``<run>/checkpoints/last.ckpt``); it is applied to the
-original model it was prepared on (its pretrain checkpoint). REQUEST.csv has a header and one row per
+original model it was prepared on (its pretrain checkpoint). A method with nothing to prepare (JiT) is
+given by its config instead (``configs/methods/jit_celebahq.yaml``: its model options are used) and the
+original model by ``--pretrain-ckpt``. Methods that read the full forget and retain sets (SCRUB, Bad
+Teacher) are benchmark references and cannot serve a request. REQUEST.csv has a header and one row per
 portrait: ``image`` (a file under the CSV's folder, or under ``--root``), ``identity`` (as in the
 training data) and, where the method reads them, ``targets`` (multilabel: the 0/1 values separated by
 spaces; classification: the class index). The unlearned model is written as a model checkpoint (read by
@@ -34,7 +38,7 @@ from .checkpoints import RECORD_KEY, CheckpointError, load_checkpoint, sha256_of
 from .data.audit import ImageError
 from .data.datamodule import build_transform
 from .data.splits import SplitMismatchError
-from .methods.base import UnknownIdentityError, UnlearningMethod
+from .methods.base import MethodSetupError, UnknownIdentityError, UnlearningMethod
 
 
 class RequestError(ValueError):
@@ -46,6 +50,7 @@ USER_ERRORS = (
     FileExistsError,
     FileNotFoundError,
     ImageError,
+    MethodSetupError,
     RequestError,
     SplitMismatchError,
     UnknownIdentityError,
@@ -143,6 +148,30 @@ def unlearned_checkpoint(method: UnlearningMethod, receipt: dict) -> dict:
     return {**checkpoint, "state_dict": method.model.state_dict(), RECORD_KEY: record}
 
 
+def is_config(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in (".yaml", ".yml")
+
+
+def load_method(path: Path, pretrain_ckpt: str | None) -> UnlearningMethod:
+    """The method that serves the request: a prepared checkpoint, or the YAML config of a method with
+    nothing to prepare; either way one whose ``forget`` reads the support set only."""
+    if is_config(path):
+        if pretrain_ckpt is None:
+            raise MethodSetupError(
+                f"{path} is a method config: give the model to unlearn with --pretrain-ckpt"
+            )
+        method = UnlearningMethod.from_config(path, pretrain_ckpt)
+    else:
+        method = UnlearningMethod.from_checkpoint(path, pretrain_ckpt)
+    beyond = [pool for pool in method.reads if pool != "support"]
+    if beyond:
+        raise MethodSetupError(
+            f"{path}: {type(method).__name__} reads the full {' and '.join(beyond)} sets, which a request "
+            f"does not bring: it is a benchmark reference, not a method that serves requests"
+        )
+    return method
+
+
 def forget(args: argparse.Namespace) -> dict:
     """Serve the request; returns the receipt (also written beside the output)."""
     start = time.perf_counter()
@@ -155,7 +184,7 @@ def forget(args: argparse.Namespace) -> dict:
     if not request.is_file():
         raise FileNotFoundError(f"request {request} does not exist")
     rows = read_request(request, Path(args.root or request.parent).resolve())
-    method = UnlearningMethod.from_checkpoint(args.method, args.pretrain_ckpt)
+    method = load_method(Path(args.method), args.pretrain_ckpt)
     hp = method.model.hparams
     identities = method.identity_ids([row["identity"] for row in rows])
     targets = parse_targets(rows, hp.task, hp.num_classes, method.needs_targets)
@@ -173,7 +202,10 @@ def forget(args: argparse.Namespace) -> dict:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": str(device),
         "inputs": {
-            "method_checkpoint": {"path": str(args.method), "sha256": sha256_of(args.method)},
+            ("method_config" if is_config(args.method) else "method_checkpoint"): {
+                "path": str(args.method),
+                "sha256": sha256_of(args.method),
+            },
             "pretrain_checkpoint": {
                 "path": str(method.hparams.pretrain_ckpt),
                 "sha256": method.original_sha256,
@@ -212,13 +244,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="one-shui-forget", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("method", help="the prepared method: <run>/checkpoints/last.ckpt of its fit")
+    parser.add_argument(
+        "method",
+        help="the prepared method (<run>/checkpoints/last.ckpt of its fit), or the YAML config of a method "
+        "with nothing to prepare (then give --pretrain-ckpt)",
+    )
     parser.add_argument("request", help="CSV with columns image, identity (and targets where needed)")
     parser.add_argument(
         "--out", required=True, help="the unlearned model checkpoint to write (+ .json receipt)"
     )
     parser.add_argument("--root", help="folder of the portraits (default: the CSV's folder); nothing outside")
-    parser.add_argument("--pretrain-ckpt", help="the original model (default: the path recorded by fit)")
+    parser.add_argument(
+        "--pretrain-ckpt", help="the original model (default for a prepared method: the path recorded by fit)"
+    )
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when there is one)")
     args = parser.parse_args(argv)
     try:

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import meta_data
 from PIL import Image
+from test_cli import CONFIGS
 
 from one_shui.checkpoints import load_checkpoint, sha256_of
 from one_shui.forget import main
@@ -163,3 +165,57 @@ def test_an_existing_output_is_never_overwritten(prepared, request_rows, tmp_pat
     out.write_text("keep me")
     assert "exists" in forget(prepared, request, "--out", out)
     assert out.read_text() == "keep me"
+
+
+def method_config(tmp_path: Path, name: str = "jit", **options) -> Path:
+    """The synthetic config of method ``name``, with ``options`` set in its model section."""
+    config = yaml.safe_load((CONFIGS / "methods" / f"{name}_synthetic.yaml").read_text())
+    config["model"]["init_args"].update(options)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_a_method_with_nothing_to_prepare_serves_from_its_config(runs, request_rows, tmp_path):
+    _, pretrain, _ = runs
+    request = write_request(tmp_path, request_rows)
+    original = Classifier.from_checkpoint(pretrain).state_dict()
+    for lr, moved in ((0.01, True), (0.0, False)):  # the config's options are the ones used
+        config, out = method_config(tmp_path, lr=lr), tmp_path / f"lr{lr}.ckpt"
+        assert forget(config, request, "--pretrain-ckpt", pretrain, "--out", out) is None
+        receipt = json.loads(out.with_suffix(".json").read_text())
+        assert receipt["method"] == "one_shui.methods.jit.JiT"
+        assert receipt["inputs"]["method_config"]["sha256"] == sha256_of(config)
+        assert receipt["inputs"]["pretrain_checkpoint"]["sha256"] == sha256_of(pretrain)
+        unlearned = Classifier.from_checkpoint(out).state_dict()
+        assert any(not torch.equal(original[k], v) for k, v in unlearned.items()) == moved
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("jit", {}, "give the model to unlearn with --pretrain-ckpt"),
+        ("meta_unlearn", {}, "MetaUnlearn must be prepared first: run `one-shui fit --config"),
+        ("scrub", {}, "SCRUB reads the full forget and retain sets"),
+        ("bad_teacher", {}, "it is a benchmark reference"),
+        ("jit", {"noise_std": "high"}, 'key "noise_std"'),
+        ("jit", {"sigma": 0.1}, "'sigma' is not accepted"),
+    ],
+)
+def test_configs_that_cannot_serve_a_request_are_refused(
+    runs, request_rows, tmp_path, name, options, message
+):
+    request, out = write_request(tmp_path, request_rows), tmp_path / "u.ckpt"
+    original = [] if name == "jit" and not options else ["--pretrain-ckpt", runs[1]]
+    error = forget(method_config(tmp_path, name, **options), request, *original, "--out", out)
+    assert error is not None and message in error and "\n" not in error
+    assert not out.exists()
+
+
+def test_a_config_naming_code_outside_one_shui_is_refused(runs, request_rows, tmp_path):
+    config = tmp_path / "evil.yaml"
+    config.write_text("model:\n  class_path: os.system\n  init_args: {}\n")
+    error = forget(
+        config, write_request(tmp_path, request_rows), "--pretrain-ckpt", runs[1], "--out", tmp_path / "u"
+    )
+    assert "'os.system' is not a one_shui UnlearningMethod" in error

@@ -16,7 +16,7 @@ from test_cli import CONFIGS, QUIET, write_tiny
 import one_shui.methods
 from one_shui.cli import OneShuiCLI
 from one_shui.data import IdentityDataModule
-from one_shui.methods.base import UnlearningMethod
+from one_shui.methods.base import UnlearningMethod, method_class
 
 
 def method_classes() -> list[type[UnlearningMethod]]:
@@ -112,8 +112,7 @@ def test_every_method_honours_the_unlearning_contract(method_class, runs, tmp_pa
 
 
 def method_of(config: Path) -> type[UnlearningMethod]:
-    module, _, name = yaml.safe_load(config.read_text())["model"]["class_path"].rpartition(".")
-    return getattr(importlib.import_module(module), name)
+    return method_class(yaml.safe_load(config.read_text())["model"]["class_path"])
 
 
 def fit_and_test(config: Path, args: list[str]) -> dict:

@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
+import jsonargparse
 import lightning as L
 import torch
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 
@@ -41,7 +43,7 @@ class UnknownIdentityError(ValueError):
 
 
 class MethodSetupError(ValueError):
-    """A method is run with data or trainer settings it cannot work with."""
+    """A method is set up with a config, data or trainer settings it cannot work with."""
 
 
 class UnlearningMethod(L.LightningModule):
@@ -108,6 +110,29 @@ class UnlearningMethod(L.LightningModule):
         prepared.on_load_checkpoint(checkpoint)
         prepared.load_state_dict(checkpoint["state_dict"])
         return prepared.eval()
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike, pretrain_ckpt: str | os.PathLike) -> UnlearningMethod:
+        """A method with nothing to prepare, built from the ``model`` section of its YAML config (as
+        ``configs/methods/jit_celebahq.yaml``) on the original model ``pretrain_ckpt``."""
+        path = Path(path)
+        name, options = _model_section(path)
+        method = method_class(name, cls)
+        if method is None:
+            raise MethodSetupError(f"{path}: model.class_path {name!r} is not a one_shui {cls.__name__}")
+        if method.has_preparation():
+            raise MethodSetupError(
+                f"{path}: {method.__name__} must be prepared first: run `one-shui fit --config {path}` "
+                f"and give the checkpoints/last.ckpt it writes"
+            )
+        options = {k: v for k, v in options.items() if k not in ("pretrain_ckpt", "retrain_ckpt")}
+        parser = jsonargparse.ArgumentParser(exit_on_error=False)
+        parser.add_class_arguments(method)
+        try:
+            arguments = parser.parse_object({**options, "pretrain_ckpt": str(pretrain_ckpt)}).as_dict()
+        except jsonargparse.ArgumentError as err:
+            raise MethodSetupError(f"{path}: {' '.join(str(err).split())}") from None
+        return method(**arguments).eval()
 
     @classmethod
     def has_preparation(cls) -> bool:
@@ -229,6 +254,28 @@ class UnlearningMethod(L.LightningModule):
         self.results["forget_seconds"] = self._forget_seconds
 
 
+def _model_section(path: Path) -> tuple[str, dict]:
+    """The ``model`` class path and init_args of a YAML config."""
+    if not path.is_file():
+        raise FileNotFoundError(f"method config {path} does not exist")
+    try:
+        model = yaml.safe_load(path.read_text(encoding="utf-8"))["model"]
+        return str(model["class_path"]), dict(model.get("init_args") or {})
+    except (yaml.YAMLError, UnicodeDecodeError, TypeError, KeyError, ValueError) as err:
+        raise MethodSetupError(f"{path}: not a method config with a model.class_path ({err!r})") from None
+
+
+def method_class(name: str, base: type[UnlearningMethod] | None = None) -> type[UnlearningMethod] | None:
+    """The class ``name`` ("module.Class") when it is a ``base`` (by default any unlearning method) of
+    one_shui.methods; else None. Nothing outside one_shui.methods is ever imported."""
+    module, _, cls = name.rpartition(".")
+    method = None
+    if module.startswith(f"{__package__}."):
+        with contextlib.suppress(ImportError):
+            method = getattr(importlib.import_module(module), cls, None)
+    return method if isinstance(method, type) and issubclass(method, base or UnlearningMethod) else None
+
+
 def _method_class(checkpoint: dict, source: str, base: type[UnlearningMethod]) -> type[UnlearningMethod]:
     """The class a prepared checkpoint names: a ``base`` among the classes of one_shui.methods only."""
     name = checkpoint[RECORD_KEY].get("method")
@@ -237,12 +284,8 @@ def _method_class(checkpoint: dict, source: str, base: type[UnlearningMethod]) -
             f"{source}: not a prepared unlearning method (a pretrain or retrain model?): give the "
             f"checkpoints/last.ckpt that the method's fit wrote"
         )
-    module, _, cls = name.rpartition(".")
-    method = None
-    if module.startswith(f"{__package__}."):
-        with contextlib.suppress(ImportError):
-            method = getattr(importlib.import_module(module), cls, None)
-    if not (isinstance(method, type) and issubclass(method, base)):
+    method = method_class(name, base)
+    if method is None:
         raise CheckpointError(
             f"{source}: refused, it names {name!r}, which is not a one_shui {base.__name__}"
         )
