@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import warnings
 from pathlib import Path
 
 from one_shui.cli import OneShuiCLI
@@ -17,6 +18,8 @@ from one_shui.metrics.tow import POOLS
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+# The benchmarks build the CLI from their own arguments, on purpose.
+warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within")
 
 
 def run(subcommand: str, config: str, seed: int, run_dir: Path, *extra: str) -> tuple[OneShuiCLI, float]:

@@ -1,9 +1,11 @@
-"""Choose MetaUnlearn's settings on VAL and TRAIN only: never on TEST, never on the real forget set.
+"""Choose a 1-SHUI method's settings on VAL and TRAIN only: never on TEST, never on the real forget set.
 
-    python benchmarks/tune_meta_unlearn.py --seed 0 --grid meta_lr=0.03,0.1,0.3 lr=1e-4,1e-3
+    python benchmarks/tune.py --seed 0 --grid meta_lr=0.03,0.1,0.3 lr=1e-4,1e-3
+    python benchmarks/tune.py --method jit --grid noise_std=0.03,0.1,0.3 lr=0.01,0.1
 
-For each setting, MetaUnlearn is meta-trained as ``configs/methods/meta_unlearn_<dataset>.yaml`` does
-(in this process, on the run folders of benchmarks/pretrain_retrain.py), then scored by a VAL-ToW, the
+For each setting, the method is prepared as ``configs/methods/<method>_<dataset>.yaml`` does (its fit,
+in this process, on the run folders of benchmarks/pretrain_retrain.py; nothing for a method without
+preparation), then scored by a VAL-ToW, the
 ToW with held-out simulated requests in place of the real one: each request (a fresh draw over TRAIN,
 the real forget identities taken out) is served with ``forget``; after it, the other TRAIN people (R)
 should score as before, the forgotten people's other images (D_sim) like people the model never saw
@@ -13,7 +15,9 @@ should score as before, the forgotten people's other images (D_sim) like people 
                   * (1 - |m(D_sim; theta_u) - m(VAL; theta)| / 100)
                   * (1 - |m(VAL; theta_u) - m(VAL; theta)| / 100)
 
-averaged over the requests. Higher is better; 100 is perfect. TEST and the real forget set are never read.
+averaged over the requests. Higher is better; 100 is perfect. TEST and the real forget set are never
+read. Full-data methods (SCRUB, Bad Teacher) read the real forget and retain sets, so they cannot be
+scored this way and are refused.
 """
 
 from __future__ import annotations
@@ -29,14 +33,14 @@ from pretrain_retrain import CONFIGS, QUIET
 
 from one_shui.cli import OneShuiCLI
 from one_shui.data.datamodule import RequestBatch
-from one_shui.methods.meta_unlearn import MetaUnlearn
+from one_shui.methods.base import UnlearningMethod
 from one_shui.metrics.utility import utility_metric
 
 HELD_OUT_EPOCH = 1_000_000  # simulated requests of an epoch that meta-training never reaches
 
 
 @torch.no_grad()
-def utility(method: MetaUnlearn, batches) -> float:
+def utility(method: UnlearningMethod, batches) -> float:
     metric = utility_metric(method.model.hparams.task, method.model.hparams.num_classes)
     for images, _, targets in batches:
         metric.update(method.model(images).float(), targets.long())
@@ -49,7 +53,7 @@ def without(batch, ids: torch.Tensor):
     return tuple(t[keep] for t in batch)
 
 
-def val_tow(method: MetaUnlearn, data, requests: int) -> float:
+def val_tow(method: UnlearningMethod, data, requests: int) -> float:
     """The VAL-ToW of a meta-trained method (see the module docstring)."""
     val, retain = (
         list(data.loader("val")),
@@ -75,11 +79,11 @@ def val_tow(method: MetaUnlearn, data, requests: int) -> float:
     return statistics.mean(scores)
 
 
-def score(dataset: str, seed: int, out: Path, setting: dict[str, str], requests: int) -> float:
+def score(method: str, dataset: str, seed: int, out: Path, setting: dict[str, str], requests: int) -> float:
     folder = out / f"seed{seed}"
     pretrain = folder / "pretrain/checkpoints/best.ckpt"
     args = [
-        "--config", str(CONFIGS / "methods" / f"meta_unlearn_{dataset}.yaml"), *QUIET,
+        "--config", str(CONFIGS / "methods" / f"{method}_{dataset}.yaml"), *QUIET,
         f"--seed_everything={seed}", f"--data.init_args.seed={seed}",
         f"--data.init_args.split_file={pretrain}", f"--model.init_args.pretrain_ckpt={pretrain}",
         "--model.init_args.retrain_ckpt=null", "--trainer.logger=false",
@@ -88,7 +92,12 @@ def score(dataset: str, seed: int, out: Path, setting: dict[str, str], requests:
         *(f"--{k if '.' in k else 'model.init_args.' + k}={v}" for k, v in setting.items()),
     ]  # fmt: skip
     cli = OneShuiCLI(args, run=False)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    if cli.model.reads != ("support",):
+        raise SystemExit(
+            f"{method} reads {', '.join(cli.model.reads)}: only 1-SHUI methods are scored on VAL"
+        )
+    if cli.model.has_preparation():
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     return val_tow(cli.model, cli.datamodule, requests)
 
 
@@ -96,9 +105,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--method", default="meta_unlearn", help="configs/methods/<method>_<dataset>.yaml")
     parser.add_argument("--dataset", default="synthetic")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--grid", nargs="+", default=["meta_lr=0.03,0.1,0.3"], help="name=v1,v2 ...")
+    parser.add_argument("--grid", nargs="*", default=[], help="name=v1,v2 ... (none: the config as it is)")
     parser.add_argument("--requests", type=int, default=5, help="held-out simulated requests per setting")
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks/pretrain_retrain"))
     args = parser.parse_args()
@@ -107,7 +117,10 @@ def main() -> None:
     for values in itertools.product(*(v for _, v in axes)):
         setting = dict(zip((n for n, _ in axes), values, strict=True))
         results.append(
-            (score(args.dataset, args.seed, args.out / args.dataset, setting, args.requests), setting)
+            (
+                score(args.method, args.dataset, args.seed, args.out / args.dataset, setting, args.requests),
+                setting,
+            )
         )
         print(f"VAL-ToW {results[-1][0]:6.2f}  {setting}", flush=True)
     best = max(results, key=lambda r: r[0])
