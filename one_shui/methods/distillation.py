@@ -12,17 +12,21 @@ from ..metrics.utility import Task
 
 
 def distillation_kl(student: torch.Tensor, teacher: torch.Tensor, task: Task, temperature: float = 1.0):
-    """KL(teacher || student) of the outputs softened by ``temperature``, in float32: over the classes
-    (classification) or per attribute as a Bernoulli, averaged over the attributes (multilabel)."""
+    """KL(teacher || student) of the outputs softened by ``temperature``, times ``temperature``^2 (so
+    that the gradients keep their size at any temperature, as in Hinton et al.'s distillation), in
+    float32, averaged over the batch: over the classes (classification) or over the joint distribution
+    of the attributes as independent Bernoullis, i.e. the sum of the per-attribute KLs (multilabel)."""
     student, teacher = student.float() / temperature, teacher.float() / temperature
     if task == "multilabel":
         p = torch.sigmoid(teacher)
         kl = p * (F.logsigmoid(teacher) - F.logsigmoid(student))
         kl = kl + (1 - p) * (F.logsigmoid(-teacher) - F.logsigmoid(-student))
-        return kl.mean()
-    return F.kl_div(
-        F.log_softmax(student, 1), F.log_softmax(teacher, 1), log_target=True, reduction="batchmean"
-    )
+        divergence = kl.sum(1).mean()
+    else:
+        divergence = F.kl_div(
+            F.log_softmax(student, 1), F.log_softmax(teacher, 1), log_target=True, reduction="batchmean"
+        )
+    return temperature**2 * divergence
 
 
 def train_epoch(

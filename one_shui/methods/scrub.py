@@ -13,7 +13,8 @@ from .distillation import distillation_kl, train_epoch
 
 
 class SCRUB(UnlearningMethod):
-    """Each epoch, max-steps over D_f (minimise -KL(teacher || student)), then min-steps over D_r
+    """Each epoch, max-steps over D_f (minimise -KL(teacher || student)) while the epoch is among the
+    first ``max_step_epochs`` (SCRUB's "msteps": the max-steps alone diverge), then min-steps over D_r
     (``kl_weight`` * KL + ``task_weight`` * task loss), with temperature ``temperature``; SGD.
 
     Not a 1-SHUI method: ``forget`` reads the full forget and retain sets (see :attr:`reads`).
@@ -26,6 +27,7 @@ class SCRUB(UnlearningMethod):
         pretrain_ckpt: str,
         *,
         epochs: int = 10,
+        max_step_epochs: int = 2,
         temperature: float = 4.0,
         kl_weight: float = 0.001,
         task_weight: float = 0.99,
@@ -56,7 +58,8 @@ class SCRUB(UnlearningMethod):
             logits, divergence = kl(batch[0])
             return hp.kl_weight * divergence + hp.task_weight * task_loss(task, logits, batch[2])
 
-        for _ in range(hp.epochs):
-            train_epoch(away, data.loader("forget", train=True), optimizer, self.device)
+        for epoch in range(hp.epochs):
+            if epoch < hp.max_step_epochs:
+                train_epoch(away, data.loader("forget", train=True), optimizer, self.device)
             train_epoch(close, data.loader("retain", train=True), optimizer, self.device)
         student.eval()
