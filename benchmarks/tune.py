@@ -5,11 +5,10 @@
 
 For each setting, the method is prepared as ``configs/methods/<method>_<dataset>.yaml`` does (its fit,
 in this process, on the run folders of benchmarks/pretrain_retrain.py; nothing for a method without
-preparation), then scored by a VAL-ToW, the
-ToW with held-out simulated requests in place of the real one: each request (a fresh draw over TRAIN,
-the real forget identities taken out) is served with ``forget``; after it, the other TRAIN people (R)
-should score as before, the forgotten people's other images (D_sim) like people the model never saw
-(the original model's VAL metric), and VAL as before:
+preparation), then scored by a VAL-ToW, the ToW with held-out simulated requests in place of the real
+one: each request (a fresh draw over TRAIN, the real forget identities taken out) is served with
+``forget``; after it, the other TRAIN people (R) should score as before, the forgotten people's other
+images (D_sim) like people the model never saw (the original model's VAL metric), and VAL as before:
 
     VAL-ToW = 100 * (1 - |m(R; theta_u) - m(R; theta)| / 100)
                   * (1 - |m(D_sim; theta_u) - m(VAL; theta)| / 100)
@@ -54,7 +53,7 @@ def without(batch, ids: torch.Tensor):
 
 
 def val_tow(method: UnlearningMethod, data, requests: int) -> float:
-    """The VAL-ToW of a meta-trained method (see the module docstring)."""
+    """The VAL-ToW of a prepared method (see the module docstring)."""
     val, retain = (
         list(data.loader("val")),
         list(data.loader("retain")),
