@@ -14,7 +14,7 @@ from .distillation import distillation_kl, train_epoch
 
 class SCRUB(UnlearningMethod):
     """Each epoch, max-steps over D_f (minimise -KL(teacher || student)) while the epoch is among the
-    first ``max_step_epochs`` (SCRUB's "msteps": the max-steps alone diverge), then min-steps over D_r
+    first ``max_step_epochs`` (SCRUB's "msteps": max-steps in every epoch diverge), then min-steps over D_r
     (``kl_weight`` * KL + ``task_weight`` * task loss), with temperature ``temperature``; SGD.
 
     Not a 1-SHUI method: ``forget`` reads the full forget and retain sets (see :attr:`reads`).
