@@ -17,10 +17,9 @@ import re
 import statistics
 from pathlib import Path
 
-import yaml
 from pretrain_retrain import CONFIGS, measure, run
 
-from one_shui.methods.base import method_class
+from one_shui.methods.base import config_model, method_class
 from one_shui.metrics.tow import POOLS
 
 KEYS = [*POOLS, "tow", "mia_auc", "mia_forget_non_member", "forget_seconds"]
@@ -28,8 +27,7 @@ KEYS = [*POOLS, "tow", "mia_auc", "mia_forget_non_member", "forget_seconds"]
 
 def needs_fit(config: str) -> bool:
     """Whether the method of ``configs/<config>.yaml`` has a preparation (a training step)."""
-    path = yaml.safe_load((CONFIGS / f"{config}.yaml").read_text())["model"]["class_path"]
-    return method_class(path).has_preparation()
+    return method_class(config_model(CONFIGS / f"{config}.yaml")[0]).has_preparation()
 
 
 def method_row(method: str, dataset: str, seed: int, out: Path, original: str = "pretrain") -> dict:

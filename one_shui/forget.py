@@ -196,7 +196,7 @@ def forget(args: argparse.Namespace) -> dict:
     seconds = time.perf_counter() - step
     receipt = {
         "identities": sorted({row["identity"] for row in rows}),
-        "method": f"{type(method).__module__}.{type(method).__qualname__}",
+        "method": method.class_path(),
         "one_shui_version": __version__,
         "split": method.split.fingerprint,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from conftest import meta_data, method_args
 from helpers import quiet_trainer
 from test_cli import CONFIGS, QUIET, write_tiny
@@ -16,7 +15,7 @@ from test_cli import CONFIGS, QUIET, write_tiny
 import one_shui.methods
 from one_shui.cli import OneShuiCLI
 from one_shui.data import IdentityDataModule
-from one_shui.methods.base import UnlearningMethod, method_class
+from one_shui.methods.base import UnlearningMethod, config_model, method_class
 
 
 def method_classes() -> list[type[UnlearningMethod]]:
@@ -112,7 +111,7 @@ def test_every_method_honours_the_unlearning_contract(method_class, runs, tmp_pa
 
 
 def method_of(config: Path) -> type[UnlearningMethod]:
-    return method_class(yaml.safe_load(config.read_text())["model"]["class_path"])
+    return method_class(config_model(config)[0])
 
 
 def fit_and_test(config: Path, args: list[str]) -> dict:

@@ -116,7 +116,7 @@ class UnlearningMethod(L.LightningModule):
         """A method with nothing to prepare, built from the ``model`` section of its YAML config (as
         ``configs/methods/jit_celebahq.yaml``) on the original model ``pretrain_ckpt``."""
         path = Path(path)
-        name, options = _model_section(path)
+        name, options = config_model(path)
         method = method_class(name, cls)
         if method is None:
             raise MethodSetupError(f"{path}: model.class_path {name!r} is not a one_shui {cls.__name__}")
@@ -133,6 +133,11 @@ class UnlearningMethod(L.LightningModule):
         except jsonargparse.ArgumentError as err:
             raise MethodSetupError(f"{path}: {' '.join(str(err).split())}") from None
         return method(**arguments).eval()
+
+    @classmethod
+    def class_path(cls) -> str:
+        """The method's "module.Class", as checkpoints and receipts name it (the inverse of method_class)."""
+        return f"{cls.__module__}.{cls.__qualname__}"
 
     @classmethod
     def has_preparation(cls) -> bool:
@@ -194,7 +199,7 @@ class UnlearningMethod(L.LightningModule):
         state = checkpoint["state_dict"]
         checkpoint["state_dict"] = {k: v for k, v in state.items() if not k.startswith("model.")}
         checkpoint.setdefault(RECORD_KEY, {}).update(
-            method=f"{type(self).__module__}.{type(self).__qualname__}", original_sha256=self.original_sha256
+            method=self.class_path(), original_sha256=self.original_sha256
         )
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -254,8 +259,9 @@ class UnlearningMethod(L.LightningModule):
         self.results["forget_seconds"] = self._forget_seconds
 
 
-def _model_section(path: Path) -> tuple[str, dict]:
+def config_model(path: str | os.PathLike) -> tuple[str, dict]:
     """The ``model`` class path and init_args of a YAML config."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"method config {path} does not exist")
     try:
