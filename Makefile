@@ -1,4 +1,4 @@
-# Two entry points for a fresh machine: `make demo` (the main job on the embedded default) and `make test`.
+# Two entry points for a fresh machine: `make demo` (the bench on the embedded default) and `make test`.
 # Each creates the virtual environment when it is missing or older than pyproject.toml.
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,16 +13,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-RUN := outputs/synthetic/N20-seed0
-
 demo: $(STAMP)
-	$(BIN)/one-shui fit --config configs/pretrain/synthetic.yaml
-	$(BIN)/one-shui fit --config configs/retrain/synthetic.yaml
-	$(BIN)/one-shui fit --config configs/methods/meta_unlearn_synthetic.yaml
-	$(BIN)/one-shui test --config configs/retrain/synthetic.yaml --ckpt_path $(RUN)/retrain/checkpoints/best.ckpt
-	$(BIN)/one-shui test --config configs/methods/no_unlearning_synthetic.yaml
-	$(BIN)/one-shui test --config configs/methods/meta_unlearn_synthetic.yaml \
-		--ckpt_path $(RUN)/meta_unlearn/checkpoints/last.ckpt
+	$(BIN)/one-shui-bench --config configs/bench/synthetic.yaml
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -9,27 +9,20 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
-import warnings
 from pathlib import Path
 
+from one_shui.bench.cells import QUIET, run_cli
 from one_shui.cli import OneShuiCLI
 from one_shui.metrics.tow import POOLS
 
 CONFIGS = Path(__file__).parents[1] / "configs"
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-# The benchmarks build the CLI from their own arguments, on purpose.
-warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within")
 
 
 def run(subcommand: str, config: str, seed: int, run_dir: Path, *extra: str) -> tuple[OneShuiCLI, float]:
     """`one-shui <subcommand> --config configs/<config>.yaml` in ``run_dir``: the CLI and its time."""
-    args = [subcommand, "--config", str(CONFIGS / f"{config}.yaml"), *QUIET]
+    args = ["--config", str(CONFIGS / f"{config}.yaml"), *QUIET]
     args += [f"--seed_everything={seed}", f"--data.init_args.seed={seed}"]
-    args += [f"--trainer.default_root_dir={run_dir}", *extra]
-    start = time.perf_counter()
-    cli = OneShuiCLI(args)
-    return cli, time.perf_counter() - start
+    return run_cli(subcommand, [*args, f"--trainer.default_root_dir={run_dir}", *extra])
 
 
 def measure(dataset: str, seed: int, out: Path) -> dict[str, float]:

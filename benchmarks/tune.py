@@ -28,8 +28,9 @@ import statistics
 from pathlib import Path
 
 import torch
-from pretrain_retrain import CONFIGS, QUIET
+from pretrain_retrain import CONFIGS
 
+from one_shui.bench.cells import QUIET
 from one_shui.cli import OneShuiCLI
 from one_shui.data.datamodule import RequestBatch
 from one_shui.methods.base import UnlearningMethod

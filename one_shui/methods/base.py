@@ -82,7 +82,7 @@ class UnlearningMethod(L.LightningModule):
         expected = {"num_classes": num_classes, "task": task, "image_size": image_size}
         for name, value in expected.items():
             if value is not None and self.model.hparams[name] != value:
-                raise ValueError(
+                raise MethodSetupError(
                     f"{pretrain_ckpt} holds a model with {name} {self.model.hparams[name]!r}, but the data "
                     f"gives {value!r}: use the data the model was trained on"
                 )

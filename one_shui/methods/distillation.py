@@ -44,5 +44,5 @@ def train_epoch(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        total, count = total + float(loss), count + 1
+        total, count = total + float(loss.detach()), count + 1
     return total / max(count, 1)

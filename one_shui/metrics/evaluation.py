@@ -1,18 +1,23 @@
 """The shared evaluation of every row of a table: utility on retain / forget / test, the forget
-utility of each identity, the loss-based MIA and, given the retrained model's utilities, ToW."""
+utility of each identity, the loss-based MIA and, given the retrained model's utilities, ToW. It also
+keeps each forget, TEST and VAL sample's probability of its true label, which RMIA compares across
+models."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 import lightning as L
+import numpy as np
 import torch
 
 from .mia import MIAResult, loss_mia
+from .rmia import true_label_probability
 from .tow import POOLS, tug_of_war
 from .utility import Task, metric_name, task_loss, utility_metric
 
 EVAL_POOLS = (*POOLS, "val")  # the MIA trains on retain vs VAL
+RMIA_POOLS = {"forget": "forget", "test": "test", "population": "val"}  # RMIA's pools: ours
 
 
 class Evaluation:
@@ -25,6 +30,7 @@ class Evaluation:
         self.task, self.num_classes, self.metric = task, num_classes, metric_name(task)
         self.outputs: dict[str, list[tuple[torch.Tensor, ...]]] = {pool: [] for pool in EVAL_POOLS}
         self.mia: MIAResult | None = None
+        self.probabilities: dict[str, np.ndarray] = {}  # RMIA's pools -> Pr(true label), after compute
 
     def update(
         self, pool: str, logits: torch.Tensor, targets: torch.Tensor, identities: torch.Tensor
@@ -37,7 +43,8 @@ class Evaluation:
 
     def compute(self, retrained: Mapping[str, float] | None = None, seed: int = 0) -> dict[str, float]:
         """``<pool>/<metric>`` for retain, forget and test, ``forget/<metric>/<identity>``, the MIA and,
-        with the retrained model's utilities (keyed by pool), ``tow``."""
+        with the retrained model's utilities (keyed by pool), ``tow``; RMIA's probabilities are kept in
+        :attr:`probabilities`."""
         pools = {pool: self._cat(pool) for pool in EVAL_POOLS}
         utilities = self._utilities(pools)
         results = {f"{pool}/{self.metric}": value for pool, value in utilities.items()}
@@ -49,6 +56,10 @@ class Evaluation:
             *(self._losses(*pools[pool][:2]) for pool in ("retain", "val", "forget", "test")), seed=seed
         )
         results["mia_auc"], results["mia_forget_non_member"] = self.mia.auc, self.mia.forget_non_member
+        self.probabilities = {
+            name: true_label_probability(*pools[pool][:2], self.task).numpy()
+            for name, pool in RMIA_POOLS.items()
+        }
         if retrained is not None:
             results["tow"] = tug_of_war(utilities, retrained)
         return results

@@ -1,0 +1,184 @@
+"""The bench's cells, each one `one-shui fit` and/or `test` run in this process through the same
+LightningCLI as the command line, its record written as ``cell.json`` at the end.
+
+A cell's folder is named by a hash of everything that decides its result (its arguments, the content
+of every config it reads, the split fingerprint, and so its upstream cells' folders): a cell whose
+``cell.json`` exists is reused, and a changed config runs in a new folder. Cells live in
+``<out>/cells/seed<seed>/``, shared by the benches of one ``out``: a pretrain, or a method run, that two
+benches have in common runs once. An interrupted fit resumes from its ``last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..atomic import write_text_atomic
+from ..checkpoints import read_split
+from ..cli import OneShuiCLI
+from ..methods.base import config_model, method_class
+from ..metrics.tow import POOLS
+from .config import Bench
+from .tracking import Tracker
+
+ORIGINAL = ("Pretrain", "Retrain")  # the rows of the models as trained, tested by the bench's evaluate config
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+RECORD = "cell.json"
+# Warnings that every cell would repeat, none of them about the user's settings.
+SILENCED = (
+    "LightningCLI's args parameter is intended to run from",  # the bench builds the CLI's arguments
+    ".*does not have many workers",  # the synthetic data needs none
+    r".*isinstance\(treespec, LeafSpec\)",  # Lightning against this torch
+    "There is a wandb run already in progress",  # the cell's own run, on purpose
+    ".*no `validation_step`. Skipping val loop",  # a method's fit
+    r"Found \d+ module\(s\) in eval mode",  # the frozen original model
+    "No positive samples found in target",  # an attribute nobody among a few people has
+)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One step of the bench: a ``stage`` (pretrain or retrain), a table ``row`` on the pretrained model,
+    or the ``reference`` of a row for RMIA: the same method applied to the retrained model."""
+
+    seed: int
+    kind: str  # "stage", "row" or "reference"
+    label: str  # the stage ("pretrain", "retrain") or the row's label
+    config: str
+    args: tuple[str, ...] = ()  # the method's own `one-shui` arguments
+
+    @property
+    def name(self) -> str:
+        suffix = " (reference)" if self.kind == "reference" else ""
+        return f"{self.label}{suffix}, seed {self.seed}"
+
+
+def plan(bench: Bench) -> list[Cell]:
+    """Every cell of the bench, in the order they run: per seed, pretrain, retrain, then the rows."""
+    cells = []
+    for seed in bench.seeds:
+        cells += [
+            Cell(seed, "stage", "pretrain", bench.pretrain),
+            Cell(seed, "stage", "retrain", bench.retrain),
+        ]
+        cells += [Cell(seed, "row", label, bench.evaluate) for label in ORIGINAL]
+        for method in bench.methods:
+            cells += [
+                Cell(seed, kind, method.label, method.config, tuple(method.args))
+                for kind in ("row", "reference")
+            ]
+    return cells
+
+
+def run_cli(subcommand: str, args: list[str]) -> tuple[OneShuiCLI, float]:
+    """`one-shui <subcommand> <args>` in this process: the CLI and its wall time in seconds."""
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        for message in SILENCED:
+            warnings.filterwarnings("ignore", message=message)
+        cli = OneShuiCLI([subcommand, *args])
+    return cli, time.perf_counter() - start
+
+
+def digest(args: list[str], configs: list[str], split: str | None) -> str:
+    """SHA-256 of the arguments, the content of every config file they read and the split fingerprint."""
+    contents = {path: hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in configs}
+    return hashlib.sha256(json.dumps([args, contents, split], sort_keys=True).encode()).hexdigest()
+
+
+class Runner:
+    """Runs (or reuses) the cells of a bench; keeps the records of the stages it needs downstream."""
+
+    def __init__(self, bench: Bench, tracker: Tracker):
+        self.bench, self.tracker = bench, tracker
+        self.records: dict[tuple[int, str, str], dict] = {}
+
+    def record(self, seed: int, kind: str, label: str) -> dict:
+        return self.records[(seed, kind, label)]
+
+    def run(self, cell: Cell) -> dict:
+        """The cell's record: read from its folder when it is done, else made by running it."""
+        args, configs, original = self._arguments(cell)
+        split = None if cell.label == "pretrain" else self.record(cell.seed, "stage", "pretrain")["split"]
+        key = digest(args, configs, split)
+        folder = Path(self.bench.out) / "cells" / f"seed{cell.seed}" / f"{_slug(cell)}-{key[:12]}"
+        done = folder / RECORD
+        if done.is_file():
+            record = json.loads(done.read_text())
+        else:
+            with self.tracker.cell(cell, folder) as logger:
+                args = [*args, f"--trainer.default_root_dir={folder}", *logger]
+                record = self._stage(args, folder) if cell.kind == "stage" else self._row(cell, args, folder)
+                record.update(key=key, seed=cell.seed, kind=cell.kind, label=cell.label, original=original)
+                self.tracker.summarise(record)
+            write_text_atomic(done, json.dumps(record))
+            gc.collect()
+        self.records[(cell.seed, cell.kind, cell.label)] = record
+        return record
+
+    def _arguments(self, cell: Cell) -> tuple[list[str], list[str], str | None]:
+        """The cell's `one-shui` arguments (without its folder), the configs they read, and the stage
+        whose model the cell starts from."""
+        bench, seed = self.bench, cell.seed
+        configs = [*bench.trainer, cell.config]
+        args = [arg for path in configs for arg in ("--config", path)] + QUIET
+        args += [f"--seed_everything={seed}", f"--data.init_args.seed={seed}"]
+        args += [f"--data.init_args.request_size={bench.request_size}", *bench.args]
+        if cell.label == "pretrain":
+            return args, configs, None
+        pretrain = self.record(seed, "stage", "pretrain")
+        args += [f"--data.init_args.split_file={pretrain['checkpoint']}"]
+        if cell.kind == "stage":
+            return args, configs, None
+        retrain = self.record(seed, "stage", "retrain")["checkpoint"]
+        original = "retrain" if cell.kind == "reference" or cell.label == "Retrain" else "pretrain"
+        args += [
+            f"--model.init_args.pretrain_ckpt={self.record(seed, 'stage', original)['checkpoint']}",
+            # ToW needs the retrained model; a reference only serves RMIA
+            f"--model.init_args.retrain_ckpt={retrain if cell.kind == 'row' else 'null'}",
+            *(() if cell.label in ORIGINAL else (*bench.method_args, *cell.args)),
+        ]
+        return args, configs, original
+
+    def _stage(self, args: list[str], folder: Path) -> dict:
+        _, seconds = run_cli("fit", [*args, "--ckpt_path=last"])
+        best = folder / "checkpoints" / "best.ckpt"
+        split = read_split(folder / "checkpoints" / "split.json")
+        return {"checkpoint": str(best), "split": split.fingerprint, "seconds": {"fit": seconds}}
+
+    def _row(self, cell: Cell, args: list[str], folder: Path) -> dict:
+        seconds, resume = {}, []
+        if method_class(config_model(cell.config)[0]).has_preparation():
+            _, seconds["fit"] = run_cli("fit", [*args, "--ckpt_path=last"])
+            resume = [f"--ckpt_path={folder / 'checkpoints' / 'last.ckpt'}"]
+        cli, seconds["test"] = run_cli("test", [*args, *resume, "--verbose=false"])
+        method = cli.model
+        results, metric, evaluation = method.results, method.evaluation.metric, method.evaluation
+        seconds["forget"] = results["forget_seconds"]
+        prefix = f"forget/{metric}/"
+        return {
+            "method": method.class_path(),
+            "reads": results["reads"],
+            "metric": metric,
+            "split": method.split.fingerprint,
+            "metrics": {
+                **{pool: results[f"{pool}/{metric}"] for pool in POOLS},
+                **{
+                    key: results[key] for key in ("tow", "mia_auc", "mia_forget_non_member") if key in results
+                },
+            },
+            "seconds": seconds,
+            "identities": {k.removeprefix(prefix): v for k, v in results.items() if k.startswith(prefix)},
+            "mia_roc": {"fpr": evaluation.mia.fpr.tolist(), "tpr": evaluation.mia.tpr.tolist()},
+            "probabilities": {pool: p.tolist() for pool, p in evaluation.probabilities.items()},
+        }
+
+
+def _slug(cell: Cell) -> str:
+    slug = "".join(c if c.isalnum() or c in "-." else "_" for c in cell.label)
+    return f"{slug}@retrain" if cell.kind == "reference" else slug

@@ -1,0 +1,170 @@
+"""The bench config: which dataset runs (its pretrain, retrain and evaluation configs), the request size,
+the seeds and the methods, each by class path with its YAML. Parsed and checked by jsonargparse, so
+every key can be set on the command line too (``--seeds [0]``)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from ..methods.base import MethodSetupError, config_model, method_class
+
+ONE_SHUI_ARGUMENTS = ("--data.", "--trainer.", "--model.")  # passed through to the `one-shui` runs
+
+
+class BenchConfigError(ValueError):
+    """A bench config that cannot run: a missing file, a method whose YAML disagrees, a repeated label."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """A row of the table.
+
+    Args:
+        label: the row's name in the table and the plots.
+        method: the method's class path, "one_shui.methods.<module>.<Class>"; its config must name it.
+        config: the method's YAML (``configs/methods/...``), run by `one-shui fit/test`.
+        args: `one-shui` arguments added to this method's runs, after the bench's ``args``, e.g.
+            ``--model.init_args.meta_lr=0.3`` or ``--trainer.max_epochs=10``.
+    """
+
+    label: str
+    method: str
+    config: str
+    args: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Wandb:
+    """One W&B run per cell, grouped by the bench's name, and a summary run with the table and plots.
+
+    Args:
+        project: the W&B project.
+        entity: the W&B team or user (default: yours).
+        mode: ``online``, ``offline`` (``wandb sync`` later) or ``disabled``; by default online when
+            W&B has an API key (``wandb login`` or WANDB_API_KEY), else offline, unless WANDB_MODE says.
+    """
+
+    project: str = "one_shui"
+    entity: str | None = None
+    mode: Literal["online", "offline", "disabled"] | None = None
+
+
+@dataclass(frozen=True)
+class Bench:
+    """A benchmark: every method on every seed, after that seed's pretrain and retrain.
+
+    Args:
+        name: the bench's name: its folder under ``out`` and its W&B group.
+        pretrain: the pretrain config (``configs/pretrain/...``).
+        retrain: the retrain config (``configs/retrain/...``).
+        evaluate: the config that tests a model as it is (NoUnlearning): the Pretrain and Retrain rows.
+        methods: the methods' rows, 1-SHUI and full-data alike (the table sorts them by what they read).
+        request_size: N, the number of people in the forget request.
+        seeds: one split, pretrain and retrain per seed.
+        trainer: configs stacked in front of every run (e.g. ``configs/trainer/gpu.yaml``).
+        args: `one-shui` arguments added to every run, e.g. ``--data.init_args.root=/datasets``.
+        method_args: `one-shui` arguments added to the runs of every method (not to the Pretrain and
+            Retrain rows), before the method's own ``args``.
+        out: the output folder; the bench writes to ``<out>/<name>``.
+        rmia_offline_a: RMIA's offline ``a``, set here (0.3, the RMIA authors' default), never chosen
+            on the forget set or TEST.
+        wandb: W&B logging.
+    """
+
+    name: str
+    pretrain: str
+    retrain: str
+    evaluate: str
+    methods: list[Method]
+    request_size: int = 20
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    trainer: list[str] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)
+    method_args: list[str] = field(default_factory=list)
+    out: str = "outputs/bench"
+    rmia_offline_a: float = 0.3
+    wandb: Wandb = field(default_factory=Wandb)
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.out) / self.name
+
+
+def parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="one-shui-bench", description=__doc__, exit_on_error=False)
+    parser.add_argument("--config", action=ActionConfigFile, help="a bench config, configs/bench/<name>.yaml")
+    parser.add_class_arguments(Bench, None)
+    return parser
+
+
+def parse(args: list[str] | None = None) -> Bench:
+    """The bench of the command line, checked (see :func:`check`).
+
+    `one-shui` arguments may be given too, as to `one-shui fit` (``--trainer.max_epochs=1``): ``--data.*``
+    and ``--trainer.*`` are added to every run, ``--model.*`` to the methods' runs. A W&B sweep whose
+    parameters are named so (``model.init_args.meta_lr``) therefore drives the bench through ``${args}``.
+    """
+    own, runs, methods = split_arguments(sys.argv[1:] if args is None else args)
+    cli = parser()
+    config = cli.parse_args(own, defaults=True)
+    values = cli.instantiate_classes(config).as_dict()
+    bench = Bench(**{key: values[key] for key in Bench.__dataclass_fields__})
+    bench = replace(bench, args=[*bench.args, *runs], method_args=[*bench.method_args, *methods])
+    check(bench)
+    return bench
+
+
+def split_arguments(args: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """The bench's own arguments, the `one-shui` arguments for every run and those for the methods' runs."""
+    own, runs, methods = [], [], []
+    tokens = iter(args)
+    for token in tokens:
+        name = token.partition("=")[0]
+        if not name.startswith(ONE_SHUI_ARGUMENTS):
+            own.append(token)
+            continue
+        if "=" not in token:
+            token = f"{token}={next(tokens, '')}"
+        (methods if name.startswith("--model.") else runs).append(token)
+    return own, runs, methods
+
+
+def check(bench: Bench) -> None:
+    """Refuse, before anything runs, what would fail later: missing configs, a method config that names
+    another class or no one_shui method, repeated labels, no seeds."""
+    configs = {"pretrain": bench.pretrain, "retrain": bench.retrain, "evaluate": bench.evaluate}
+    configs.update({f"trainer[{k}]": path for k, path in enumerate(bench.trainer)})
+    for key, path in configs.items():
+        if not Path(path).is_file():
+            raise BenchConfigError(f"bench {bench.name}: {key} config {path} does not exist")
+    if not bench.seeds or len(set(bench.seeds)) != len(bench.seeds):
+        raise BenchConfigError(
+            f"bench {bench.name}: seeds must be distinct and at least one (got {bench.seeds})"
+        )
+    labels = [m.label for m in bench.methods]
+    reserved = {"Pretrain", "Retrain"}
+    repeated = {label for label in labels if labels.count(label) > 1 or label in reserved}
+    if repeated:
+        raise BenchConfigError(
+            f"bench {bench.name}: method labels must be unique and not {sorted(reserved)}: {sorted(repeated)}"
+        )
+    for method in bench.methods:
+        try:
+            named, _ = config_model(method.config)
+        except (FileNotFoundError, MethodSetupError) as err:
+            raise BenchConfigError(f"bench {bench.name}, method {method.label}: {err}") from None
+        if named != method.method:
+            raise BenchConfigError(
+                f"bench {bench.name}, method {method.label}: {method.config} runs {named}, not "
+                f"{method.method}: fix method or config"
+            )
+        if method_class(method.method) is None:
+            raise BenchConfigError(
+                f"bench {bench.name}, method {method.label}: {method.method} is not an unlearning "
+                "method of one_shui.methods"
+            )

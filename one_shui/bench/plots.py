@@ -1,0 +1,76 @@
+"""The bench's PNG plots: ToW per row with error bars over seeds, the attacks' ROC curves, and each
+forget identity's metric before and after unlearning."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ..atomic import write_bytes_atomic  # noqa: E402
+
+COLOURS = {"original": "tab:gray", "1-SHUI": "tab:blue", "full-data": "tab:orange"}
+
+
+def save(figure, path: Path) -> Path:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    plt.close(figure)
+    return write_bytes_atomic(path, buffer.getvalue())
+
+
+def tow_bars(
+    table: Mapping[str, Mapping[str, tuple[float, float]]], groups: Mapping[str, str], path: Path
+) -> Path:
+    """ToW of every row, mean with the standard deviation over seeds as error bars."""
+    labels = [label for label, row in table.items() if "tow" in row]
+    figure, axis = plt.subplots(figsize=(1.0 + 0.9 * len(labels), 3.6))
+    means = [table[label]["tow"][0] for label in labels]
+    spreads = [table[label]["tow"][1] for label in labels]
+    axis.bar(labels, means, yerr=spreads, capsize=4, color=[COLOURS[groups[label]] for label in labels])
+    axis.set_ylabel("ToW (100 = retrained)")
+    axis.set_ylim(0, 105)
+    axis.tick_params(axis="x", rotation=30)
+    for tick in axis.get_xticklabels():
+        tick.set_horizontalalignment("right")
+    return save(figure, path)
+
+
+def roc_curves(curves: Mapping[str, Mapping[str, Sequence[Sequence[float]]]], seed: int, path: Path) -> Path:
+    """One panel per attack (``curves[attack][row] = (fpr, tpr)``), at one seed."""
+    figure, axes = plt.subplots(1, len(curves), figsize=(5.0 * len(curves), 4.4), squeeze=False)
+    for axis, (attack, rows) in zip(axes[0], curves.items(), strict=True):
+        for label, (fpr, tpr) in rows.items():
+            axis.plot(fpr, tpr, label=label, linewidth=1.2)
+        axis.plot([0, 1], [0, 1], color="black", linestyle=":", linewidth=0.8)
+        axis.set(
+            title=f"{attack}, seed {seed}",
+            xlabel="FPR (TEST called member)",
+            ylabel="TPR (forget called member)",
+        )
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    return save(figure, path)
+
+
+def forget_per_identity(rows: Sequence[Mapping], metric: str, path: Path) -> Path:
+    """Per row, each forget identity's metric before (Pretrain) against after unlearning, all seeds."""
+    labels = list(dict.fromkeys(row["row"] for row in rows))
+    columns = min(4, len(labels))
+    lines = -(-len(labels) // columns)
+    figure, axes = plt.subplots(lines, columns, figsize=(3.2 * columns, 3.2 * lines), squeeze=False)
+    for axis, label in zip(axes.flat, labels, strict=False):
+        mine = [row for row in rows if row["row"] == label]
+        axis.scatter(
+            [r["before"] for r in mine], [r["after"] for r in mine], s=10, color=COLOURS[mine[0]["group"]]
+        )
+        axis.plot([0, 100], [0, 100], color="black", linestyle=":", linewidth=0.8)
+        axis.set(title=label, xlim=(0, 100), ylim=(0, 100), xlabel=f"before ({metric})", ylabel="after")
+    for axis in list(axes.flat)[len(labels) :]:
+        axis.axis("off")
+    figure.tight_layout()
+    return save(figure, path)

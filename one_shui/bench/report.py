@@ -1,0 +1,199 @@
+"""The bench's results: one row per method x seed (``results.csv``), the paper's table over seeds
+(``results.md``) and the per-identity forget metric before and after unlearning (``identities.csv``)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ..atomic import write_text_atomic
+from ..metrics.rmia import RMIAResult, rmia
+from .cells import ORIGINAL
+
+GROUPS = {
+    "original": None,
+    "1-SHUI": "*1-SHUI methods (support images only)*",
+    "full-data": "*Full-data references (not 1-SHUI: they read all of D_f and D_r)*",
+}
+COLUMNS = [
+    "row", "group", "seed", "method", "reads", "retain", "forget", "test", "tow", "mia_auc",
+    "mia_forget_non_member", "rmia_auc", "rmia_tpr_at_low_fpr", "rmia_low_fpr", "fit_s", "forget_s",
+    "test_s", "reference_s", "metric", "split",
+]  # fmt: skip
+# The table's columns: (results.csv column, header, format, what is best: "max" or "retrain")
+TABLE = [
+    ("retain", "retain", ".2f", "max"),
+    ("forget", "forget", ".2f", "retrain"),
+    ("test", "test", ".2f", "max"),
+    ("tow", "ToW", ".2f", "max"),
+    ("mia_auc", "MIA AUC", ".3f", "retrain"),
+    ("rmia_auc", "RMIA AUC", ".3f", "retrain"),
+    ("rmia_tpr_at_low_fpr", "RMIA TPR % at low FPR", ".1f", "retrain"),
+]
+
+
+def group(record: Mapping) -> str:
+    if record["label"] in ORIGINAL:
+        return "original"
+    return "1-SHUI" if record["reads"] == "support" else "full-data"
+
+
+def reference_of(records: Mapping[tuple[int, str, str], dict], seed: int, label: str) -> dict:
+    """RMIA's reference for a row: the same procedure applied to the retrained model. For Pretrain
+    (no unlearning) that is the retrained model itself, and so for Retrain."""
+    return records[(seed, "row", "Retrain")] if label in ORIGINAL else records[(seed, "reference", label)]
+
+
+def attack(target: Mapping, reference: Mapping, offline_a: float) -> RMIAResult:
+    return rmia(target["probabilities"], reference["probabilities"], offline_a=offline_a)
+
+
+def result_rows(
+    records: Mapping[tuple[int, str, str], dict], offline_a: float
+) -> tuple[list[dict], dict[tuple[str, int], RMIAResult]]:
+    """One results.csv row per table row and seed, in the table's order, and each one's RMIA."""
+    rows, attacks = [], {}
+    for (seed, kind, label), record in records.items():
+        if kind == "row":
+            reference = reference_of(records, seed, label)
+            attacks[(label, seed)] = attack(record, reference, offline_a)
+            rows.append(result_row(records, record, reference, attacks[(label, seed)]))
+    groups = list(GROUPS)
+    labels = list(dict.fromkeys(label for _, kind, label in records if kind == "row"))  # the config's order
+    rows.sort(key=lambda row: (groups.index(row["group"]), labels.index(row["row"]), row["seed"]))
+    return rows, attacks
+
+
+def result_row(records: Mapping, record: Mapping, reference: Mapping, result: RMIAResult) -> dict:
+    """A results.csv row. The fit of Pretrain and Retrain is their training; ``reference_s``, all of the
+    reference cell's time."""
+    label, seconds, original = record["label"], record["seconds"], record["label"] in ORIGINAL
+    stage = records.get((record["seed"], "stage", label.lower())) if original else None
+    metrics = ("retain", "forget", "test", "tow", "mia_auc", "mia_forget_non_member")
+    return {
+        **{key: record[key] for key in ("seed", "method", "reads", "metric", "split")},
+        "row": label,
+        "group": group(record),
+        **{key: record["metrics"].get(key) for key in metrics},
+        "rmia_auc": result.auc,
+        "rmia_tpr_at_low_fpr": result.tpr_at_low_fpr,
+        "rmia_low_fpr": result.low_fpr,
+        "fit_s": stage["seconds"]["fit"] if stage else seconds.get("fit"),
+        "forget_s": seconds["forget"],
+        "test_s": seconds["test"],
+        "reference_s": None if original else sum(reference["seconds"].values()),
+    }
+
+
+def identity_rows(records: Mapping[tuple[int, str, str], dict]) -> list[dict]:
+    """The forget metric of each forget identity before (Pretrain) and after each row, per seed."""
+    rows = []
+    for (seed, kind, label), record in records.items():
+        if kind != "row" or label == "Pretrain":
+            continue
+        before = records[(seed, "row", "Pretrain")]["identities"]
+        rows += [
+            {"row": label, "group": group(record), "seed": seed, "identity": identity, "before": value,
+             "after": record["identities"][identity]}
+            for identity, value in before.items()
+        ]  # fmt: skip
+    return rows
+
+
+def write_csv(path: Path, rows: Sequence[Mapping], columns: Sequence[str]) -> Path:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text_atomic(path, buffer.getvalue())
+
+
+def read_csv(path: Path) -> list[dict]:
+    """results.csv back, numbers as floats (empty cells as None)."""
+    with open(path, newline="", encoding="utf-8") as file:
+        return [{key: _number(value) for key, value in row.items()} for row in csv.DictReader(file)]
+
+
+def _number(value: str):
+    if value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def summarise(rows: Sequence[Mapping]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Mean and standard deviation over seeds of every table column, per row (in the rows' order)."""
+    table: dict[str, dict[str, tuple[float, float]]] = {}
+    for label in dict.fromkeys(row["row"] for row in rows):
+        mine = [row for row in rows if row["row"] == label]
+        table[label] = {}
+        for key, *_ in TABLE:
+            values = [float(row[key]) for row in mine if row[key] is not None]
+            if values:
+                spread = statistics.stdev(values) if len(values) > 1 else 0.0
+                table[label][key] = (statistics.mean(values), spread)
+    return table
+
+
+def best(table: Mapping[str, Mapping[str, tuple[float, float]]], groups: Mapping[str, str]) -> dict[str, str]:
+    """The 1-SHUI row with the best mean of each column: the highest, or the closest to Retrain's."""
+    winners = {}
+    for key, _, _, rule in TABLE:
+        candidates = {
+            label: row[key][0] for label, row in table.items() if groups[label] == "1-SHUI" and key in row
+        }
+        retrained = table.get("Retrain", {}).get(key, (math.nan,))[0]
+        if not candidates or (rule == "retrain" and math.isnan(retrained)):
+            continue
+        winners[key] = max(candidates, key=lambda label: _score(candidates[label], rule, retrained))
+    return winners
+
+
+def _score(value: float, rule: str, retrained: float) -> float:
+    return value if rule == "max" else -abs(value - retrained)
+
+
+def markdown(rows: Sequence[Mapping], title: str) -> str:
+    """The paper's table: Pretrain, Retrain, the 1-SHUI methods, then the full-data references."""
+    table = summarise(rows)
+    groups = {row["row"]: row["group"] for row in rows}
+    winners = best(table, groups)
+    seeds = sorted({int(row["seed"]) for row in rows})
+    metric = rows[0]["metric"]
+    low_fpr = statistics.mean(float(row["rmia_low_fpr"]) for row in rows)
+    lines = [
+        f"## {title}",
+        "",
+        "| | " + " | ".join(header for _, header, _, _ in TABLE) + " |",
+        "|---|" + "---:|" * len(TABLE),
+    ]
+    shown = None
+    for label, values in table.items():
+        heading = GROUPS[groups[label]]
+        if heading and heading != shown:
+            lines.append(f"| {heading} |" + " |" * len(TABLE))
+            shown = heading
+        cells = []
+        for key, _, form, _ in TABLE:
+            if key not in values:
+                cells.append("–")
+                continue
+            text = f"{values[key][0]:{form}} ± {values[key][1]:{form}}"
+            cells.append(f"**{text}**" if winners.get(key) == label else text)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Mean ± std over seeds {', '.join(map(str, seeds))}; retain / forget / test: {metric} x100. "
+        "ToW: 100 is the retrained model's utilities. MIA: the loss-based attack (forget vs TEST). RMIA: "
+        "offline, its TPR at the lowest FPR that the population and TEST resolve "
+        f"(on average {100 * low_fpr:.2f} %); "
+        "its reference is the same row's procedure applied to the retrained model. Bold: the best 1-SHUI "
+        "method (highest retain, test and ToW; closest to Retrain for forget and the attacks).",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,100 @@
+"""`one-shui-bench --config configs/bench/<name>.yaml`: every method on every seed, after that seed's
+pretrain and retrain, then the paper's table, plots and W&B dashboards.
+
+    one-shui-bench --config configs/bench/synthetic.yaml               # the embedded default
+    one-shui-bench --config configs/bench/celebahq_n20.yaml --seeds [0] --args [--data.init_args.root=/data]
+
+Writes to ``<out>/<name>/``: ``results.csv`` (a row per method x seed: every metric and the wall time of
+each phase), ``identities.csv``, ``results.md`` and the PNG plots. Cells already done are reused, so an
+interrupted bench run again resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from jsonargparse import ArgumentError
+from tqdm import tqdm
+
+from ..atomic import write_text_atomic
+from ..cli import user_error
+from . import plots, report
+from .cells import Runner, plan
+from .config import Bench, BenchConfigError, parse
+from .tracking import Tracker
+
+
+def run_bench(bench: Bench) -> Path:
+    """Run (or reuse) every cell, then write the results; returns the results.md path."""
+    tracker = Tracker(bench)
+    runner = Runner(bench, tracker)
+    cells = plan(bench)
+    quiet = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.WARNING)
+    try:
+        with tqdm(cells, desc=f"bench {bench.name}", unit="cell", dynamic_ncols=True) as bar:
+            for cell in bar:
+                bar.set_postfix_str(cell.name)
+                try:
+                    runner.run(cell)
+                except Exception as err:
+                    raise CellError(cell.name, err) from err
+    finally:
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
+    return write_results(bench, runner.records, tracker)
+
+
+def write_results(bench: Bench, records: dict, tracker: Tracker) -> Path:
+    # Each run of a W&B sweep has a table of its own.
+    folder = bench.folder / f"sweep-{tracker.sweep_run}" if tracker.sweep_run else bench.folder
+    rows, attacks = report.result_rows(records, bench.rmia_offline_a)
+    identities = report.identity_rows(records)
+    report.write_csv(folder / "results.csv", rows, report.COLUMNS)
+    report.write_csv(
+        folder / "identities.csv", identities, ["row", "group", "seed", "identity", "before", "after"]
+    )
+    title = f"{bench.name}: N = {bench.request_size}, seeds {', '.join(map(str, bench.seeds))}"
+    markdown = write_text_atomic(folder / "results.md", report.markdown(rows, title))
+    table, groups = report.summarise(rows), {row["row"]: row["group"] for row in rows}
+    seed = bench.seeds[0]
+    curves = {
+        "loss MIA": {r["label"]: (r["mia_roc"]["fpr"], r["mia_roc"]["tpr"])
+                     for (s, kind, _), r in records.items() if kind == "row" and s == seed},
+        "RMIA": {label: (a.fpr, a.tpr) for (label, s), a in attacks.items() if s == seed},
+    }  # fmt: skip
+    pngs = [
+        plots.tow_bars(table, groups, folder / "tow.png"),
+        plots.roc_curves(curves, seed, folder / "roc.png"),
+        plots.forget_per_identity(identities, rows[0]["metric"], folder / "forget_per_identity.png"),
+    ]
+    tracker.summary(folder, rows, table, pngs)
+    return markdown
+
+
+class CellError(RuntimeError):
+    """A cell failed; the message names it."""
+
+    def __init__(self, cell: str, cause: BaseException):
+        super().__init__(f"{cell}: {cause}")
+        self.cell = cell
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console entry point: a config or user error is one line on stderr and exit status 1."""
+    try:
+        bench = parse(args)
+        markdown = run_bench(bench)
+    except (ArgumentError, BenchConfigError) as err:
+        sys.exit(f"one-shui-bench: {err}")
+    except CellError as err:
+        cause = user_error(err.__cause__)
+        if cause is None:
+            raise
+        sys.exit(f"one-shui-bench: {err.cell}: {cause}")
+    print(markdown.read_text(encoding="utf-8"))
+    print(f"results in {markdown.parent}")

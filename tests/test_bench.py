@@ -1,0 +1,329 @@
+"""`one-shui-bench`: a tiny bench end to end (cells, resume, results, plots, W&B), the config checks and
+every bench config of configs/bench."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+import wandb
+import yaml
+from test_cli import CONFIGS
+
+from one_shui.bench import cells as cells_module
+from one_shui.bench import report
+from one_shui.bench.config import parse, split_arguments
+from one_shui.bench.runner import main, run_bench
+from one_shui.bench.tracking import wandb_mode
+from one_shui.cli import OneShuiCLI
+
+METHODS = [
+    ("MetaUnlearn", "one_shui.methods.meta_unlearn.MetaUnlearn", "meta_unlearn"),
+    ("JiT", "one_shui.methods.jit.JiT", "jit"),
+    ("Bad Teacher", "one_shui.methods.bad_teacher.BadTeacher", "bad_teacher"),
+]
+# The tiny experiment of test_cli.tiny: 40 people, one epoch of two batches.
+TINY = [
+    "--data.init_args.synthetic.identities=40",
+    "--trainer.max_epochs=1",
+    "--trainer.limit_train_batches=2",
+    "--trainer.limit_val_batches=1",
+]
+
+
+def tiny_bench(folder: Path, seeds=(0, 1), methods=METHODS, **fields) -> Path:
+    """A bench config of a few seconds a cell on the tiny synthetic data (N = 3, 40 people, 1 epoch)."""
+    config = {
+        "name": "tiny",
+        "request_size": 3,
+        "seeds": list(seeds),
+        "pretrain": str(CONFIGS / "pretrain/synthetic.yaml"),
+        "retrain": str(CONFIGS / "retrain/synthetic.yaml"),
+        "evaluate": str(CONFIGS / "methods/no_unlearning_synthetic.yaml"),
+        "methods": [
+            {"label": label, "method": method, "config": str(CONFIGS / f"methods/{name}_synthetic.yaml")}
+            for label, method, name in methods
+        ],
+        "args": TINY,
+        "out": str(folder / "outputs"),
+        "wandb": {"mode": "disabled"},
+        **fields,
+    }
+    path = folder / "bench.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """The tiny bench, run once: (its folder, its config file)."""
+    folder = tmp_path_factory.mktemp("bench")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setenv("XDG_CACHE_HOME", str(folder / "cache"))
+        config = tiny_bench(folder)
+        run_bench(parse(["--config", str(config)]))
+    return folder, config
+
+
+def read(path: Path) -> list[dict]:
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def test_results_csv_has_a_row_per_method_and_seed_with_every_metric_and_phase_time(bench):
+    folder, _ = bench
+    rows = read(folder / "outputs/tiny/results.csv")
+    labels = ["Pretrain", "Retrain", "MetaUnlearn", "JiT", "Bad Teacher"]
+    assert [(row["row"], int(row["seed"])) for row in rows] == [
+        (label, s) for label in labels for s in (0, 1)
+    ]
+    groups = {row["row"]: row["group"] for row in rows}
+    assert groups == {"Pretrain": "original", "Retrain": "original", "MetaUnlearn": "1-SHUI", "JiT": "1-SHUI",
+                      "Bad Teacher": "full-data"}  # fmt: skip
+    for row in rows:
+        for key in (
+            "retain",
+            "forget",
+            "test",
+            "tow",
+            "mia_auc",
+            "rmia_auc",
+            "rmia_tpr_at_low_fpr",
+            "test_s",
+        ):
+            assert row[key] != "", (row["row"], key)
+        assert 0 <= float(row["rmia_auc"]) <= 1 and 0 < float(row["rmia_low_fpr"]) < 1
+    assert {float(row["tow"]) for row in rows if row["row"] == "Retrain"} == {100.0}
+    fit = {row["row"]: row["fit_s"] for row in rows}
+    assert fit["JiT"] == "" and float(fit["MetaUnlearn"]) > 0 and float(fit["Pretrain"]) > 0  # JiT has no fit
+    assert all(row["reference_s"] for row in rows if row["group"] != "original")
+    assert len({row["split"] for row in rows}) == 2  # one split per seed
+
+
+def test_results_md_is_the_paper_table_with_the_best_1shui_value_in_bold(bench):
+    folder, _ = bench
+    text = (folder / "outputs/tiny/results.md").read_text()
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    names = [line.split("|")[1].strip() for line in lines[1:]]
+    assert names == ["Pretrain", "Retrain", report.GROUPS["1-SHUI"], "MetaUnlearn", "JiT",
+                     report.GROUPS["full-data"], "Bad Teacher"]  # fmt: skip
+    bold = {}
+    for line in lines[1:]:
+        for column, cell in enumerate(line.split("|")[2:-1]):
+            if cell.strip().startswith("**"):
+                bold.setdefault(column, []).append(line.split("|")[1].strip())
+    assert set(bold) == set(range(len(report.TABLE)))  # one winner per column...
+    assert all(
+        len(rows) == 1 and rows[0] in ("MetaUnlearn", "JiT") for rows in bold.values()
+    )  # ...a 1-SHUI one
+    assert "±" in lines[1]
+
+
+def test_plots_and_the_per_identity_file_are_written(bench):
+    folder, _ = bench
+    for name in ("tow.png", "roc.png", "forget_per_identity.png"):
+        assert (folder / "outputs/tiny" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = read(folder / "outputs/tiny/identities.csv")
+    assert {row["row"] for row in rows} == {"Retrain", "MetaUnlearn", "JiT", "Bad Teacher"}
+    assert len([row for row in rows if row["row"] == "JiT" and row["seed"] == "0"]) == 3  # N = 3 people
+
+
+def test_a_rerun_reuses_every_cell_and_an_interrupted_one_reruns_only_what_is_missing(bench, monkeypatch):
+    folder, config = bench
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder / "cache"))
+    before = (folder / "outputs/tiny/results.csv").read_text()
+    calls = []
+    real = cells_module.run_cli
+    monkeypatch.setattr(cells_module, "run_cli", lambda *args: calls.append(args[0]) or real(*args))
+    run_bench(parse(["--config", str(config)]))
+    assert calls == [] and (folder / "outputs/tiny/results.csv").read_text() == before
+    # A bench stopped inside JiT's cell of seed 1: its record was never written.
+    (jit,) = (folder / "outputs/cells/seed1").glob("JiT-*")
+    (jit / "cell.json").unlink()
+    run_bench(parse(["--config", str(config)]))
+    assert calls == ["test"]
+    # A changed method option runs that method again, in a new folder; nothing else.
+    calls.clear()
+    changed = yaml.safe_load(config.read_text())
+    changed["name"], changed["methods"][1]["args"] = "changed", ["--model.init_args.noise_std=0.5"]  # JiT's
+    config.with_name("changed.yaml").write_text(yaml.safe_dump(changed))
+    run_bench(parse(["--config", str(config.with_name("changed.yaml")), "--seeds=[0]"]))
+    assert calls == ["test", "test"]  # JiT, and JiT on the retrained model
+    assert len(list((folder / "outputs/cells/seed0").glob("JiT-*"))) == 2
+
+
+def test_the_reference_of_each_row_is_its_procedure_on_the_retrained_model():
+    records = {(0, "row", label): {"probabilities": label} for label in ("Pretrain", "Retrain", "JiT")}
+    records[(0, "reference", "JiT")] = {"probabilities": "JiT on retrain"}
+    assert report.reference_of(records, 0, "Pretrain") is records[(0, "row", "Retrain")]
+    assert report.reference_of(records, 0, "Retrain") is records[(0, "row", "Retrain")]
+    assert report.reference_of(records, 0, "JiT") is records[(0, "reference", "JiT")]
+
+
+def test_best_is_the_highest_or_the_closest_to_retrain_among_1shui_rows_only():
+    table = {
+        "Retrain": {"forget": (40.0, 0), "tow": (100.0, 0)},
+        "A": {"forget": (45.0, 0), "tow": (60.0, 0)},
+        "B": {"forget": (38.0, 0), "tow": (55.0, 0)},
+        "Full": {"forget": (40.0, 0), "tow": (90.0, 0)},
+    }
+    groups = {"Retrain": "original", "A": "1-SHUI", "B": "1-SHUI", "Full": "full-data"}
+    assert report.best(table, groups) == {"forget": "B", "tow": "A"}
+
+
+def test_one_wandb_run_per_cell_and_a_summary_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    config = tiny_bench(tmp_path, seeds=[0], methods=METHODS[1:2], wandb={"mode": "offline", "project": "t"})
+    try:
+        run_bench(parse(["--config", str(config)]))
+    finally:
+        wandb.teardown()  # W&B keeps the settings of its first run in the process: start the next test afresh
+    cells = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "outputs/cells/seed0").iterdir())
+    assert cells == ["JiT", "JiT@retrain", "Pretrain", "Retrain", "pretrain", "retrain"]
+    for cell in (tmp_path / "outputs/cells/seed0").iterdir():
+        assert len(list(cell.glob("wandb/offline-run-*/run-*.wandb"))) == 1, cell.name
+    assert len(list((tmp_path / "outputs/tiny").glob("wandb/offline-run-*/run-*.wandb"))) == 1  # the summary
+
+
+def test_wandb_mode_is_the_config_s_then_the_environment_s_then_online_only_with_a_key(tmp_path, monkeypatch):
+    for key in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    assert wandb_mode(None) == "offline"
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password abc\n")
+    os.chmod(tmp_path / "netrc", 0o600)
+    assert wandb_mode(None) == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert wandb_mode(None) == "disabled" and wandb_mode("offline") == "offline"
+
+
+def test_one_shui_arguments_pass_through_to_the_runs_and_the_methods():
+    own, runs, methods = split_arguments(
+        [
+            "--config",
+            "b.yaml",
+            "--trainer.max_epochs",
+            "2",
+            "--model.init_args.lr=3",
+            "--data.init_args.root=/d",
+        ]
+    )
+    assert own == ["--config", "b.yaml"]
+    assert runs == ["--trainer.max_epochs=2", "--data.init_args.root=/d"]
+    assert methods == ["--model.init_args.lr=3"]
+
+
+JIT = str(CONFIGS / "methods/jit_synthetic.yaml")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"pretrain": "missing.yaml"}, "pretrain config missing.yaml does not exist"),
+        ({"seeds": [1, 1]}, "seeds must be distinct"),
+        (
+            {"methods": [{"label": "J", "method": "one_shui.methods.ssd.SSD", "config": JIT}]},
+            "runs one_shui.methods",
+        ),
+        ({"methods": [{"label": "Retrain", "method": "one_shui.methods.jit.JiT", "config": JIT}]}, "unique"),
+        (
+            {"methods": [{"label": "X", "method": "os.system", "config": "x.yaml"}]},
+            "not an unlearning method",
+        ),
+    ],
+)
+def test_a_bench_config_that_cannot_run_is_one_message_before_anything_runs(
+    tmp_path, monkeypatch, change, message
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.yaml").write_text("model:\n  class_path: os.system\n")
+    config = {**yaml.safe_load(tiny_bench(tmp_path).read_text()), **change}
+    (tmp_path / "bench.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit) as exit:
+        main(["--config", str(tmp_path / "bench.yaml")])
+    assert str(exit.value.code).startswith("one-shui-bench: ") and message in str(exit.value.code)
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_failing_cell_is_named_in_one_message(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    # The Pretrain row tests the model on the MUFAC-layout data: not the data it was trained on.
+    config = tiny_bench(
+        tmp_path, seeds=[0], methods=[], evaluate=str(CONFIGS / "methods/no_unlearning_synthetic_mufac.yaml")
+    )
+    with pytest.raises(SystemExit) as exit:
+        main(["--config", str(config)])
+    assert str(exit.value.code).startswith("one-shui-bench: Pretrain, seed 0: ")
+
+
+BENCHES = sorted((CONFIGS / "bench").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", BENCHES, ids=[path.stem for path in BENCHES])
+def test_every_bench_config_is_valid_and_its_method_arguments_parse(path, monkeypatch):
+    monkeypatch.chdir(CONFIGS.parent)
+    bench = parse(["--config", str(path)])
+    assert len(bench.seeds) == 3 and bench.methods
+    for method in bench.methods:
+        if method.args:  # a method's own arguments must be ones its `one-shui fit` accepts
+            with pytest.raises(SystemExit) as exit:
+                OneShuiCLI(["fit", "--config", method.config, *method.args, "--print_config"])
+            assert exit.value.code in (None, 0)
+
+
+def test_the_embedded_default_runs_every_method_of_one_shui(monkeypatch):
+    monkeypatch.chdir(CONFIGS.parent)
+    bench = parse(["--config", str(CONFIGS / "bench/synthetic.yaml")])
+    classes = {path.stem for path in (CONFIGS.parent / "one_shui/methods").glob("*.py")}
+    helpers = {"__init__", "base", "classifier", "distillation", "no_unlearning"}
+    assert {method.method.split(".")[2] for method in bench.methods} == classes - helpers
+
+
+def test_bench_records_are_json(bench):
+    folder, _ = bench
+    record = json.loads(next((folder / "outputs/cells/seed0").glob("JiT@retrain-*/cell.json")).read_text())
+    assert (
+        record["kind"] == "reference" and record["original"] == "retrain" and "tow" not in record["metrics"]
+    )
+
+
+def test_the_results_notebook_shows_a_bench_s_table_and_plots(bench, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    folder, _ = bench
+    monkeypatch.setenv("ONE_SHUI_RESULTS", str(folder / "outputs/tiny"))
+    notebook = nbformat.read(CONFIGS.parent / "notebooks/results.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    markdown = "".join(output.get("data", {}).get("text/markdown", "") for output in outputs)
+    assert "| MetaUnlearn |" in markdown and "| Bad Teacher |" in markdown and "±" in markdown
+    assert sum("image/png" in output.get("data", {}) for output in outputs) == 3
+
+
+SWEEPS = sorted((CONFIGS / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[path.stem for path in SWEEPS])
+def test_every_sweep_runs_the_bench_with_arguments_its_runs_accept(path, monkeypatch):
+    monkeypatch.chdir(CONFIGS.parent)
+    sweep = yaml.safe_load(path.read_text())
+    command = sweep["command"]
+    assert command[:2] == ["${env}", "one-shui-bench"] and command[-1] == "${args}"
+    for name, spec in sweep["parameters"].items():
+        for value in spec["values"]:
+            bench = parse([*command[2:-1], f"--{name}={value}"])  # W&B's ${args}: --name=value
+            for method in bench.methods:
+                with pytest.raises(SystemExit) as exit:
+                    OneShuiCLI(
+                        ["fit", "--config", method.config, *bench.args, *bench.method_args, "--print_config"]
+                    )
+                assert exit.value.code in (None, 0)
