@@ -62,14 +62,15 @@ def forget_per_identity(rows: Sequence[Mapping], metric: str, path: Path) -> Pat
     labels = list(dict.fromkeys(row["row"] for row in rows))
     columns = min(4, len(labels))
     lines = -(-len(labels) // columns)
+    low = max(0.0, min(min(row["before"], row["after"]) for row in rows) - 5)  # one scale for all panels
     figure, axes = plt.subplots(lines, columns, figsize=(3.2 * columns, 3.2 * lines), squeeze=False)
     for axis, label in zip(axes.flat, labels, strict=False):
         mine = [row for row in rows if row["row"] == label]
         axis.scatter(
             [r["before"] for r in mine], [r["after"] for r in mine], s=10, color=COLOURS[mine[0]["group"]]
         )
-        axis.plot([0, 100], [0, 100], color="black", linestyle=":", linewidth=0.8)
-        axis.set(title=label, xlim=(0, 100), ylim=(0, 100), xlabel=f"before ({metric})", ylabel="after")
+        axis.plot([low, 100], [low, 100], color="black", linestyle=":", linewidth=0.8)
+        axis.set(title=label, xlim=(low, 100), ylim=(low, 100), xlabel=f"before ({metric})", ylabel="after")
     for axis in list(axes.flat)[len(labels) :]:
         axis.axis("off")
     figure.tight_layout()
