@@ -320,7 +320,9 @@ def test_every_sweep_runs_the_bench_with_arguments_its_runs_accept(path, monkeyp
     assert command[:2] == ["${env}", "one-shui-bench"] and command[-1] == "${args}"
     for name, spec in sweep["parameters"].items():
         for value in spec["values"]:
-            bench = parse([*command[2:-1], f"--{name}={value}"])  # W&B's ${args}: --name=value
+            # W&B's ${args}: --name=value (or --name value, as some of its versions write it)
+            bench = parse([*command[2:-1], f"--{name}={value}"])
+            assert parse([*command[2:-1], f"--{name}", str(value)]) == bench
             for method in bench.methods:
                 with pytest.raises(SystemExit) as exit:
                     OneShuiCLI(

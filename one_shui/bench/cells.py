@@ -23,10 +23,9 @@ from ..checkpoints import read_split
 from ..cli import OneShuiCLI
 from ..methods.base import config_model, method_class
 from ..metrics.tow import POOLS
-from .config import Bench
+from .config import ORIGINAL, Bench
 from .tracking import Tracker
 
-ORIGINAL = ("Pretrain", "Retrain")  # the rows of the models as trained, tested by the bench's evaluate config
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 RECORD = "cell.json"
 # Warnings that every cell would repeat, none of them about the user's settings.

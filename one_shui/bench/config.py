@@ -14,6 +14,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from ..methods.base import MethodSetupError, config_model, method_class
 
 ONE_SHUI_ARGUMENTS = ("--data.", "--trainer.", "--model.")  # passed through to the `one-shui` runs
+ORIGINAL = ("Pretrain", "Retrain")  # the rows of the models as trained, tested by the bench's evaluate config
 
 
 class BenchConfigError(ValueError):
@@ -147,11 +148,10 @@ def check(bench: Bench) -> None:
             f"bench {bench.name}: seeds must be distinct and at least one (got {bench.seeds})"
         )
     labels = [m.label for m in bench.methods]
-    reserved = {"Pretrain", "Retrain"}
-    repeated = {label for label in labels if labels.count(label) > 1 or label in reserved}
+    repeated = {label for label in labels if labels.count(label) > 1 or label in ORIGINAL}
     if repeated:
         raise BenchConfigError(
-            f"bench {bench.name}: method labels must be unique and not {sorted(reserved)}: {sorted(repeated)}"
+            f"bench {bench.name}: method labels must be unique and not {list(ORIGINAL)}: {sorted(repeated)}"
         )
     for method in bench.methods:
         try:

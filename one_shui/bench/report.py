@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..atomic import write_text_atomic
 from ..metrics.rmia import RMIAResult, rmia
-from .cells import ORIGINAL
+from .config import ORIGINAL
 
 GROUPS = {
     "original": None,

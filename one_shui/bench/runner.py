@@ -2,7 +2,7 @@
 pretrain and retrain, then the paper's table, plots and W&B dashboards.
 
     one-shui-bench --config configs/bench/synthetic.yaml               # the embedded default
-    one-shui-bench --config configs/bench/celebahq_n20.yaml --seeds [0] --args [--data.init_args.root=/data]
+    one-shui-bench --config configs/bench/celebahq_n20.yaml --seeds '[0]' --data.init_args.root=/datasets
 
 Writes to ``<out>/<name>/``: ``results.csv`` (a row per method x seed: every metric and the wall time of
 each phase), ``identities.csv``, ``results.md`` and the PNG plots. Cells already done are reused, so an
