@@ -56,6 +56,16 @@ class Cell:
         suffix = " (reference)" if self.kind == "reference" else ""
         return f"{self.label}{suffix}, seed {self.seed}"
 
+    @property
+    def tag(self) -> str:
+        """The label, marked ``@retrain`` for a reference: its W&B run's name and, as a file name, its
+        folder's."""
+        return f"{self.label}@retrain" if self.kind == "reference" else self.label
+
+    @property
+    def slug(self) -> str:
+        return "".join(c if c.isalnum() or c in "-.@" else "_" for c in self.tag)
+
 
 def plan(bench: Bench) -> list[Cell]:
     """Every cell of the bench, in the order they run: per seed, pretrain, retrain, then the rows."""
@@ -105,7 +115,7 @@ class Runner:
         args, configs, original = self._arguments(cell)
         split = None if cell.label == "pretrain" else self.record(cell.seed, "stage", "pretrain")["split"]
         key = digest(args, configs, split)
-        folder = Path(self.bench.out) / "cells" / f"seed{cell.seed}" / f"{_slug(cell)}-{key[:12]}"
+        folder = Path(self.bench.out) / "cells" / f"seed{cell.seed}" / f"{cell.slug}-{key[:12]}"
         done = folder / RECORD
         if done.is_file():
             record = json.loads(done.read_text())
@@ -176,8 +186,3 @@ class Runner:
             "mia_roc": {"fpr": evaluation.mia.fpr.tolist(), "tpr": evaluation.mia.tpr.tolist()},
             "probabilities": {pool: p.tolist() for pool, p in evaluation.probabilities.items()},
         }
-
-
-def _slug(cell: Cell) -> str:
-    slug = "".join(c if c.isalnum() or c in "-." else "_" for c in cell.label)
-    return f"{slug}@retrain" if cell.kind == "reference" else slug

@@ -69,11 +69,10 @@ class Tracker:
         if not self.enabled:
             yield []
             return
-        kind = "reference" if cell.kind == "reference" else cell.label if cell.kind == "stage" else "row"
         config = {"seed": cell.seed, "cell": cell.label, "kind": cell.kind, "config": cell.config}
         config.update(args=list(cell.args), request_size=self.bench.request_size)
-        suffix = "@retrain" if cell.kind == "reference" else ""
-        run = self._init(folder, name=f"{cell.label}{suffix}/seed{cell.seed}", job_type=kind, config=config)
+        job_type = cell.label if cell.kind == "stage" else cell.kind  # pretrain, retrain, row or reference
+        run = self._init(folder, name=f"{cell.tag}/seed{cell.seed}", job_type=job_type, config=config)
         self.run = run
         logger = {"class_path": LOGGER, "init_args": {"project": self.bench.wandb.project}}
         try:
