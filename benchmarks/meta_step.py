@@ -74,7 +74,7 @@ def step_fn(name: str, method: MetaUnlearn, args: argparse.Namespace, device: to
     support = batch(args.n, args, device, trained)
     forget = batch(args.n * args.per_identity, args, device, trained)
     validation = batch(args.val, args, device, trained)
-    backbone = method.model.model
+    backbone = method.model.network
     if name == "floor":
         return lambda: task_loss("multilabel", backbone(support[0]), support[2]).backward()
     if name == "forget":

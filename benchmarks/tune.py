@@ -3,9 +3,9 @@
     python benchmarks/tune.py --seed 0 --grid meta_lr=0.03,0.1,0.3 lr=1e-4,1e-3
     python benchmarks/tune.py --method jit --grid noise_std=0.03,0.1,0.3 lr=0.01,0.1
 
-For each setting, the method is prepared as ``configs/methods/<method>_<dataset>.yaml`` does (its fit,
-in this process, on the run folders of benchmarks/pretrain_retrain.py; nothing for a method without
-preparation), then scored by a VAL-ToW, the ToW with held-out simulated requests in place of the real
+For each setting, the method is prepared as ``configs/methods/<method>.yaml`` on ``configs/data/<data>.yaml``
+does (its fit, in this process, on the pretrain of benchmarks/pretrain_retrain.py; nothing for a method
+without preparation), then scored by a VAL-ToW, the ToW with held-out simulated requests in place of the real
 one: each request (a fresh draw over TRAIN, the real forget identities taken out) is served with
 ``forget``; after it, the other TRAIN people (R) should score as before, the forgotten people's other
 images (D_sim) like people the model never saw (the original model's VAL metric), and VAL as before:
@@ -28,8 +28,9 @@ import statistics
 from pathlib import Path
 
 import torch
-from pretrain_retrain import CONFIGS
+from pretrain_retrain import CONFIGS, OUT, run_dir
 
+from one_shui import layout
 from one_shui.bench.cells import QUIET
 from one_shui.cli import OneShuiCLI
 from one_shui.data.datamodule import RequestBatch
@@ -79,24 +80,24 @@ def val_tow(method: UnlearningMethod, data, requests: int) -> float:
     return statistics.mean(scores)
 
 
-def score(method: str, dataset: str, seed: int, out: Path, setting: dict[str, str], requests: int) -> float:
-    folder = out / f"seed{seed}"
-    pretrain = folder / "pretrain/checkpoints/best.ckpt"
+def score(method: str, data: str, seed: int, out: Path, setting: dict[str, str], requests: int) -> float:
+    pretrain = layout.checkpoint_dir(run_dir(data, seed, out, layout.PRETRAIN)) / layout.BEST
     args = [
-        "--config", str(CONFIGS / "methods" / f"{method}_{dataset}.yaml"), *QUIET,
+        "--config", str(CONFIGS / "data" / f"{data}.yaml"),
+        "--config", str(CONFIGS / "methods" / f"{method}.yaml"), *QUIET,
         f"--seed_everything={seed}", f"--data.init_args.seed={seed}",
-        f"--data.init_args.split_file={pretrain}", f"--model.init_args.pretrain_ckpt={pretrain}",
+        f"--model.init_args.pretrain_ckpt={pretrain}",
         "--model.init_args.retrain_ckpt=null", "--trainer.logger=false",
         "--trainer.enable_checkpointing=false",
-        f"--trainer.default_root_dir={folder / 'tune'}",
+        f"--trainer.default_root_dir={run_dir(data, seed, out, 'tune')}",
         *(f"--{k if '.' in k else 'model.init_args.' + k}={v}" for k, v in setting.items()),
     ]  # fmt: skip
-    cli = OneShuiCLI(args, run=False)
+    cli = OneShuiCLI(args, run=False, layout_defaults=False)
     if cli.model.reads != ("support",):
         raise SystemExit(
             f"{method} reads {', '.join(cli.model.reads)}: only 1-SHUI methods are scored on VAL"
         )
-    if cli.model.has_preparation():
+    if cli.model.train_pool is not None:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     return val_tow(cli.model, cli.datamodule, requests)
 
@@ -105,12 +106,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--method", default="meta_unlearn", help="configs/methods/<method>_<dataset>.yaml")
-    parser.add_argument("--dataset", default="synthetic")
+    parser.add_argument("--method", default="meta_unlearn", help="configs/methods/<method>.yaml")
+    parser.add_argument("--data", default="synthetic", help="configs/data/<data>.yaml")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grid", nargs="*", default=[], help="name=v1,v2 ... (none: the config as it is)")
     parser.add_argument("--requests", type=int, default=5, help="held-out simulated requests per setting")
-    parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks/pretrain_retrain"))
+    parser.add_argument("--out", type=Path, default=OUT, help="where benchmarks/pretrain_retrain.py ran")
     args = parser.parse_args()
     axes = [(name, values.split(",")) for name, values in (item.split("=", 1) for item in args.grid)]
     results = []
@@ -118,7 +119,7 @@ def main() -> None:
         setting = dict(zip((n for n, _ in axes), values, strict=True))
         results.append(
             (
-                score(args.method, args.dataset, args.seed, args.out / args.dataset, setting, args.requests),
+                score(args.method, args.data, args.seed, args.out, setting, args.requests),
                 setting,
             )
         )

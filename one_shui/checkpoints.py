@@ -14,22 +14,22 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 
-from . import __version__
+from . import __version__, layout
 from .atomic import write_text_atomic
 from .data.splits import Split, SplitMismatchError
+from .errors import MissingFileError, UserError
 
 RECORD_KEY = "one_shui"
-RECORD_FORMAT = 1
-SPLIT_FILE = "split.json"
+RECORD_FORMAT = 2  # 2: the classifier's network is saved as `network.*` (it was `model.*`)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A file is not a one_shui checkpoint, or not the one this run needs."""
 
 
 def checkpoint_dir(trainer: L.Trainer) -> Path:
-    """Where a run keeps its checkpoints and the split JSON beside them."""
-    return Path(trainer.default_root_dir) / "checkpoints"
+    """Where the trainer's run keeps its checkpoints and the split JSON beside them."""
+    return layout.checkpoint_dir(trainer.default_root_dir)
 
 
 def load_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
@@ -40,7 +40,7 @@ def load_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise MissingFileError(f"checkpoint {path} does not exist")
     if not zipfile.is_zipfile(path):  # what torch.save writes; anything else is not a checkpoint of ours
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (damaged, or another kind of file)")
     try:
@@ -52,8 +52,9 @@ def load_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
         ) from None
     except (RuntimeError, EOFError) as err:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
-    if not isinstance(checkpoint, dict) or RECORD_KEY not in checkpoint:
+    if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path}: not a one_shui checkpoint (it has no {RECORD_KEY!r} record)")
+    _check_record(checkpoint, str(path))
     return checkpoint
 
 
@@ -71,20 +72,11 @@ def checkpoint_split(checkpoint: dict, source: str = "the checkpoint") -> Split:
     return Split.from_dict(checkpoint[RECORD_KEY]["split"], source=f"{source}'s split")
 
 
-def read_split(path: str | os.PathLike) -> Split:
-    """A Split from its JSON file or from the checkpoint it is embedded in."""
-    if Path(path).suffix == ".json":
-        return Split.load(path)
-    return checkpoint_split(load_checkpoint(path, mmap=True), source=str(path))
-
-
 def verify_checkpoint(
     checkpoint: dict, source: str, *, split: Split | None = None, backbone: str | None = None
 ) -> None:
     """Refuse a checkpoint made on another dataset or split, or with another backbone; say which."""
-    record = checkpoint.get(RECORD_KEY)
-    if record is None:
-        raise CheckpointError(f"{source}: not a one_shui checkpoint (it has no {RECORD_KEY!r} record)")
+    record = _check_record(checkpoint, source)
     if backbone is not None and record.get("backbone") != backbone:
         raise CheckpointError(
             f"{source} holds a {record.get('backbone')!r} model, but this run uses backbone {backbone!r}; "
@@ -92,6 +84,19 @@ def verify_checkpoint(
         )
     if split is not None:
         split.require_same(checkpoint_split(checkpoint, source), source)
+
+
+def _check_record(checkpoint: dict, source: str) -> dict:
+    """The checkpoint's one_shui record, refused when absent or of another format."""
+    record = checkpoint.get(RECORD_KEY)
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{source}: not a one_shui checkpoint (it has no {RECORD_KEY!r} record)")
+    if record.get("format") != RECORD_FORMAT:
+        raise CheckpointError(
+            f"{source}: written by another version of one_shui (record format {record.get('format')}, this "
+            f"version reads {RECORD_FORMAT}); make it again with this version"
+        )
+    return record
 
 
 class RunRecord(Callback):
@@ -119,7 +124,7 @@ class RunRecord(Callback):
             self._claim_run_dir(trainer, _split_of(trainer))
 
     def _claim_run_dir(self, trainer: L.Trainer, split: Split) -> None:
-        path = checkpoint_dir(trainer) / SPLIT_FILE
+        path = checkpoint_dir(trainer) / layout.SPLIT
         if path.is_file():
             split.require_same(
                 Split.load(path),

@@ -1,48 +1,44 @@
 """`one-shui fit|validate|test`: LightningCLI over the one_shui modules and YAML configs.
 
 The model and the data are chosen by ``class_path``; the number of classes, the task kind and the
-image size are linked from the data to the model rather than repeated. Checkpoints are read with
-``weights_only=True``; ``--ckpt_path last`` resumes from ``<default_root_dir>/checkpoints/last.ckpt``
-and starts afresh when there is none yet.
+image size are linked from the data to the model rather than repeated. What the user leaves out comes
+from the run layout (:mod:`one_shui.layout`) of the data's setting (dataset, N, seed): the run's folder,
+a retrain's split (its pretrain's ``split.json``), a method's pretrain and retrain checkpoints, and the
+prepared method that ``test`` evaluates; ``seed_everything`` defaults to the data's seed. A path the user
+gives always wins. Checkpoints are read with ``weights_only=True``; ``--ckpt_path last`` resumes from
+``<default_root_dir>/checkpoints/last.ckpt`` and starts afresh when there is none yet.
 """
 
 from __future__ import annotations
 
-import sys
+import importlib
+from pathlib import Path
 
 import lightning as L
 import yaml
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from .checkpoints import CheckpointError, RunRecord, checkpoint_dir
-from .data.audit import ImageError
+from . import layout
+from .checkpoints import RunRecord, checkpoint_dir
 from .data.datamodule import IdentityDataModule
-from .data.sources import DatasetLayoutError
-from .data.splits import SplitMismatchError
-from .methods.base import MethodSetupError
-from .methods.classifier import NonFiniteLossError
-from .models.backbones import WeightsError
-
-# Errors a user can meet and fix; they are shown as one message, without a traceback.
-USER_ERRORS = (
-    CheckpointError,
-    DatasetLayoutError,
-    FileExistsError,
-    FileNotFoundError,
-    ImageError,
-    MethodSetupError,
-    NonFiniteLossError,
-    SplitMismatchError,
-    WeightsError,
-)
+from .errors import MissingFileError, exit_on_user_error
+from .methods.base import MethodSetupError, UnlearningMethod
+from .methods.classifier import Classifier
 
 
 class OneShuiCLI(LightningCLI):
-    """LightningCLI with the data-to-model links, the run record and safe checkpoint loading."""
+    """LightningCLI with the data-to-model links, the run layout's defaults, the run record and safe
+    checkpoint loading.
 
-    def __init__(self, args: list[str] | None = None, run: bool = True):
+    Args:
+        layout_defaults: fill what is left out from the run layout (the bench names every path
+            itself and turns this off).
+    """
+
+    def __init__(self, args: list[str] | None = None, run: bool = True, layout_defaults: bool = True):
         self.run_record = RunRecord()
+        self.layout_defaults = layout_defaults
         super().__init__(
             model_class=L.LightningModule,
             subclass_mode_model=True,
@@ -60,6 +56,16 @@ class OneShuiCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.task", "model.init_args.task", apply_on="instantiate")
 
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        config = self._subcommand_config()
+        if not _is_identity_data(config):
+            return
+        if config.get("seed_everything") is True:  # LightningCLI's default: a random seed
+            config["seed_everything"] = config.data.init_args.seed
+        if self.layout_defaults:
+            _fill_from_layout(config, self.config.get("subcommand"))
+
     def before_instantiate_classes(self) -> None:
         config = self._subcommand_config()
         if config.get("weights_only") is None and self.subcommand is not None:
@@ -67,29 +73,78 @@ class OneShuiCLI(LightningCLI):
         self.run_record.config = yaml.safe_load(self._parser(self.subcommand).dump(config, skip_none=False))
 
     def before_fit(self) -> None:
+        if isinstance(self.model, UnlearningMethod) and self.model.train_pool is None:
+            raise MethodSetupError(
+                f"{type(self.model).__name__} has nothing to prepare: run `one-shui test` with its config "
+                "(or serve a request with `one-shui-forget`)"
+            )
         config = self.config_init[self.subcommand]
         if config.get("ckpt_path") == "last":
-            last = checkpoint_dir(self.trainer) / "last.ckpt"
+            last = checkpoint_dir(self.trainer) / layout.LAST
             config["ckpt_path"] = str(last) if last.is_file() else None
             rank_zero_info(f"resuming from {last}" if last.is_file() else f"no {last} yet: starting afresh")
 
     def _subcommand_config(self):
-        return self.config[self.subcommand] if self.subcommand else self.config
+        return self.config[self.config.subcommand] if self.config.get("subcommand") else self.config
+
+
+def _is_identity_data(config) -> bool:
+    data = config.get("data")
+    return data is not None and issubclass(_class(data.class_path), IdentityDataModule)
+
+
+def _class(path: str) -> type:
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _fill_from_layout(config, subcommand: str | None) -> None:
+    """What the user left out, from the run layout of the data's setting (see the module docstring)."""
+    data, model = config.data.init_args, _class(config.model.class_path)
+    if issubclass(model, Classifier):
+        run = layout.STAGES.get(data.train_pool, data.train_pool)
+    elif issubclass(model, UnlearningMethod):
+        run = model.name()
+    else:
+        return
+    name = layout.dataset_name(data.dataset, data.synthetic is not None)
+
+    def checkpoints(stage: str) -> Path:
+        return layout.checkpoint_dir(layout.run_dir(name, data.request_size, data.seed, stage))
+
+    if config.trainer.default_root_dir is None:
+        config.trainer.default_root_dir = str(checkpoints(run).parent)
+    pretrain = checkpoints(layout.PRETRAIN)
+    if run == layout.RETRAIN and not data.split_file:
+        data.split_file = _pretrain_file(
+            pretrain / layout.SPLIT, "a retrain must use the split of its pretrain: set data.split_file"
+        )
+    if not issubclass(model, UnlearningMethod):
+        return
+    options, retrained = config.model.init_args, checkpoints(layout.RETRAIN) / layout.BEST
+    if options.pretrain_ckpt is None:
+        options.pretrain_ckpt = _pretrain_file(
+            pretrain / layout.BEST,
+            f"{model.__name__} unlearns the pretrained model: set model.init_args.pretrain_ckpt",
+        )
+    if options.retrain_ckpt is None and retrained.is_file():
+        options.retrain_ckpt = str(retrained)
+    elif options.retrain_ckpt is None and subcommand == "test":
+        rank_zero_warn(f"no retrained model at {retrained}: no ToW (set model.init_args.retrain_ckpt)")
+    prepared = checkpoints(run) / layout.LAST
+    if subcommand == "test" and model.train_pool is not None and not config.ckpt_path and prepared.is_file():
+        config.ckpt_path = str(prepared)  # the preparation that `fit` left in the layout
+
+
+def _pretrain_file(path: Path, need: str) -> str:
+    """``path``, a file the setting's pretrain writes; refused, saying what is needed, when it is absent."""
+    if not path.is_file():
+        raise MissingFileError(
+            f"{need}, or run the pretrain of this data, N and seed first (there is no {path})"
+        )
+    return str(path)
 
 
 def main(args: list[str] | None = None) -> None:
     """Console entry point: a user error is one line on stderr and exit status 1."""
-    try:
-        OneShuiCLI(args)
-    except Exception as err:
-        cause = user_error(err)
-        if cause is None:
-            raise
-        sys.exit(f"one-shui: {cause}")
-
-
-def user_error(err: BaseException | None) -> BaseException | None:
-    """The user error behind ``err``, if any (jsonargparse wraps errors raised while instantiating)."""
-    while err is not None and not isinstance(err, USER_ERRORS):
-        err = err.__cause__
-    return err
+    exit_on_user_error("one-shui", lambda: OneShuiCLI(args))

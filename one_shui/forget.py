@@ -1,7 +1,7 @@
 """`one-shui-forget`: serve a real forget request with a prepared unlearning method.
 
-    one-shui-forget METHOD.ckpt REQUEST.csv --out UNLEARNED.ckpt
-    one-shui-forget METHOD.yaml REQUEST.csv --pretrain-ckpt ORIGINAL.ckpt --out UNLEARNED.ckpt
+    one-shui-forget METHOD.ckpt REQUEST.csv [--out UNLEARNED.ckpt]
+    one-shui-forget METHOD.yaml REQUEST.csv --pretrain-ckpt ORIGINAL.ckpt [--out UNLEARNED.ckpt]
 
 METHOD.ckpt is what the method's ``fit`` wrote (``<run>/checkpoints/last.ckpt``); it is applied to the
 original model it was prepared on (its pretrain checkpoint). A method with nothing to prepare (JiT) is
@@ -9,11 +9,12 @@ given by its config instead (``configs/methods/jit_celebahq.yaml``: its model op
 original model by ``--pretrain-ckpt``. Methods that read the full forget and retain sets (SCRUB, Bad
 Teacher) are benchmark references and cannot serve a request. REQUEST.csv has a header and one row per
 portrait: ``image`` (a file under the CSV's folder, or under ``--root``), ``identity`` (as in the
-training data) and, where the method reads them, ``targets`` (multilabel: the 0/1 values separated by
-spaces; classification: the class index). The unlearned model is written as a model checkpoint (read by
-``Classifier.from_checkpoint`` and ``one-shui test``) with a JSON receipt beside it: who was forgotten,
-by which method and version, the SHA-256 of every input and of the output, and the time taken. On any
-error nothing is written.
+training data) and, where the method reads them (its ``reads_targets``), ``targets`` (multilabel: the
+0/1 values separated by spaces; classification: the class index). The unlearned model is written as a
+model checkpoint (read by ``Classifier.from_checkpoint`` and ``one-shui test``), by default in the run
+layout's ``unlearned`` folder of the original model's setting, named after the request, with a JSON
+receipt beside it: who was forgotten, by which method and version, the SHA-256 of every input and of
+the output, and the time taken. On any error nothing is written.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import hashlib
 import io
 import json
 import os
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,29 +32,20 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from . import __version__
+from . import __version__, layout
 from .atomic import write_text_atomic
-from .checkpoints import RECORD_KEY, CheckpointError, load_checkpoint, sha256_of
+from .checkpoints import RECORD_KEY, load_checkpoint, sha256_of
 from .data.audit import ImageError
 from .data.datamodule import build_transform
-from .data.splits import SplitMismatchError
-from .methods.base import MethodSetupError, UnknownIdentityError, UnlearningMethod
+from .errors import MissingFileError, OutputExistsError, UserError, exit_on_user_error
+from .methods.base import MethodSetupError, UnlearningMethod
+from .methods.loading import load_from_config, load_prepared
+
+UNLEARNED = "unlearned"  # the run layout's folder of served requests
 
 
-class RequestError(ValueError):
+class RequestError(UserError, ValueError):
     """The request CSV is empty, malformed or lacks what the method needs."""
-
-
-USER_ERRORS = (
-    CheckpointError,
-    FileExistsError,
-    FileNotFoundError,
-    ImageError,
-    MethodSetupError,
-    RequestError,
-    SplitMismatchError,
-    UnknownIdentityError,
-)
 
 
 def read_request(path: Path, root: Path) -> list[dict[str, str]]:
@@ -85,7 +76,7 @@ def _inside(root: Path, name: str) -> Path:
     if not file.is_relative_to(root):
         raise ImageError(f"{name}: refused, it leads outside the portrait folder {root}")
     if not file.is_file():
-        raise FileNotFoundError(f"portrait {file} does not exist")
+        raise MissingFileError(f"portrait {file} does not exist")
     return file
 
 
@@ -106,7 +97,8 @@ def load_portraits(rows: list[dict[str, str]], image_size: int) -> tuple[torch.T
 
 
 def parse_targets(rows: list[dict[str, str]], task: str, num_classes: int, needed: bool) -> torch.Tensor:
-    """The targets of the portraits, checked against the model's task; zeros when the method reads none."""
+    """The targets of the portraits, checked against the model's task; zeros only for a method that
+    declares it reads none."""
     if not needed:
         shape = (len(rows), num_classes) if task == "multilabel" else (len(rows),)
         return torch.zeros(shape, dtype=torch.float32 if task == "multilabel" else torch.long)
@@ -160,9 +152,9 @@ def load_method(path: Path, pretrain_ckpt: str | None) -> UnlearningMethod:
             raise MethodSetupError(
                 f"{path} is a method config: give the model to unlearn with --pretrain-ckpt"
             )
-        method = UnlearningMethod.from_config(path, pretrain_ckpt)
+        method = load_from_config(path, pretrain_ckpt)
     else:
-        method = UnlearningMethod.from_checkpoint(path, pretrain_ckpt)
+        method = load_prepared(path, pretrain_ckpt)
     beyond = [pool for pool in method.reads if pool != "support"]
     if beyond:
         raise MethodSetupError(
@@ -175,19 +167,19 @@ def load_method(path: Path, pretrain_ckpt: str | None) -> UnlearningMethod:
 def forget(args: argparse.Namespace) -> dict:
     """Serve the request; returns the receipt (also written beside the output)."""
     start = time.perf_counter()
-    out = Path(args.out)
+    request = Path(args.request)
+    if not request.is_file():
+        raise MissingFileError(f"request {request} does not exist")
+    rows = read_request(request, Path(args.root or request.parent).resolve())
+    method = load_method(Path(args.method), args.pretrain_ckpt)
+    out = Path(args.out) if args.out else default_out(method, request)
     receipt_path = out.with_suffix(".json")
     for path in (out, receipt_path):
         if path.exists():
-            raise FileExistsError(f"{path} exists; choose another --out or remove it")
-    request = Path(args.request)
-    if not request.is_file():
-        raise FileNotFoundError(f"request {request} does not exist")
-    rows = read_request(request, Path(args.root or request.parent).resolve())
-    method = load_method(Path(args.method), args.pretrain_ckpt)
+            raise OutputExistsError(f"{path} exists; choose another --out or remove it")
     hp = method.model.hparams
     identities = method.identity_ids([row["identity"] for row in rows])
-    targets = parse_targets(rows, hp.task, hp.num_classes, method.needs_targets)
+    targets = parse_targets(rows, hp.task, hp.num_classes, method.reads_targets)
     images, hashes = load_portraits(rows, hp.image_size)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     method.to(device)
@@ -222,6 +214,14 @@ def forget(args: argparse.Namespace) -> dict:
     return receipt
 
 
+def default_out(method: UnlearningMethod, request: Path) -> Path:
+    """``<request name>.ckpt`` in the run layout's ``unlearned`` folder of the original model's setting."""
+    data = load_checkpoint(method.hparams.pretrain_ckpt, mmap=True).get("datamodule_hyper_parameters", {})
+    name = layout.dataset_name(method.split.dataset, bool(data.get("synthetic")))
+    run = layout.run_dir(name, method.split.request_size, method.split.seed, UNLEARNED)
+    return run / f"{request.stem}.ckpt"
+
+
 def _write(method: UnlearningMethod, receipt: dict, out: Path, receipt_path: Path, start: float) -> None:
     """The checkpoint, then its receipt (with the checkpoint's hash), each whole or not at all."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -251,7 +251,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("request", help="CSV with columns image, identity (and targets where needed)")
     parser.add_argument(
-        "--out", required=True, help="the unlearned model checkpoint to write (+ .json receipt)"
+        "--out",
+        help="the unlearned model checkpoint to write (+ .json receipt); default: "
+        "outputs/<dataset>/N<N>-seed<seed>/unlearned/<request name>.ckpt, the original model's setting",
     )
     parser.add_argument("--root", help="folder of the portraits (default: the CSV's folder); nothing outside")
     parser.add_argument(
@@ -259,10 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when there is one)")
     args = parser.parse_args(argv)
-    try:
-        receipt = forget(args)
-    except USER_ERRORS as err:
-        sys.exit(f"one-shui-forget: {err}")
+    receipt = exit_on_user_error("one-shui-forget", lambda: forget(args))
     print(
         f"forgot {len(receipt['identities'])} identities in {receipt['seconds']['forget']:.3f} s: "
         f"{receipt['output']['path']} (receipt {Path(receipt['output']['path']).with_suffix('.json')})"

@@ -5,19 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_cli import CONFIGS, PRETRAIN, QUIET, RETRAIN, tiny
+from test_cli import CONFIGS, DATA, PRETRAIN, QUIET, RETRAIN, tiny
 
 from one_shui.cli import OneShuiCLI
 from one_shui.data import IdentityDataModule, SyntheticSpec
 
-META_UNLEARN = CONFIGS / "methods" / "meta_unlearn_synthetic.yaml"
+META_UNLEARN = CONFIGS / "methods" / "meta_unlearn.yaml"
+
+
+def on_data(config: Path) -> list[str]:
+    """A method config stacked on the synthetic data's, as every method run is."""
+    return ["--config", str(DATA), "--config", str(config)]
 
 
 def method_args(root: Path, run: str, epochs: int = 1) -> list[str]:
-    """Overrides that point a synthetic method config at the tiny runs of :func:`runs`, for a few seconds."""
+    """Overrides that point a method run on the synthetic data at the tiny runs of :func:`runs`, for a
+    few seconds."""
     return [
         *("--data.init_args.synthetic.identities", "40", "--data.init_args.request_size", "3"),
-        f"--data.init_args.split_file={root / 'pre/checkpoints/best.ckpt'}",
         f"--model.init_args.pretrain_ckpt={root / 'pre/checkpoints/best.ckpt'}",
         f"--model.init_args.retrain_ckpt={root / 're/checkpoints/best.ckpt'}",
         *("--trainer.max_epochs", str(epochs), "--trainer.limit_train_batches", "2"),
@@ -33,10 +38,11 @@ def runs(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         patch.setenv("XDG_CACHE_HOME", str(root / "cache"))
-        OneShuiCLI(["fit", "--config", str(PRETRAIN), *tiny("pre")])
-        best = "pre/checkpoints/best.ckpt"
-        OneShuiCLI(["fit", "--config", str(RETRAIN), *tiny("re"), "--data.init_args.split_file", best])
-    return root, root / best, root / "re/checkpoints/best.ckpt"
+        OneShuiCLI(["fit", *PRETRAIN, *tiny("pre")])
+        OneShuiCLI(
+            ["fit", *RETRAIN, *tiny("re"), "--data.init_args.split_file", "pre/checkpoints/split.json"]
+        )
+    return root, root / "pre/checkpoints/best.ckpt", root / "re/checkpoints/best.ckpt"
 
 
 @pytest.fixture(scope="session")
@@ -47,9 +53,7 @@ def prepared(runs) -> Path:
         patch.chdir(root)
         patch.setenv("XDG_CACHE_HOME", str(root / "cache"))
         patch.setenv("WANDB_MODE", "disabled")
-        OneShuiCLI(
-            ["fit", "--config", str(META_UNLEARN), *method_args(root, "mu"), "--model.init_args.hidden=32"]
-        )
+        OneShuiCLI(["fit", *on_data(META_UNLEARN), *method_args(root, "mu"), "--model.init_args.hidden=32"])
     return root / "mu/checkpoints/last.ckpt"
 
 
@@ -62,7 +66,7 @@ def meta_data(root: Path, **options) -> IdentityDataModule:
         synthetic=SyntheticSpec(identities=40),
         image_size=32,
         batch_size=16,
-        split_file=str(root / "pre/checkpoints/best.ckpt"),
+        split_file=str(root / "pre/checkpoints/split.json"),
         cache_dir=str(root / "cache"),
         **options,
     )

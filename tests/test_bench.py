@@ -19,12 +19,10 @@ from one_shui.bench.config import parse, split_arguments
 from one_shui.bench.runner import main, run_bench
 from one_shui.bench.tracking import wandb_mode
 from one_shui.cli import OneShuiCLI
+from one_shui.methods.loading import config_method
 
-METHODS = [
-    ("MetaUnlearn", "one_shui.methods.meta_unlearn.MetaUnlearn", "meta_unlearn"),
-    ("JiT", "one_shui.methods.jit.JiT", "jit"),
-    ("Bad Teacher", "one_shui.methods.bad_teacher.BadTeacher", "bad_teacher"),
-]
+METHODS = [("MetaUnlearn", "meta_unlearn"), ("JiT", "jit"), ("Bad Teacher", "bad_teacher")]
+SEED = "outputs/cells/synthetic_celebahq/N3-seed{}"  # a seed's cells, in the run layout
 # The tiny experiment of test_cli.tiny: 40 people, one epoch of two batches.
 TINY = [
     "--data.init_args.synthetic.identities=40",
@@ -40,12 +38,11 @@ def tiny_bench(folder: Path, seeds=(0, 1), methods=METHODS, **fields) -> Path:
         "name": "tiny",
         "request_size": 3,
         "seeds": list(seeds),
-        "pretrain": str(CONFIGS / "pretrain/synthetic.yaml"),
-        "retrain": str(CONFIGS / "retrain/synthetic.yaml"),
-        "evaluate": str(CONFIGS / "methods/no_unlearning_synthetic.yaml"),
+        "data": str(CONFIGS / "data/synthetic.yaml"),
+        "train": str(CONFIGS / "train/synthetic.yaml"),
+        "evaluate": str(CONFIGS / "methods/no_unlearning.yaml"),
         "methods": [
-            {"label": label, "method": method, "config": str(CONFIGS / f"methods/{name}_synthetic.yaml")}
-            for label, method, name in methods
+            {"label": label, "config": str(CONFIGS / f"methods/{name}.yaml")} for label, name in methods
         ],
         "args": TINY,
         "out": str(folder / "outputs"),
@@ -143,7 +140,7 @@ def test_a_rerun_reuses_every_cell_and_an_interrupted_one_reruns_only_what_is_mi
     run_bench(parse(["--config", str(config)]))
     assert calls == [] and (folder / "outputs/tiny/results.csv").read_text() == before
     # A bench stopped inside JiT's cell of seed 1: its record was never written.
-    (jit,) = (folder / "outputs/cells/seed1").glob("JiT-*")
+    (jit,) = (folder / SEED.format(1)).glob("JiT-*")
     (jit / "cell.json").unlink()
     run_bench(parse(["--config", str(config)]))
     assert calls == ["test"]
@@ -154,7 +151,7 @@ def test_a_rerun_reuses_every_cell_and_an_interrupted_one_reruns_only_what_is_mi
     config.with_name("changed.yaml").write_text(yaml.safe_dump(changed))
     run_bench(parse(["--config", str(config.with_name("changed.yaml")), "--seeds=[0]"]))
     assert calls == ["test", "test"]  # JiT, and JiT on the retrained model
-    assert len(list((folder / "outputs/cells/seed0").glob("JiT-*"))) == 2
+    assert len(list((folder / SEED.format(0)).glob("JiT-*"))) == 2
 
 
 def test_the_reference_of_each_row_is_its_procedure_on_the_retrained_model():
@@ -185,9 +182,9 @@ def test_one_wandb_run_per_cell_and_a_summary_run(tmp_path, monkeypatch):
         run_bench(parse(["--config", str(config)]))
     finally:
         wandb.teardown()  # W&B keeps the settings of its first run in the process: start the next test afresh
-    cells = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "outputs/cells/seed0").iterdir())
+    cells = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / SEED.format(0)).iterdir())
     assert cells == ["JiT", "JiT@retrain", "Pretrain", "Retrain", "pretrain", "retrain"]
-    for cell in (tmp_path / "outputs/cells/seed0").iterdir():
+    for cell in (tmp_path / SEED.format(0)).iterdir():
         assert len(list(cell.glob("wandb/offline-run-*/run-*.wandb"))) == 1, cell.name
     assert len(list((tmp_path / "outputs/tiny").glob("wandb/offline-run-*/run-*.wandb"))) == 1  # the summary
 
@@ -220,23 +217,19 @@ def test_one_shui_arguments_pass_through_to_the_runs_and_the_methods():
     assert methods == ["--model.init_args.lr=3"]
 
 
-JIT = str(CONFIGS / "methods/jit_synthetic.yaml")
+JIT = str(CONFIGS / "methods/jit.yaml")
 
 
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"pretrain": "missing.yaml"}, "pretrain config missing.yaml does not exist"),
+        ({"train": "missing.yaml"}, "train config missing.yaml does not exist"),
         ({"seeds": [1, 1]}, "seeds must be distinct"),
-        (
-            {"methods": [{"label": "J", "method": "one_shui.methods.ssd.SSD", "config": JIT}]},
-            "runs one_shui.methods",
-        ),
-        ({"methods": [{"label": "Retrain", "method": "one_shui.methods.jit.JiT", "config": JIT}]}, "unique"),
-        (
-            {"methods": [{"label": "X", "method": "os.system", "config": "x.yaml"}]},
-            "not an unlearning method",
-        ),
+        ({"methods": [{"config": "absent.yaml"}]}, "method config absent.yaml does not exist"),
+        ({"methods": [{"config": JIT}, {"config": JIT}]}, "unique"),
+        ({"methods": [{"label": "Retrain", "config": JIT}]}, "unique"),
+        ({"methods": [{"label": "X", "config": "x.yaml"}]}, "'os.system' is not a one_shui UnlearningMethod"),
+        ({"method_count": 1}, "method_count"),
     ],
 )
 def test_a_bench_config_that_cannot_run_is_one_message_before_anything_runs(
@@ -256,9 +249,12 @@ def test_a_failing_cell_is_named_in_one_message(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     # The Pretrain row tests the model on the MUFAC-layout data: not the data it was trained on.
-    config = tiny_bench(
-        tmp_path, seeds=[0], methods=[], evaluate=str(CONFIGS / "methods/no_unlearning_synthetic_mufac.yaml")
+    evaluate = tmp_path / "evaluate.yaml"
+    evaluate.write_text(
+        "model:\n  class_path: one_shui.methods.no_unlearning.NoUnlearning\n"
+        "data:\n  init_args:\n    dataset: mufac\n"
     )
+    config = tiny_bench(tmp_path, seeds=[0], methods=[], evaluate=str(evaluate))
     with pytest.raises(SystemExit) as exit:
         main(["--config", str(config)])
     assert str(exit.value.code).startswith("one-shui-bench: Pretrain, seed 0: ")
@@ -275,7 +271,9 @@ def test_every_bench_config_is_valid_and_its_method_arguments_parse(path, monkey
     for method in bench.methods:
         if method.args:  # a method's own arguments must be ones its `one-shui fit` accepts
             with pytest.raises(SystemExit) as exit:
-                OneShuiCLI(["fit", "--config", method.config, *method.args, "--print_config"])
+                OneShuiCLI(
+                    ["fit", "--config", bench.data, "--config", method.config, *method.args, "--print_config"]
+                )
             assert exit.value.code in (None, 0)
 
 
@@ -283,13 +281,13 @@ def test_the_embedded_default_runs_every_method_of_one_shui(monkeypatch):
     monkeypatch.chdir(CONFIGS.parent)
     bench = parse(["--config", str(CONFIGS / "bench/synthetic.yaml")])
     classes = {path.stem for path in (CONFIGS.parent / "one_shui/methods").glob("*.py")}
-    helpers = {"__init__", "base", "classifier", "distillation", "no_unlearning"}
-    assert {method.method.split(".")[2] for method in bench.methods} == classes - helpers
+    helpers = {"__init__", "base", "classifier", "distillation", "loading", "no_unlearning"}
+    assert {config_method(method.config).name() for method in bench.methods} == classes - helpers
 
 
 def test_bench_records_are_json(bench):
     folder, _ = bench
-    record = json.loads(next((folder / "outputs/cells/seed0").glob("JiT@retrain-*/cell.json")).read_text())
+    record = json.loads(next((folder / SEED.format(0)).glob("JiT@retrain-*/cell.json")).read_text())
     assert (
         record["kind"] == "reference" and record["original"] == "retrain" and "tow" not in record["metrics"]
     )
@@ -326,6 +324,7 @@ def test_every_sweep_runs_the_bench_with_arguments_its_runs_accept(path, monkeyp
             for method in bench.methods:
                 with pytest.raises(SystemExit) as exit:
                     OneShuiCLI(
-                        ["fit", "--config", method.config, *bench.args, *bench.method_args, "--print_config"]
-                    )
+                        ["fit", "--config", bench.data, "--config", method.config, *bench.args,
+                         *bench.method_args, "--print_config"]
+                    )  # fmt: skip
                 assert exit.value.code in (None, 0)

@@ -7,16 +7,18 @@ from pathlib import Path
 import helpers
 import pytest
 import torch
+import yaml
 from layouts import write_celeba, write_celebahq, write_mufac
 
 from one_shui.checkpoints import CheckpointError, load_checkpoint
 from one_shui.cli import OneShuiCLI, main
-from one_shui.data import IdentityDataModule, Split, SplitMismatchError
+from one_shui.data import Split, SplitMismatchError
 from one_shui.methods.classifier import Classifier
 
 CONFIGS = Path(__file__).parents[1] / "configs"
-PRETRAIN = CONFIGS / "pretrain" / "synthetic.yaml"
-RETRAIN = CONFIGS / "retrain" / "synthetic.yaml"
+DATA = CONFIGS / "data" / "synthetic.yaml"
+PRETRAIN = ["--config", str(DATA), "--config", str(CONFIGS / "train" / "synthetic.yaml")]
+RETRAIN = [*PRETRAIN, "--data.init_args.train_pool", "retain"]
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
@@ -28,13 +30,15 @@ def in_tmp(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
 
 
-def tiny(root: str = "run", epochs: int = 1, seed: int = 0) -> list[str]:
-    """Overrides that shrink the synthetic experiment to a few seconds."""
+def tiny(root: str | None = "run", epochs: int = 1, seed: int = 0) -> list[str]:
+    """Overrides that shrink the synthetic experiment to a few seconds (in folder ``root``; None: the
+    run layout's)."""
+    folder = [] if root is None else ["--trainer.default_root_dir", root]
     return [
         *("--data.init_args.synthetic.identities", "40", "--data.init_args.request_size", "3"),
         *("--data.init_args.seed", str(seed), "--seed_everything", str(seed)),
         *("--trainer.max_epochs", str(epochs), "--trainer.limit_train_batches", "2"),
-        *("--trainer.limit_val_batches", "1", "--trainer.default_root_dir", root),
+        *("--trainer.limit_val_batches", "1", *folder),
         *QUIET,
     ]
 
@@ -51,25 +55,28 @@ def fit_error(*args) -> str:
 
 
 def pretrain(root: str = "pre", **options) -> Path:
-    fit("--config", PRETRAIN, *tiny(root, **options))
+    fit(*PRETRAIN, *tiny(root, **options))
     return Path(root) / "checkpoints"
 
 
 # --- every shipped config -------------------------------------------------------------------------
 
-EXPERIMENTS = sorted(CONFIGS.glob("pretrain/*.yaml")) + sorted(CONFIGS.glob("retrain/*.yaml"))
+REAL = ("celebahq", "celeba", "mufac")
 
 
 def config_args(path: Path) -> list[str]:
-    """How a config file is used: data and model presets by group, the others whole."""
-    group = path.parent.name
-    if group == "data":  # alone: merged into another config's data, it would inherit its options
-        return ["--data", str(path), "--model", str(CONFIGS / "model" / "vit_cpu.yaml")]
+    """How a config file is used: after a dataset's data config (a training recipe after its own
+    dataset's), and presets stacked on the synthetic pretrain."""
+    group, train = path.parent.name, CONFIGS / "train" / "synthetic.yaml"
+    if group == "data":
+        recipe = CONFIGS / "train" / f"{path.stem}.yaml"
+        return ["--config", str(path), "--config", str(recipe if recipe.is_file() else train)]
+    if group in ("train", "methods"):
+        data = CONFIGS / "data" / f"{path.stem}.yaml"
+        return ["--config", str(data if data.is_file() else DATA), "--config", str(path)]
     if group == "model":
-        return ["--config", str(PRETRAIN), "--model", str(path)]
-    if group == "trainer":
-        return ["--config", str(PRETRAIN), "--config", str(path)]
-    return ["--config", str(path)]
+        return [*PRETRAIN, "--model", str(path)]
+    return [*PRETRAIN, "--config", str(path)]  # trainer presets
 
 
 ONE_SHUI_CONFIGS = sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name not in ("bench", "sweeps"))
@@ -84,9 +91,15 @@ def test_every_shipped_config_parses(path, capsys):
     assert "class_path: one_shui." in printed and "trainer:" in printed
 
 
-def n_of(path: Path) -> int:
-    """The request size a config file sets."""
-    return int(next(line.split(":")[1] for line in path.read_text().splitlines() if "request_size:" in line))
+def test_a_method_config_holds_its_own_options_only():
+    """Valid for every dataset: no data, path or seed of its own (a method may set its batch size and its
+    fit's trainer options)."""
+    for path in sorted(CONFIGS.glob("methods/*.yaml")):
+        config = yaml.safe_load(path.read_text())
+        assert set(config) <= {"model", "data", "trainer"}, path.name
+        assert set(config.get("data", {}).get("init_args", {})) <= {"batch_size"}, path.name
+        assert "class_path" not in config.get("data", {}), path.name
+        assert "outputs/" not in path.read_text() and "default_root_dir" not in path.read_text(), path.name
 
 
 def write_tiny(dataset: str, root: Path) -> dict:
@@ -101,9 +114,8 @@ def write_tiny(dataset: str, root: Path) -> dict:
     return {}
 
 
-def real_experiment_args(path: Path, tmp_path: Path) -> list[str]:
-    config = path.read_text()
-    dataset = next(d for d in ("celebahq", "celeba", "mufac") if f"dataset: {d}\n" in config)
+def real_data_args(dataset: str, tmp_path: Path) -> list[str]:
+    """The data config of ``dataset`` pointed at a tiny folder in its real layout."""
     options = {
         "root": str(tmp_path / dataset),
         "request_size": "2",
@@ -111,24 +123,27 @@ def real_experiment_args(path: Path, tmp_path: Path) -> list[str]:
         "num_workers": "0",
         **write_tiny(dataset, tmp_path / dataset),
     }
-    if path.parent.name == "retrain":
-        data = IdentityDataModule(dataset, options["root"], request_size=2, verify_md5=False)
-        options["split_file"] = str(data.save_split(tmp_path / "split.json"))
-    return [f"--data.init_args.{k}={v}" for k, v in options.items()] + ["--model.init_args.pretrained=false"]
+    return ["--config", str(CONFIGS / "data" / f"{dataset}.yaml")] + [
+        f"--data.init_args.{k}={v}" for k, v in options.items()
+    ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_every_experiment_config_runs_a_step(path, tmp_path):
-    """The paper's experiments on tiny folders in their real layout; the synthetic ones as shipped."""
-    if "synthetic" in path.name:
-        if path.parent.name == "retrain":  # its split_file names the pretrain folder of the file's N
-            pretrain_config = CONFIGS / "pretrain" / path.name
-            fit("--config", pretrain_config, *tiny(f"outputs/{path.stem}/N{n_of(path)}-seed0/pretrain"))
-        overrides = tiny()[:4]
+@pytest.mark.parametrize("stage", ["pretrain", "retrain"])
+@pytest.mark.parametrize("dataset", ["synthetic", "synthetic_mufac", *REAL])
+def test_every_training_recipe_runs_a_step(dataset, stage, tmp_path):
+    """The paper's recipes on tiny folders in their real layout; the synthetic ones as shipped. The
+    retrain finds its pretrain's split in the run layout."""
+    if dataset in REAL:
+        data, recipe = real_data_args(dataset, tmp_path), CONFIGS / "train" / f"{dataset}.yaml"
+        recipe = ["--config", str(recipe), "--model.init_args.pretrained=false"]
     else:
-        overrides = real_experiment_args(path, tmp_path)
-    cli = fit("--config", path, "--config", CONFIGS / "trainer" / "debug.yaml", *overrides, *QUIET)
+        data = ["--config", str(CONFIGS / "data" / f"{dataset}.yaml"), *tiny(None)[:4]]
+        recipe = ["--config", str(CONFIGS / "train" / "synthetic.yaml")]
+    if stage == "retrain":
+        fit(*data, *recipe, "--trainer.max_epochs=1", "--trainer.limit_train_batches=1", *QUIET)
+    pool = ["--data.init_args.train_pool=retain"] if stage == "retrain" else []
+    cli = fit(*data, *recipe, "--config", CONFIGS / "trainer" / "debug.yaml", *QUIET, *pool)
     assert cli.trainer.state.finished and cli.trainer.global_step == 1
 
 
@@ -136,13 +151,14 @@ def test_every_experiment_config_runs_a_step(path, tmp_path):
     "preset", sorted(CONFIGS.glob("data/*.yaml")) + sorted(CONFIGS.glob("model/*.yaml")), ids=lambda p: p.name
 )
 def test_every_data_and_model_preset_runs_a_step(preset, tmp_path):
-    args = [*config_args(preset), "--config", CONFIGS / "trainer/debug.yaml"]
-    if preset.parent.name == "data" and "synthetic" not in preset.name:
-        args += [*real_experiment_args(preset, tmp_path)[:-1], "--data.init_args.image_size=32"]
-    elif preset.parent.name == "model":
-        args += ["--model.init_args.pretrained=false", *tiny()[:4]]
+    debug = ["--config", CONFIGS / "trainer/debug.yaml"]
+    if preset.parent.name == "data" and preset.stem in REAL:
+        args = [*real_data_args(preset.stem, tmp_path), "--config", CONFIGS / "train/synthetic.yaml", *debug]
+        args += ["--data.init_args.image_size=32"]
+    elif preset.parent.name == "data":
+        args = [*config_args(preset), *debug, *tiny()[:4]]
     else:
-        args += tiny()[:4]
+        args = [*config_args(preset), *debug, "--model.init_args.pretrained=false", *tiny()[:4]]
     cli = fit(*args, *QUIET)
     assert cli.trainer.global_step == 1
 
@@ -159,19 +175,44 @@ def test_pretrain_writes_its_record_and_retrain_is_bound_to_it():
     assert checkpoint["one_shui"]["split"]["fingerprint"] == split.fingerprint
     assert checkpoint["one_shui"]["config"]["model"]["init_args"]["backbone"] == "vit_cpu"
 
-    cli = fit("--config", RETRAIN, *tiny("re"), "--data.init_args.split_file", best)
+    cli = fit(*RETRAIN, *tiny("re"), "--data.init_args.split_file", folder / "split.json")
     assert cli.datamodule.split == split
     retain = cli.datamodule.rows["retain"]
     assert sorted(cli.trainer.train_dataloader.dataset.rows) == sorted(retain)
     assert Split.load("re/checkpoints/split.json") == split
 
-    message = fit_error("--config", RETRAIN, *tiny("re1", seed=1), "--data.init_args.split_file", best)
+    message = fit_error(*RETRAIN, *tiny("re1", seed=1), "--data.init_args.split_file", folder / "split.json")
     assert message.endswith(
         "was made with seed 0 and request size 3; set data.seed and data.request_size to "
         "those (they are 1 and 3)"
     )
-    message = fit_error("--config", RETRAIN, *tiny("re2"), "--data.init_args.split_file=null")
+    message = fit_error(*RETRAIN, *tiny("re2"), "--data.init_args.split_file=null")
     assert "must use the split of its pretrain: set data.split_file" in message
+
+
+def test_runs_without_paths_follow_the_run_layout_and_a_given_path_wins(recwarn):
+    setting = Path("outputs/synthetic_celebahq/N3-seed0")
+    pretrain = fit(*PRETRAIN, *tiny(None))
+    assert pretrain.trainer.default_root_dir == str(setting / "pretrain")
+    retrain = fit(*RETRAIN, *tiny(None))  # its split: the pretrain's, found in the layout
+    assert retrain.datamodule.split == Split.load(setting / "pretrain/checkpoints/split.json")
+    assert (setting / "retrain/checkpoints/best.ckpt").is_file()
+
+    ssd = ["--config", DATA, "--config", CONFIGS / "methods/ssd.yaml", *tiny(None)]
+    fitted = fit(*ssd)
+    assert fitted.model.hparams.pretrain_ckpt == str(setting / "pretrain/checkpoints/best.ckpt")
+    tested = OneShuiCLI(["test", *map(str, ssd)])  # the prepared method and the retrained model, found
+    assert tested.config.test.ckpt_path == str(setting / "ssd/checkpoints/last.ckpt")
+    assert 0 <= tested.model.results["tow"] <= 100
+    assert not [w for w in recwarn if "without its preparation" in str(w.message)]
+
+    mine = fit(
+        *ssd,
+        "--trainer.default_root_dir=mine",
+        f"--model.init_args.pretrain_ckpt={setting / 'retrain/checkpoints/best.ckpt'}",
+    )
+    assert Path("mine/checkpoints/last.ckpt").is_file()
+    assert mine.model.hparams.pretrain_ckpt.endswith("retrain/checkpoints/best.ckpt")
 
 
 def test_checkpoint_round_trip_with_weights_only():
@@ -198,7 +239,7 @@ def test_checkpoints_of_another_split_backbone_or_kind_are_refused(tmp_path):
         Classifier.from_checkpoint(best, split=other_dataset)
 
     # The CLI takes the model's settings from the checkpoint it resumes; in Python one can mix them up.
-    cli = fit("--config", PRETRAIN, *tiny("again"))
+    cli = fit(*PRETRAIN, *tiny("again"))
     resnet = Classifier("resnet18", num_classes=40, pretrained=False, image_size=32)
     with pytest.raises(
         CheckpointError, match="holds a 'vit_cpu' model, but this run uses backbone 'resnet18'"
@@ -229,28 +270,26 @@ def test_a_run_folder_holding_another_split_is_refused():
 def test_interrupted_fit_resumes_without_repeating_or_losing_an_epoch():
     crash = json.dumps([{"class_path": "helpers.Crash", "init_args": {"epoch": 2}}])
     with pytest.raises(RuntimeError, match="simulated kill at epoch 2"):
-        fit("--config", PRETRAIN, *tiny("run", epochs=4), f"--trainer.callbacks={crash}")
+        fit(*PRETRAIN, *tiny("run", epochs=4), f"--trainer.callbacks={crash}")
     assert load_checkpoint("run/checkpoints/last.ckpt")["epoch"] == 1
 
     helpers.EPOCHS_RUN.clear()
     record = json.dumps([{"class_path": "helpers.RecordEpochs"}])
-    cli = fit(
-        "--config", PRETRAIN, *tiny("run", epochs=4), f"--trainer.callbacks={record}", "--ckpt_path", "last"
-    )
+    cli = fit(*PRETRAIN, *tiny("run", epochs=4), f"--trainer.callbacks={record}", "--ckpt_path", "last")
     assert helpers.EPOCHS_RUN == [2, 3]
     assert cli.trainer.global_step == 4 * 2  # four epochs of two batches, none repeated
     assert load_checkpoint("run/checkpoints/last.ckpt")["global_step"] == 4 * 2
 
 
 def test_ckpt_path_last_starts_afresh_when_there_is_none():
-    cli = fit("--config", PRETRAIN, *tiny("new"), "--ckpt_path", "last")
+    cli = fit(*PRETRAIN, *tiny("new"), "--ckpt_path", "last")
     assert cli.trainer.global_step == 2
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(capsys):
     poison = json.dumps([{"class_path": "helpers.PoisonWeights", "init_args": {"epoch": 1}}])
     with pytest.raises(SystemExit) as exit:
-        main(["fit", "--config", str(PRETRAIN), *tiny("nan", epochs=3), f"--trainer.callbacks={poison}"])
+        main(["fit", *PRETRAIN, *tiny("nan", epochs=3), f"--trainer.callbacks={poison}"])
     message = str(exit.value.code)
     assert message.startswith("one-shui: the training loss is nan at epoch 1, batch 0")
     assert "nan/checkpoints/last.ckpt" in message and "--ckpt_path last" in message
@@ -261,13 +300,13 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(capsys
 
 def test_user_errors_are_one_line_without_traceback():
     with pytest.raises(SystemExit) as exit:
-        main(["fit", "--config", str(PRETRAIN), *tiny(), "--data.init_args.split_file", "missing.json"])
+        main(["fit", *PRETRAIN, *tiny(), "--data.init_args.split_file", "missing.json"])
     assert str(exit.value.code) == "one-shui: split file missing.json does not exist"
 
 
 def test_wandb_run_logs_config_metrics_and_split(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    cli = fit("--config", PRETRAIN, "--config", CONFIGS / "trainer" / "wandb.yaml", *tiny("wb"))
+    cli = fit(*PRETRAIN, "--config", CONFIGS / "trainer" / "wandb.yaml", *tiny("wb"))
     run = cli.trainer.logger.experiment
     try:
         assert run.config["split/fingerprint"] == cli.datamodule.split.fingerprint
@@ -282,7 +321,7 @@ def test_wandb_run_logs_config_metrics_and_split(monkeypatch):
 @pytest.mark.slow
 def test_ddp_with_two_cpu_processes(tmp_path):
     command = Path(sys.executable).with_name("one-shui")
-    args = [command, "fit", "--config", PRETRAIN, *tiny("ddp")]
+    args = [command, "fit", *PRETRAIN, *tiny("ddp")]
     args += ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
     done = subprocess.run(list(map(str, args)), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

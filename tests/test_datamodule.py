@@ -7,7 +7,7 @@ from helpers import quiet_trainer
 
 from one_shui.data import audit
 from one_shui.data.audit import ImageError
-from one_shui.data.datamodule import TEST_SETS, IdentityDataModule, RequestBatch
+from one_shui.data.datamodule import TEST_POOLS, IdentityDataModule, RequestBatch
 from one_shui.data.sources import DataWarning
 from one_shui.data.splits import SplitMismatchError
 from one_shui.data.synthetic import SyntheticSpec
@@ -46,7 +46,7 @@ def test_pools_and_loaders(tmp_path):
     support = data.loader("support")
     support_ids = torch.cat([batch[1] for batch in support]).tolist()
     assert sorted(support_ids) == sorted(data.identity_index[i] for i in data.split.forget)
-    assert [len(loader.dataset) for loader in data.test_dataloader()] == [summary[p][1] for p in TEST_SETS]
+    assert [len(loader.dataset) for loader in data.test_dataloader()] == [summary[p][1] for p in TEST_POOLS]
 
 
 def test_mufac_targets_are_class_indices(tmp_path):

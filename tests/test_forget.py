@@ -16,8 +16,9 @@ from test_cli import CONFIGS
 
 from one_shui.checkpoints import load_checkpoint, sha256_of
 from one_shui.forget import main
-from one_shui.methods.base import UnlearningMethod
 from one_shui.methods.classifier import Classifier
+from one_shui.methods.jit import JiT
+from one_shui.methods.loading import load_prepared
 
 
 def write_request(folder: Path, rows: list[dict[str, str]], columns=("image", "identity", "targets")) -> Path:
@@ -70,7 +71,7 @@ def test_forget_writes_the_unlearned_model_and_its_receipt(prepared, runs, reque
     assert receipt["seconds"]["forget"] > 0
 
     # The output is a model checkpoint with the split, holding what forget() does to the support batch.
-    method = UnlearningMethod.from_checkpoint(prepared)
+    method = load_prepared(prepared)
     unlearned = Classifier.from_checkpoint(out, split=method.split)
     original = {k: v.clone() for k, v in method.model.state_dict().items()}
     data = meta_data(runs[0])
@@ -140,6 +141,33 @@ def test_a_request_without_the_columns_the_method_reads_is_refused(prepared, req
     assert "missing column(s) identity" in forget(prepared, no_identity, "--out", tmp_path / "u.ckpt")
 
 
+def test_targets_are_required_exactly_when_the_method_declares_it_reads_them(
+    runs, request_rows, tmp_path, monkeypatch
+):
+    """JiT declares it reads no targets, so it serves a request without them; the same method declaring
+    it reads them is refused that request instead of being served zeros."""
+    request = write_request(tmp_path, request_rows, columns=("image", "identity"))
+    config, pretrain = method_config(tmp_path), runs[1]
+    assert forget(config, request, "--pretrain-ckpt", pretrain, "--out", tmp_path / "a.ckpt") is None
+    monkeypatch.setattr(JiT, "reads_targets", True)
+    error = forget(config, request, "--pretrain-ckpt", pretrain, "--out", tmp_path / "b.ckpt")
+    assert error is not None and "reads the targets" in error
+    assert not (tmp_path / "b.ckpt").exists()
+
+
+def test_the_output_defaults_to_the_run_layout_of_the_original_model(
+    prepared, request_rows, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    request = write_request(tmp_path, request_rows)
+    assert forget(prepared, request) is None
+    split = load_prepared(prepared).split
+    out = (
+        tmp_path / f"outputs/synthetic_celebahq/N{split.request_size}-seed{split.seed}/unlearned/request.ckpt"
+    )
+    assert json.loads(out.with_suffix(".json").read_text())["output"]["sha256"] == sha256_of(out)
+
+
 def test_checkpoints_that_are_not_the_prepared_method_of_this_model_are_refused(
     prepared, runs, request_rows, tmp_path
 ):
@@ -168,8 +196,8 @@ def test_an_existing_output_is_never_overwritten(prepared, request_rows, tmp_pat
 
 
 def method_config(tmp_path: Path, name: str = "jit", **options) -> Path:
-    """The synthetic config of method ``name``, with ``options`` set in its model section."""
-    config = yaml.safe_load((CONFIGS / "methods" / f"{name}_synthetic.yaml").read_text())
+    """The config of method ``name``, with ``options`` set in its model section."""
+    config = yaml.safe_load((CONFIGS / "methods" / f"{name}.yaml").read_text())
     config["model"]["init_args"].update(options)
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))

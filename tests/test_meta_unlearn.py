@@ -1,13 +1,13 @@
 import lightning as L
 import pytest
 import torch
-from conftest import META_UNLEARN, meta_data, method_args
+from conftest import META_UNLEARN, meta_data, method_args, on_data
 from helpers import quiet_trainer
 from test_cli import CONFIGS
 
 from one_shui.checkpoints import load_checkpoint
 from one_shui.cli import OneShuiCLI
-from one_shui.methods.base import MethodSetupError, UnlearningMethod
+from one_shui.methods.loading import load_prepared
 from one_shui.methods.meta_unlearn import MetaUnlearn
 
 
@@ -26,7 +26,7 @@ def test_meta_training_trains_the_meta_loss_and_leaves_the_backbone_alone(runs):
     method = MetaUnlearn(str(pretrain), hidden=32)
     original = {k: v.clone() for k, v in method.model.state_dict().items()}
     phi = {k: v.clone() for k, v in method.meta_loss.state_dict().items()}
-    trainer().fit(method, datamodule=meta_data(root, train_pool="simulated"))
+    trainer().fit(method, datamodule=meta_data(root))
     assert all(torch.equal(original[k], v) for k, v in method.model.state_dict().items())
     grads = [p.grad for p in method.meta_loss.parameters()]
     assert all(g is not None and g.abs().sum() > 0 for g in grads)
@@ -39,15 +39,15 @@ def test_forget_changes_the_model_from_the_support_batch_only(runs, update, unch
     method = MetaUnlearn(str(pretrain), hidden=32, update=update)
     data = meta_data(root)
     support = next(iter(data.loader("support", batch_size=3)))
-    before = {k: v.clone() for k, v in method.model.model.named_parameters()}
+    before = {k: v.clone() for k, v in method.model.network.named_parameters()}
     method.forget(support)
-    moved = {k for k, v in method.model.model.named_parameters() if not torch.equal(before[k], v)}
+    moved = {k for k, v in method.model.network.named_parameters() if not torch.equal(before[k], v)}
     assert moved == set(before) - unchanged
 
 
 def test_last_blocks_update_touches_only_the_last_blocks_norm_and_head(runs):
     method = MetaUnlearn(str(runs[1]), hidden=32, update="last_blocks", last_blocks=1)
-    last = len(method.model.model.blocks) - 1
+    last = len(method.model.network.blocks) - 1
     assert method.updated and all(n.startswith((f"blocks.{last}.", "norm.", "head.")) for n in method.updated)
     with pytest.raises(ValueError, match="at least 99 blocks"):
         MetaUnlearn(str(runs[1]), update="last_blocks", last_blocks=99)
@@ -94,9 +94,9 @@ def test_the_prepared_method_is_meta_unlearn_through_the_cli_and_tests_from_its_
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         cli = OneShuiCLI(
-            ["test", "--config", str(META_UNLEARN), *method_args(root, "mu"), f"--ckpt_path={prepared}"]
+            ["test", *on_data(META_UNLEARN), *method_args(root, "mu"), f"--ckpt_path={prepared}"]
         )
-    restored = UnlearningMethod.from_checkpoint(prepared)
+    restored = load_prepared(prepared)
     assert all(
         torch.equal(v, cli.model.meta_loss.state_dict()[k])
         for k, v in restored.meta_loss.state_dict().items()
@@ -106,15 +106,14 @@ def test_the_prepared_method_is_meta_unlearn_through_the_cli_and_tests_from_its_
 
 def test_no_unlearning_is_the_pretrain_row_and_the_retrained_model_scores_tow_100(runs):
     root, _, retrain = runs
-    config = str(CONFIGS / "methods" / "no_unlearning_synthetic.yaml")
+    config = on_data(CONFIGS / "methods" / "no_unlearning.yaml")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
-        original = OneShuiCLI(["test", "--config", config, *method_args(root, "none")]).model
+        original = OneShuiCLI(["test", *config, *method_args(root, "none")]).model
         gold = OneShuiCLI(
             [
                 "test",
-                "--config",
-                config,
+                *config,
                 *method_args(root, "gold"),
                 f"--model.init_args.pretrain_ckpt={retrain}",
             ]
@@ -123,16 +122,19 @@ def test_no_unlearning_is_the_pretrain_row_and_the_retrained_model_scores_tow_10
     assert gold.model.results["tow"] == pytest.approx(100)
 
 
-def test_meta_training_needs_the_simulated_requests(runs):
+def test_meta_training_reads_the_simulated_requests_it_declares(runs):
+    """The method hands the datamodule its pool: whatever the data config says, fit reads requests."""
     root, pretrain, _ = runs
-    with pytest.raises(MethodSetupError, match="train_pool: simulated"):
-        trainer().fit(MetaUnlearn(str(pretrain), hidden=32), datamodule=meta_data(root))
+    data = meta_data(root, train_pool="train")
+    trainer().fit(MetaUnlearn(str(pretrain), hidden=32), datamodule=data)
+    assert data.hparams.train_pool == "simulated"
+    assert data.train_dataloader().dataset.requests  # RequestBatch items, one per simulated request
 
 
 def test_no_checkpoint_is_written_when_the_trainer_has_checkpointing_off(runs, tmp_path, monkeypatch):
     root, pretrain, _ = runs
     monkeypatch.chdir(tmp_path)
-    trainer().fit(MetaUnlearn(str(pretrain), hidden=32), datamodule=meta_data(root, train_pool="simulated"))
+    trainer().fit(MetaUnlearn(str(pretrain), hidden=32), datamodule=meta_data(root))
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
@@ -145,14 +147,14 @@ def test_a_second_fit_into_the_same_run_replaces_the_prepared_method(runs, monke
             "--model.init_args.hidden=32",
             f"--model.init_args.meta_lr={meta_lr}",
         ]
-        OneShuiCLI(["fit", "--config", str(META_UNLEARN), *args])
+        OneShuiCLI(["fit", *on_data(META_UNLEARN), *args])
     assert sorted(p.name for p in (root / "twice/checkpoints").iterdir()) == ["last.ckpt", "split.json"]
     assert load_checkpoint(root / "twice/checkpoints/last.ckpt")["hyper_parameters"]["meta_lr"] == 0.25
 
 
 def test_the_objective_variants_are_the_terms_of_the_full_objective(runs):
     root, pretrain, _ = runs
-    data = meta_data(root, train_pool="simulated")
+    data = meta_data(root)
     request = next(iter(data.simulated_request_loader(0)))
     validation = next(iter(data.loader("val")))
     method = MetaUnlearn(str(pretrain), hidden=32)
@@ -179,7 +181,7 @@ def test_forget_takes_the_inner_step_that_meta_training_optimised(runs):
     support = next(iter(meta_data(root).loader("support")))
     inner = method._unlearning_step(method._leaves(), support, create_graph=False)
     method.forget(support)
-    weights = dict(method.model.model.named_parameters())
+    weights = dict(method.model.network.named_parameters())
     assert all(torch.allclose(weights[name], value, atol=1e-6) for name, value in inner.items())
     assert not any(weight.requires_grad for weight in weights.values())
 
@@ -188,5 +190,5 @@ def test_testing_a_method_that_was_never_prepared_warns(runs, prepared):
     root, pretrain, _ = runs
     with pytest.warns(UserWarning, match="without its preparation"):
         trainer().test(MetaUnlearn(str(pretrain), hidden=32), datamodule=meta_data(root), verbose=False)
-    restored = UnlearningMethod.from_checkpoint(prepared)
+    restored = load_prepared(prepared)
     assert restored._prepared

@@ -6,16 +6,19 @@ import importlib
 import pkgutil
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
-from conftest import meta_data, method_args
+from conftest import meta_data, method_args, on_data
 from helpers import quiet_trainer
-from test_cli import CONFIGS, QUIET, write_tiny
+from test_cli import CONFIGS, QUIET, real_data_args
 
 import one_shui.methods
 from one_shui.cli import OneShuiCLI
 from one_shui.data import IdentityDataModule
-from one_shui.methods.base import UnlearningMethod, config_model, method_class
+from one_shui.methods.base import UnlearningMethod
+from one_shui.methods.loading import config_method
+from one_shui.methods.meta_unlearn import MetaUnlearn
 
 
 def method_classes() -> list[type[UnlearningMethod]]:
@@ -66,9 +69,9 @@ def guard_data(monkeypatch, allowed: set[str]) -> None:
 def test_every_method_honours_the_unlearning_contract(method_class, runs, tmp_path, monkeypatch):
     root, pretrain, _ = runs
     method = method_class(str(pretrain), **TINY.get(method_class.__name__, {}))
-    data = meta_data(root, train_pool=method_class.train_pool)
+    data = meta_data(root)  # the method hands it the pool its fit reads
     options = {"enable_checkpointing": False, "default_root_dir": tmp_path}
-    if method.has_preparation():
+    if method.train_pool is not None:
         trainer = quiet_trainer(
             max_epochs=1,
             limit_train_batches=2,
@@ -79,7 +82,7 @@ def test_every_method_honours_the_unlearning_contract(method_class, runs, tmp_pa
         trainer.fit(method, datamodule=data)
         assert all(torch.isfinite(v).all() for v in method.state_dict().values() if v.is_floating_point())
     support = next(iter(data.loader("support")))
-    before = {name: p.detach().clone() for name, p in method.model.model.named_parameters()}
+    before = {name: p.detach().clone() for name, p in method.model.network.named_parameters()}
 
     if method.reads == ("support",):  # 1-SHUI: handed the support batch, and nothing else within reach
         method.trainer = None
@@ -98,7 +101,7 @@ def test_every_method_honours_the_unlearning_contract(method_class, runs, tmp_pa
         method.forget = guarded_forget
         quiet_trainer(**options).test(method, datamodule=data, verbose=False)
 
-    after = dict(method.model.model.named_parameters())
+    after = dict(method.model.network.named_parameters())
     moved = {name for name, value in before.items() if not torch.equal(value, after[name])}
     declared = set(method.updated_parameters)
     assert moved <= declared, f"changed parameters it does not declare: {sorted(moved - declared)[:5]}"
@@ -107,51 +110,94 @@ def test_every_method_honours_the_unlearning_contract(method_class, runs, tmp_pa
     assert torch.isfinite(method.model(support[0])).all()
 
 
+@pytest.mark.parametrize("method_class", method_classes(), ids=lambda cls: cls.__name__)
+def test_a_method_declares_a_preparation_exactly_when_it_has_one(method_class):
+    """``train_pool`` is the one declaration of a preparation: a training step without it would never
+    run, and a declared pool without a training step would fit nothing."""
+    trains = method_class.training_step is not L.LightningModule.training_step
+    assert trains == (method_class.train_pool is not None)
+    assert method_class.train_pool in (None, "train", "retain", "simulated")
+    assert set(method_class.reads) >= {"support"}
+
+
+# Every method as configured for the tiny model, and MetaUnlearn without the targets among its inputs.
+CASES = [(cls, TINY.get(cls.__name__, {})) for cls in method_classes()]
+CASES += [(MetaUnlearn, {"hidden": 32, "parts": ["outputs", "features", "identity"]})]
+
+
+@pytest.mark.parametrize(("method_class", "options"), CASES, ids=[f"{c.__name__}{o}" for c, o in CASES])
+def test_a_method_that_declares_it_reads_no_targets_is_blind_to_them(method_class, options, runs, tmp_path):
+    """``reads_targets = False`` is a promise: the same support images with the targets zeroed give the
+    same model. (A method that reads them is never served made-up ones: see test_forget.)"""
+    method = method_class(str(runs[1]), **options)
+    if method.reads_targets:
+        pytest.skip(f"{method_class.__name__} declares it reads the targets")
+    if method.train_pool is not None:
+        trainer = quiet_trainer(
+            max_epochs=1, limit_train_batches=2, limit_val_batches=0, enable_checkpointing=False,
+            reload_dataloaders_every_n_epochs=1, default_root_dir=tmp_path,
+        )  # fmt: skip
+        trainer.fit(method, datamodule=meta_data(runs[0]))
+    prepared = {k: v.clone() for k, v in method.state_dict().items()}
+    support = next(iter(meta_data(runs[0]).loader("support")))
+    states = []
+    for targets in (support[2], torch.zeros_like(support[2])):
+        method.load_state_dict(prepared)
+        torch.manual_seed(0)  # the same noise for a method that draws any
+        with torch.enable_grad():
+            method.forget((support[0], support[1], targets))
+        states.append({k: v.clone() for k, v in method.model.state_dict().items()})
+    assert any(not torch.equal(prepared[f"model.{k}"], v) for k, v in states[0].items()) == bool(
+        method.updated_parameters
+    )
+    assert all(torch.equal(states[0][k], v) for k, v in states[1].items())
+
+
 # --- every method config, end to end ---------------------------------------------------------------
-
-
-def method_of(config: Path) -> type[UnlearningMethod]:
-    return method_class(config_model(config)[0])
 
 
 def fit_and_test(config: Path, args: list[str]) -> dict:
     """`one-shui fit` (when the method has a preparation), then `one-shui test`: the results."""
     resume = []
-    if method_of(config).has_preparation():
-        fitted = OneShuiCLI(["fit", "--config", str(config), *args])
+    if config_method(config).train_pool is not None:
+        fitted = OneShuiCLI(["fit", *args])
         resume = [f"--ckpt_path={fitted.trainer.checkpoint_callback.last_model_path}"]
-    return OneShuiCLI(["test", "--config", str(config), *args, *resume]).model.results
+    return OneShuiCLI(["test", *args, *resume]).model.results
 
 
-@pytest.mark.parametrize("config", sorted(CONFIGS.glob("methods/*_synthetic.yaml")), ids=lambda p: p.stem)
-def test_every_synthetic_method_config_fits_and_tests(config, runs, monkeypatch):
+METHOD_CONFIGS = sorted(CONFIGS.glob("methods/*.yaml"))
+
+
+@pytest.mark.parametrize("config", METHOD_CONFIGS, ids=lambda p: p.stem)
+def test_every_method_config_fits_and_tests_on_the_synthetic_data(config, runs, monkeypatch):
     root = runs[0]
     monkeypatch.chdir(root)
-    results = fit_and_test(config, method_args(root, config.stem))
+    results = fit_and_test(config, [*on_data(config), *method_args(root, config.stem)])
     assert 0 <= results["tow"] <= 100 and 0 <= results["mia_auc"] <= 1
     assert results["forget_seconds"] > 0
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["celebahq", "celeba", "mufac"])
-def test_every_real_dataset_method_config_runs_on_its_layout(dataset, tmp_path, monkeypatch):
-    """Each method config of a real dataset fits and tests on a tiny folder in the real layout (a small
-    model stands in for ViT-B/16)."""
+def test_every_method_config_runs_on_each_real_layout(dataset, tmp_path, monkeypatch):
+    """Each method config fits and tests on a tiny folder of each real dataset's layout (a small model
+    stands in for ViT-B/16), its pretrain found in the run layout."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    data = {"root": str(tmp_path / dataset), "request_size": "2", "batch_size": "2", "num_workers": "0"}
-    data.update(write_tiny(dataset, tmp_path / dataset), image_size="32")
-    args = [f"--data.init_args.{k}={v}" for k, v in data.items()]
+    data = [*real_data_args(dataset, tmp_path), "--data.init_args.image_size=32"]
     # two batches each (the CLI reads "1" as the float 1.0, which Lightning takes as 100 %)
-    args += [
+    args = [
         "--trainer.max_epochs=1",
         "--trainer.limit_train_batches=2",
         "--trainer.limit_test_batches=2",
         *QUIET,
     ]
-    pretrain = CONFIGS / "pretrain" / f"{dataset}.yaml"
-    OneShuiCLI(["fit", "--config", str(pretrain), "--model", str(CONFIGS / "model/vit_cpu.yaml"), *args])
-    configs = [c for c in sorted(CONFIGS.glob(f"methods/*_{dataset}.yaml")) if "synthetic" not in c.stem]
-    assert len(configs) >= 4
-    for config in configs:
-        assert "mia_auc" in fit_and_test(config, [*args, "--model.init_args.retrain_ckpt=null"]), config.name
+    recipe = [
+        "--config",
+        str(CONFIGS / f"train/{dataset}.yaml"),
+        "--model",
+        str(CONFIGS / "model/vit_cpu.yaml"),
+    ]
+    OneShuiCLI(["fit", *data, *recipe, *args])
+    for config in METHOD_CONFIGS:
+        assert "mia_auc" in fit_and_test(config, [*data, "--config", str(config), *args]), config.name

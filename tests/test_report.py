@@ -13,7 +13,7 @@ def test_split_command_prints_summary_and_saves_split(tmp_path, capsys, config):
     out = tmp_path / "split.json"
     main(
         [
-            "--data",
+            "--config",
             str(CONFIG.with_name(config)),
             "--data.init_args.root",
             str(tmp_path / "data"),
@@ -35,3 +35,11 @@ def test_split_command_prints_summary_and_saves_split(tmp_path, capsys, config):
     for identity, image in split.support.items():
         assert f"{identity}: " in printed and image in printed
     assert split.fingerprint[:16] in printed
+
+
+def test_split_command_saves_into_the_run_layout_by_default(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", str(CONFIG), "--data.init_args.synthetic.identities=40"]
+    main([*args, "--data.init_args.request_size=3", f"--data.init_args.cache_dir={tmp_path}"])
+    split = Split.load(tmp_path / "outputs/synthetic_celebahq/N3-seed0/split.json")
+    assert split.fingerprint[:16] in capsys.readouterr().out

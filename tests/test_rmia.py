@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from one_shui.metrics.rmia import POOLS, rmia, rmia_scores, true_label_probability
+from one_shui.metrics.rmia import ROLES, rmia, rmia_scores, true_label_probability
 
 
 def pools(rng: np.random.Generator, sizes=(30, 40, 50)) -> dict[str, np.ndarray]:
-    return {pool: rng.uniform(0.01, 1.0, size) for pool, size in zip(POOLS, sizes, strict=True)}
+    return {pool: rng.uniform(0.01, 1.0, size) for pool, size in zip(ROLES, sizes, strict=True)}
 
 
 def brute_force_score(x: int, pool: str, target, reference, a: float, gamma: float) -> float:
@@ -35,7 +35,7 @@ def test_scores_follow_the_definition(a, gamma):
 def test_a_model_that_favours_its_members_is_caught_and_one_that_does_not_is_not():
     rng = np.random.default_rng(1)
     reference = pools(rng, (40, 60, 80))
-    remembers = {pool: reference[pool] for pool in POOLS}
+    remembers = {pool: reference[pool] for pool in ROLES}
     remembers["forget"] = np.minimum(1.0, reference["forget"] * 3)
     caught = rmia(remembers, reference, offline_a=1.0)
     assert caught.auc == 1.0 and caught.tpr_at_low_fpr == 100.0

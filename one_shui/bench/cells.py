@@ -1,11 +1,12 @@
 """The bench's cells, each one `one-shui fit` and/or `test` run in this process through the same
 LightningCLI as the command line, its record written as ``cell.json`` at the end.
 
-A cell's folder is named by a hash of everything that decides its result (its arguments, the content
-of every config it reads, the split fingerprint, and so its upstream cells' folders): a cell whose
-``cell.json`` exists is reused, and a changed config runs in a new folder. Cells live in
-``<out>/cells/seed<seed>/``, shared by the benches of one ``out``: a pretrain, or a method run, that two
-benches have in common runs once. An interrupted fit resumes from its ``last.ckpt``.
+A cell's folder is the run layout's (:func:`one_shui.layout.run_dir`) under ``<out>/cells``, its run
+named by the cell and a hash of everything that decides its result (its arguments, the content of every
+config it reads, the split fingerprint, and so its upstream cells' folders): a cell whose ``cell.json``
+exists is reused, and a changed config runs in a new folder. The cells are shared by the benches of one
+``out``: a pretrain, or a method run, that two benches have in common runs once. An interrupted fit
+resumes from its ``last.ckpt``.
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import layout
 from ..atomic import write_text_atomic
-from ..checkpoints import read_split
 from ..cli import OneShuiCLI
-from ..methods.base import config_model, method_class
-from ..metrics.tow import POOLS
-from .config import ORIGINAL, Bench
+from ..data.report import data_parser
+from ..data.splits import Split
+from ..methods.loading import config_method
+from ..metrics.rmia import RMIAResult, rmia
+from ..metrics.tow import UTILITY_POOLS
+from .config import ORIGINAL, Bench, split_arguments
+from .report import reference_of
 from .tracking import Tracker
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -63,6 +68,17 @@ class Cell:
         return f"{self.label}@retrain" if self.kind == "reference" else self.label
 
     @property
+    def wandb_run(self) -> dict:
+        """The name, job type and config of the cell's W&B run."""
+        config = {"seed": self.seed, "cell": self.label, "kind": self.kind, "config": self.config}
+        job_type = self.label if self.kind == "stage" else self.kind  # pretrain, retrain, row or reference
+        return {
+            "name": f"{self.tag}/seed{self.seed}",
+            "job_type": job_type,
+            "config": {**config, "args": list(self.args)},
+        }
+
+    @property
     def slug(self) -> str:
         return "".join(c if c.isalnum() or c in "-.@" else "_" for c in self.tag)
 
@@ -71,10 +87,7 @@ def plan(bench: Bench) -> list[Cell]:
     """Every cell of the bench, in the order they run: per seed, pretrain, retrain, then the rows."""
     cells = []
     for seed in bench.seeds:
-        cells += [
-            Cell(seed, "stage", "pretrain", bench.pretrain),
-            Cell(seed, "stage", "retrain", bench.retrain),
-        ]
+        cells += [Cell(seed, "stage", stage, bench.train) for stage in (layout.PRETRAIN, layout.RETRAIN)]
         cells += [Cell(seed, "row", label, bench.evaluate) for label in ORIGINAL]
         for method in bench.methods:
             cells += [
@@ -85,12 +98,13 @@ def plan(bench: Bench) -> list[Cell]:
 
 
 def run_cli(subcommand: str, args: list[str]) -> tuple[OneShuiCLI, float]:
-    """`one-shui <subcommand> <args>` in this process: the CLI and its wall time in seconds."""
+    """`one-shui <subcommand> <args>` in this process, every path given (no layout defaults): the CLI
+    and its wall time in seconds."""
     start = time.perf_counter()
     with warnings.catch_warnings():
         for message in SILENCED:
             warnings.filterwarnings("ignore", message=message)
-        cli = OneShuiCLI([subcommand, *args])
+        cli = OneShuiCLI([subcommand, *args], layout_defaults=False)
     return cli, time.perf_counter() - start
 
 
@@ -100,11 +114,20 @@ def digest(args: list[str], configs: list[str], split: str | None) -> str:
     return hashlib.sha256(json.dumps([args, contents, split], sort_keys=True).encode()).hexdigest()
 
 
+def dataset_name(bench: Bench) -> str:
+    """The layout name of the bench's data: its config with the bench's ``--data.*`` arguments."""
+    _, runs, _ = split_arguments(bench.args)
+    overrides = [arg for arg in runs if arg.startswith("--data.")]
+    data = data_parser().parse_args(["--config", bench.data, *overrides]).data.init_args
+    return layout.dataset_name(data.dataset, data.synthetic is not None)
+
+
 class Runner:
     """Runs (or reuses) the cells of a bench; keeps the records of the stages it needs downstream."""
 
     def __init__(self, bench: Bench, tracker: Tracker):
         self.bench, self.tracker = bench, tracker
+        self.dataset = dataset_name(bench)
         self.records: dict[tuple[int, str, str], dict] = {}
 
     def record(self, seed: int, kind: str, label: str) -> dict:
@@ -113,14 +136,17 @@ class Runner:
     def run(self, cell: Cell) -> dict:
         """The cell's record: read from its folder when it is done, else made by running it."""
         args, configs, original = self._arguments(cell)
-        split = None if cell.label == "pretrain" else self.record(cell.seed, "stage", "pretrain")["split"]
-        key = digest(args, configs, split)
-        folder = Path(self.bench.out) / "cells" / f"seed{cell.seed}" / f"{cell.slug}-{key[:12]}"
+        first = cell.label == layout.PRETRAIN  # every other cell depends on the split it makes
+        key = digest(
+            args, configs, None if first else self.record(cell.seed, "stage", layout.PRETRAIN)["split"]
+        )
+        run, cells = f"{cell.slug}-{key[:12]}", Path(self.bench.out) / "cells"
+        folder = layout.run_dir(self.dataset, self.bench.request_size, cell.seed, run, cells)
         done = folder / RECORD
         if done.is_file():
             record = json.loads(done.read_text())
         else:
-            with self.tracker.cell(cell, folder) as logger:
+            with self.tracker.cell(folder, **cell.wandb_run) as logger:
                 args = [*args, f"--trainer.default_root_dir={folder}", *logger]
                 record = self._stage(args, folder) if cell.kind == "stage" else self._row(cell, args, folder)
                 record.update(key=key, seed=cell.seed, kind=cell.kind, label=cell.label, original=original)
@@ -130,22 +156,38 @@ class Runner:
         self.records[(cell.seed, cell.kind, cell.label)] = record
         return record
 
+    def attacks(self) -> dict[tuple[str, int], RMIAResult]:
+        """RMIA on every row, keyed by (label, seed), against its reference (see report.reference_of)."""
+        return {
+            (label, seed): rmia(
+                record["probabilities"],
+                reference_of(self.records, seed, label)["probabilities"],
+                offline_a=self.bench.rmia_offline_a,
+            )
+            for (seed, kind, label), record in self.records.items()
+            if kind == "row"
+        }
+
     def _arguments(self, cell: Cell) -> tuple[list[str], list[str], str | None]:
         """The cell's `one-shui` arguments (without its folder), the configs they read, and the stage
         whose model the cell starts from."""
         bench, seed = self.bench, cell.seed
-        configs = [*bench.trainer, cell.config]
+        configs = [*bench.trainer, bench.data, cell.config]
         args = [arg for path in configs for arg in ("--config", path)] + QUIET
         args += [f"--seed_everything={seed}", f"--data.init_args.seed={seed}"]
         args += [f"--data.init_args.request_size={bench.request_size}", *bench.args]
-        if cell.label == "pretrain":
+        if cell.label == layout.PRETRAIN:
             return args, configs, None
-        pretrain = self.record(seed, "stage", "pretrain")
-        args += [f"--data.init_args.split_file={pretrain['checkpoint']}"]
+        pretrain = Path(self.record(seed, "stage", layout.PRETRAIN)["checkpoint"])
         if cell.kind == "stage":
-            return args, configs, None
-        retrain = self.record(seed, "stage", "retrain")["checkpoint"]
-        original = "retrain" if cell.kind == "reference" or cell.label == "Retrain" else "pretrain"
+            split = pretrain.with_name(layout.SPLIT)
+            return (
+                [*args, "--data.init_args.train_pool=retain", f"--data.init_args.split_file={split}"],
+                configs,
+                None,
+            )
+        retrain = self.record(seed, "stage", layout.RETRAIN)["checkpoint"]
+        original = layout.RETRAIN if cell.kind == "reference" or cell.label == "Retrain" else layout.PRETRAIN
         args += [
             f"--model.init_args.pretrain_ckpt={self.record(seed, 'stage', original)['checkpoint']}",
             # ToW needs the retrained model; a reference only serves RMIA
@@ -156,15 +198,19 @@ class Runner:
 
     def _stage(self, args: list[str], folder: Path) -> dict:
         _, seconds = run_cli("fit", [*args, "--ckpt_path=last"])
-        best = folder / "checkpoints" / "best.ckpt"
-        split = read_split(folder / "checkpoints" / "split.json")
-        return {"checkpoint": str(best), "split": split.fingerprint, "seconds": {"fit": seconds}}
+        checkpoints = layout.checkpoint_dir(folder)
+        split = Split.load(checkpoints / layout.SPLIT)
+        return {
+            "checkpoint": str(checkpoints / layout.BEST),
+            "split": split.fingerprint,
+            "seconds": {"fit": seconds},
+        }
 
     def _row(self, cell: Cell, args: list[str], folder: Path) -> dict:
         seconds, resume = {}, []
-        if method_class(config_model(cell.config)[0]).has_preparation():
+        if config_method(cell.config).train_pool is not None:
             _, seconds["fit"] = run_cli("fit", [*args, "--ckpt_path=last"])
-            resume = [f"--ckpt_path={folder / 'checkpoints' / 'last.ckpt'}"]
+            resume = [f"--ckpt_path={layout.checkpoint_dir(folder) / layout.LAST}"]
         cli, seconds["test"] = run_cli("test", [*args, *resume, "--verbose=false"])
         method = cli.model
         results, metric, evaluation = method.results, method.evaluation.metric, method.evaluation
@@ -176,7 +222,7 @@ class Runner:
             "metric": metric,
             "split": method.split.fingerprint,
             "metrics": {
-                **{pool: results[f"{pool}/{metric}"] for pool in POOLS},
+                **{pool: results[f"{pool}/{metric}"] for pool in UTILITY_POOLS},
                 **{
                     key: results[key] for key in ("tow", "mia_auc", "mia_forget_non_member") if key in results
                 },

@@ -1,6 +1,7 @@
-"""The bench config: which dataset runs (its pretrain, retrain and evaluation configs), the request size,
-the seeds and the methods, each by class path with its YAML. Parsed and checked by jsonargparse, so
-every key can be set on the command line too (``--seeds [0]``)."""
+"""The bench config: the setting (its data config, its training recipe, the request size and the
+seeds), then the methods, each by its YAML (``configs/methods/<method>.yaml``, which names its class)
+with the setting's own values for it as arguments. Parsed and checked by jsonargparse, so every key can
+be set on the command line too (``--seeds [0]``)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
 
-from ..methods.base import MethodSetupError, config_model, method_class
+from ..errors import UserError
+from ..methods.loading import config_method
 
 ONE_SHUI_ARGUMENTS = ("--data.", "--trainer.", "--model.")  # passed through to the `one-shui` runs
 ORIGINAL = ("Pretrain", "Retrain")  # the rows of the models as trained, tested by the bench's evaluate config
 
 
-class BenchConfigError(ValueError):
-    """A bench config that cannot run: a missing file, a method whose YAML disagrees, a repeated label."""
+class BenchConfigError(UserError, ValueError):
+    """A bench config that cannot run: a missing file, a YAML that names no method, a repeated label."""
 
 
 @dataclass(frozen=True)
@@ -26,16 +28,16 @@ class Method:
     """A row of the table.
 
     Args:
-        label: the row's name in the table and the plots.
-        method: the method's class path, "one_shui.methods.<module>.<Class>"; its config must name it.
-        config: the method's YAML (``configs/methods/...``), run by `one-shui fit/test`.
-        args: `one-shui` arguments added to this method's runs, after the bench's ``args``, e.g.
-            ``--model.init_args.meta_lr=0.3`` or ``--trainer.max_epochs=10``.
+        config: the method's YAML (``configs/methods/<method>.yaml``), run by `one-shui fit/test`; its
+            ``model.class_path`` names the method.
+        label: the row's name in the table and the plots (default: the method's class name).
+        args: `one-shui` arguments added to this method's runs, after the bench's ``args``: the
+            setting's own values for the method, e.g. ``--model.init_args.meta_lr=0.3`` or
+            ``--trainer.max_epochs=10``.
     """
 
-    label: str
-    method: str
     config: str
+    label: str | None = None
     args: list[str] = field(default_factory=list)
 
 
@@ -61,10 +63,10 @@ class Bench:
 
     Args:
         name: the bench's name: its folder under ``out`` and its W&B group.
-        pretrain: the pretrain config (``configs/pretrain/...``).
-        retrain: the retrain config (``configs/retrain/...``).
-        evaluate: the config that tests a model as it is (NoUnlearning): the Pretrain and Retrain rows.
+        data: the dataset's config (``configs/data/...``), under every run.
+        train: the training recipe (``configs/train/...``) of the pretrain and, on D_r only, the retrain.
         methods: the methods' rows, 1-SHUI and full-data alike (the table sorts them by what they read).
+        evaluate: the config that tests a model as it is (NoUnlearning): the Pretrain and Retrain rows.
         request_size: N, the number of people in the forget request.
         seeds: one split, pretrain and retrain per seed.
         trainer: configs stacked in front of every run (e.g. ``configs/trainer/gpu.yaml``).
@@ -78,10 +80,10 @@ class Bench:
     """
 
     name: str
-    pretrain: str
-    retrain: str
-    evaluate: str
+    data: str
+    train: str
     methods: list[Method]
+    evaluate: str = "configs/methods/no_unlearning.yaml"
     request_size: int = 20
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     trainer: list[str] = field(default_factory=list)
@@ -112,12 +114,13 @@ def parse(args: list[str] | None = None) -> Bench:
     """
     own, runs, methods = split_arguments(sys.argv[1:] if args is None else args)
     cli = parser()
-    config = cli.parse_args(own, defaults=True)
-    values = cli.instantiate_classes(config).as_dict()
+    try:
+        values = cli.instantiate(cli.parse_args(own, defaults=True)).as_dict()
+    except ArgumentError as err:
+        raise BenchConfigError(str(err)) from None
     bench = Bench(**{key: values[key] for key in Bench.__dataclass_fields__})
     bench = replace(bench, args=[*bench.args, *runs], method_args=[*bench.method_args, *methods])
-    check(bench)
-    return bench
+    return check(bench)
 
 
 def split_arguments(args: list[str]) -> tuple[list[str], list[str], list[str]]:
@@ -135,10 +138,11 @@ def split_arguments(args: list[str]) -> tuple[list[str], list[str], list[str]]:
     return own, runs, methods
 
 
-def check(bench: Bench) -> None:
-    """Refuse, before anything runs, what would fail later: missing configs, a method config that names
-    another class or no one_shui method, repeated labels, no seeds."""
-    configs = {"pretrain": bench.pretrain, "retrain": bench.retrain, "evaluate": bench.evaluate}
+def check(bench: Bench) -> Bench:
+    """The bench with every method's label (its class name unless given); refused, before anything
+    runs, when it would fail later: a missing config, a method YAML that names no one_shui method,
+    repeated labels, no seeds."""
+    configs = {"data": bench.data, "train": bench.train, "evaluate": bench.evaluate}
     configs.update({f"trainer[{k}]": path for k, path in enumerate(bench.trainer)})
     for key, path in configs.items():
         if not Path(path).is_file():
@@ -147,24 +151,19 @@ def check(bench: Bench) -> None:
         raise BenchConfigError(
             f"bench {bench.name}: seeds must be distinct and at least one (got {bench.seeds})"
         )
-    labels = [m.label for m in bench.methods]
+    methods = []
+    for method in bench.methods:
+        try:
+            runs = config_method(method.config)
+        except UserError as err:
+            raise BenchConfigError(
+                f"bench {bench.name}, method {method.label or method.config}: {err}"
+            ) from None
+        methods.append(replace(method, label=method.label or runs.__name__))
+    labels = [method.label for method in methods]
     repeated = {label for label in labels if labels.count(label) > 1 or label in ORIGINAL}
     if repeated:
         raise BenchConfigError(
             f"bench {bench.name}: method labels must be unique and not {list(ORIGINAL)}: {sorted(repeated)}"
         )
-    for method in bench.methods:
-        try:
-            named, _ = config_model(method.config)
-        except (FileNotFoundError, MethodSetupError) as err:
-            raise BenchConfigError(f"bench {bench.name}, method {method.label}: {err}") from None
-        if named != method.method:
-            raise BenchConfigError(
-                f"bench {bench.name}, method {method.label}: {method.config} runs {named}, not "
-                f"{method.method}: fix method or config"
-            )
-        if method_class(method.method) is None:
-            raise BenchConfigError(
-                f"bench {bench.name}, method {method.label}: {method.method} is not an unlearning "
-                "method of one_shui.methods"
-            )
+    return replace(bench, methods=methods)

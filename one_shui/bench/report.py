@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..atomic import write_text_atomic
-from ..metrics.rmia import RMIAResult, rmia
+from ..metrics.rmia import RMIAResult
 from .config import ORIGINAL
 
 GROUPS = {
@@ -48,24 +48,20 @@ def reference_of(records: Mapping[tuple[int, str, str], dict], seed: int, label:
     return records[(seed, "row", "Retrain")] if label in ORIGINAL else records[(seed, "reference", label)]
 
 
-def attack(target: Mapping, reference: Mapping, offline_a: float) -> RMIAResult:
-    return rmia(target["probabilities"], reference["probabilities"], offline_a=offline_a)
-
-
 def result_rows(
-    records: Mapping[tuple[int, str, str], dict], offline_a: float
-) -> tuple[list[dict], dict[tuple[str, int], RMIAResult]]:
-    """One results.csv row per table row and seed, in the table's order, and each one's RMIA."""
-    rows, attacks = [], {}
-    for (seed, kind, label), record in records.items():
-        if kind == "row":
-            reference = reference_of(records, seed, label)
-            attacks[(label, seed)] = attack(record, reference, offline_a)
-            rows.append(result_row(records, record, reference, attacks[(label, seed)]))
+    records: Mapping[tuple[int, str, str], dict], attacks: Mapping[tuple[str, int], RMIAResult]
+) -> list[dict]:
+    """One results.csv row per table row and seed, in the table's order, with its RMIA (``attacks``,
+    keyed by label and seed)."""
+    rows = [
+        result_row(records, record, reference_of(records, seed, label), attacks[(label, seed)])
+        for (seed, kind, label), record in records.items()
+        if kind == "row"
+    ]
     groups = list(GROUPS)
     labels = list(dict.fromkeys(label for _, kind, label in records if kind == "row"))  # the config's order
     rows.sort(key=lambda row: (groups.index(row["group"]), labels.index(row["row"]), row["seed"]))
-    return rows, attacks
+    return rows
 
 
 def result_row(records: Mapping, record: Mapping, reference: Mapping, result: RMIAResult) -> dict:

@@ -12,17 +12,15 @@ interrupted bench run again resumes where it stopped.
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
-from jsonargparse import ArgumentError
 from tqdm import tqdm
 
 from ..atomic import write_text_atomic
-from ..cli import user_error
+from ..errors import UserError, exit_on_user_error, user_error
 from . import plots, report
 from .cells import Runner, plan
-from .config import Bench, BenchConfigError, parse
+from .config import Bench, parse
 from .tracking import Tracker
 
 
@@ -42,17 +40,21 @@ def run_bench(bench: Bench) -> Path:
                 try:
                     runner.run(cell)
                 except Exception as err:
-                    raise CellError(cell.name, err) from err
+                    cause = user_error(err)
+                    if cause is None:
+                        raise
+                    raise CellError(f"{cell.name}: {cause}") from err
     finally:
         for logger, level in zip(quiet, levels, strict=True):
             logger.setLevel(level)
-    return write_results(bench, runner.records, tracker)
+    return write_results(bench, runner, tracker)
 
 
-def write_results(bench: Bench, records: dict, tracker: Tracker) -> Path:
+def write_results(bench: Bench, runner: Runner, tracker: Tracker) -> Path:
     # Each run of a W&B sweep has a table of its own.
     folder = bench.folder / f"sweep-{tracker.sweep_run}" if tracker.sweep_run else bench.folder
-    rows, attacks = report.result_rows(records, bench.rmia_offline_a)
+    records, attacks = runner.records, runner.attacks()
+    rows = report.result_rows(records, attacks)
     identities = report.identity_rows(records)
     report.write_csv(folder / "results.csv", rows, report.COLUMNS)
     report.write_csv(
@@ -76,25 +78,13 @@ def write_results(bench: Bench, records: dict, tracker: Tracker) -> Path:
     return markdown
 
 
-class CellError(RuntimeError):
-    """A cell failed; the message names it."""
-
-    def __init__(self, cell: str, cause: BaseException):
-        super().__init__(f"{cell}: {cause}")
-        self.cell = cell
+class CellError(UserError):
+    """A cell failed on a user error; the message names the cell and the cause. (A bug in a cell keeps
+    its own traceback.)"""
 
 
 def main(args: list[str] | None = None) -> None:
     """Console entry point: a config or user error is one line on stderr and exit status 1."""
-    try:
-        bench = parse(args)
-        markdown = run_bench(bench)
-    except (ArgumentError, BenchConfigError) as err:
-        sys.exit(f"one-shui-bench: {err}")
-    except CellError as err:
-        cause = user_error(err.__cause__)
-        if cause is None:
-            raise
-        sys.exit(f"one-shui-bench: {err.cell}: {cause}")
+    markdown = exit_on_user_error("one-shui-bench", lambda: run_bench(parse(args)))
     print(markdown.read_text(encoding="utf-8"))
     print(f"results in {markdown.parent}")

@@ -10,13 +10,9 @@ import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from .config import Bench
-
-if TYPE_CHECKING:
-    from .cells import Cell
 
 LOGGER = "lightning.pytorch.loggers.WandbLogger"
 SWEEP_ENVIRONMENT = ("WANDB_SWEEP_ID", "WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH")
@@ -64,15 +60,14 @@ class Tracker:
         return self.mode != "disabled"
 
     @contextlib.contextmanager
-    def cell(self, cell: Cell, folder: Path) -> Iterator[list[str]]:
-        """Around one cell: yields the `one-shui` arguments that log into its run."""
+    def cell(self, folder: Path, name: str, job_type: str, config: dict) -> Iterator[list[str]]:
+        """Around one cell (its run ``name``, ``job_type`` and ``config``): yields the `one-shui`
+        arguments that log into its run."""
         if not self.enabled:
             yield []
             return
-        config = {"seed": cell.seed, "cell": cell.label, "kind": cell.kind, "config": cell.config}
-        config.update(args=list(cell.args), request_size=self.bench.request_size)
-        job_type = cell.label if cell.kind == "stage" else cell.kind  # pretrain, retrain, row or reference
-        run = self._init(folder, name=f"{cell.tag}/seed{cell.seed}", job_type=job_type, config=config)
+        config = {**config, "request_size": self.bench.request_size}
+        run = self._init(folder, name=name, job_type=job_type, config=config)
         self.run = run
         logger = {"class_path": LOGGER, "init_args": {"project": self.bench.wandb.project}}
         try:

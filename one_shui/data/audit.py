@@ -23,13 +23,14 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..atomic import write_text_atomic
+from ..errors import SettingError, UserError
 from .sources import DataWarning, Table
 
 OnDuplicates = Literal["warn", "error", "drop"]
 AUDIT_FORMAT = 1
 
 
-class ImageError(ValueError):
+class ImageError(UserError, ValueError):
     """An image cannot be decoded, or leads outside the data root."""
 
 
@@ -91,7 +92,7 @@ def apply_duplicate_policy(table: Table, report: AuditReport, policy: OnDuplicat
         warnings.warn(message + ". Kept (on_duplicates='warn').", DataWarning, stacklevel=2)
         return table
     if policy != "drop":
-        raise ValueError(f"on_duplicates must be 'warn', 'error' or 'drop', not {policy!r}")
+        raise SettingError(f"on_duplicates must be 'warn', 'error' or 'drop', not {policy!r}")
     drop = report.duplicate_files
     warnings.warn(
         message + f". Dropped all {len(drop)} copies (on_duplicates='drop').", DataWarning, stacklevel=2

@@ -15,14 +15,16 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from .. import checkpoints  # a module reference: checkpoints imports this package too
+from .. import layout
+from ..errors import SettingError
 from .audit import ImageError, OnDuplicates, apply_duplicate_policy, audit_images
 from .sources import Table, read_table
 from .splits import SimulatedRequest, Split, SplitMismatchError, make_split, pools, simulated_requests
 from .synthetic import SyntheticSpec, write_synthetic
 
-POOLS = ("train", "retain", "forget", "support", "val", "test")
-TEST_SETS = ("retain", "forget", "test", "val")  # the order of test_dataloader(); VAL for the MIA
+POOLS = ("train", "retain", "forget", "support", "val", "test")  # every pool the datamodule serves
+TEST_POOLS = ("retain", "forget", "test", "val")  # the order of test_dataloader(); VAL for the MIA
+TrainPool = Literal["train", "retain", "simulated"]
 MEAN = STD = (0.5, 0.5, 0.5)
 
 
@@ -102,11 +104,11 @@ class IdentityDataModule(L.LightningDataModule):
         root: the data root; nothing outside it is read.
         request_size: N, the number of identities that ask to be forgotten.
         seed: the split seed (identity shuffles, forget request, support images).
-        split_file: a Split to use instead of making one: its JSON file or a checkpoint that embeds
-            it (a pretrain checkpoint, for a retrain). It must match the data.
+        split_file: a Split to use instead of making one: its JSON file (a run writes it beside its
+            checkpoints, ``checkpoints/split.json``). It must match the data.
         train_pool: what ``fit`` trains on: ``train`` (pretrain), ``retain`` (retrain, which needs
             ``split_file`` so that it is bound to its pretrain) or ``simulated`` (the simulated
-            requests of meta-training, anew each epoch).
+            requests of meta-training, anew each epoch). An unlearning method sets its own.
         synthetic: when given, the embedded synthetic dataset is written to ``root`` in the
             ``dataset`` layout (celebahq or mufac) before reading.
         image_size: side of the square images fed to the model.
@@ -126,7 +128,7 @@ class IdentityDataModule(L.LightningDataModule):
         request_size: int = 20,
         seed: int = 0,
         split_file: str | None = None,
-        train_pool: Literal["train", "retain", "simulated"] = "train",
+        train_pool: TrainPool = "train",
         synthetic: SyntheticSpec | None = None,
         image_size: int = 224,
         crop_scale: tuple[float, float] = (0.08, 1.0),
@@ -147,15 +149,16 @@ class IdentityDataModule(L.LightningDataModule):
         if train_pool == "retain" and not split_file:
             raise SplitMismatchError(
                 "a retrain (data.train_pool: retain) must use the split of its pretrain: set data.split_file "
-                "to the pretrain checkpoint or to the split.json beside it"
+                "to the split.json beside the pretrain's checkpoints"
             )
-        self.split: Split | None = checkpoints.read_split(split_file) if split_file else None
-        if self.split is not None and (self.split.seed, self.split.request_size) != (seed, request_size):
-            raise SplitMismatchError(
-                f"{split_file} was made with seed {self.split.seed} and request size "
-                f"{self.split.request_size}; "
-                f"set data.seed and data.request_size to those (they are {seed} and {request_size})"
-            )
+        self.split: Split | None = None
+        if split_file:
+            if Path(split_file).suffix != ".json":
+                raise SettingError(
+                    f"data.split_file {split_file} is not a split JSON: give the split.json that the run "
+                    "wrote beside its checkpoints"
+                )
+            self.use_split(Split.load(split_file), split_file)
         self.rows: dict[str, list[int]] = {}
 
     # --- data and split ----------------------------------------------------------------------
@@ -177,6 +180,11 @@ class IdentityDataModule(L.LightningDataModule):
                 table, audit_images(table, Path(cache).expanduser()), hp.on_duplicates
             )
         return table
+
+    @property
+    def name(self) -> str:
+        """The dataset's name in the run layout (:func:`one_shui.layout.dataset_name`)."""
+        return layout.dataset_name(self.hparams.dataset, self.synthetic is not None)
 
     @property
     def num_classes(self) -> int:
@@ -215,6 +223,27 @@ class IdentityDataModule(L.LightningDataModule):
         else:
             self.split.verify(table.name, fingerprint, source=hp.split_file or "the checkpoint's split")
         self.rows = pools(self.split, table.files, table.identities)
+
+    def use_split(self, split: Split, source: str) -> None:
+        """Serve ``split``, the one ``source`` was trained with, instead of making one (a method hands
+        over its pretrain's); refused when it is not the split of this data, seed and N."""
+        if self.split is not None:
+            self.split.require_same(split, source)
+            return
+        self._check_made_here(split, source)
+        self.split = split  # verified against the data in setup()
+
+    def train_on(self, pool: TrainPool) -> None:
+        """Serve ``pool`` to ``fit`` (an unlearning method's preparation declares the pool it reads)."""
+        self.hparams.train_pool = pool
+
+    def _check_made_here(self, split: Split, source: str) -> None:
+        seed, size = self.hparams.seed, self.hparams.request_size
+        if (split.seed, split.request_size) != (seed, size):
+            raise SplitMismatchError(
+                f"{source} was made with seed {split.seed} and request size {split.request_size}; "
+                f"set data.seed and data.request_size to those (they are {seed} and {size})"
+            )
 
     def state_dict(self) -> dict:
         """The Split travels in Lightning checkpoints."""
@@ -258,7 +287,7 @@ class IdentityDataModule(L.LightningDataModule):
         return self.loader("val")
 
     def test_dataloader(self) -> list[DataLoader]:
-        return [self.loader(pool) for pool in TEST_SETS]
+        return [self.loader(pool) for pool in TEST_POOLS]
 
     def simulated_request_loader(self, epoch: int) -> DataLoader:
         """One loader per meta-training epoch; each item is a whole :class:`RequestBatch`."""

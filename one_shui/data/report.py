@@ -7,6 +7,8 @@ from collections import Counter
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
+from .. import layout
+from ..errors import exit_on_user_error
 from .datamodule import IdentityDataModule
 
 
@@ -34,21 +36,32 @@ def summarise(data: IdentityDataModule) -> str:
     return "\n".join(lines)
 
 
-def main(args: list[str] | None = None) -> None:
-    parser = ArgumentParser(description=__doc__, default_config_files=None)
+def data_parser(**options) -> ArgumentParser:
+    """A parser of the data section alone: ``--config`` files and ``--data.*`` arguments."""
+    parser = ArgumentParser(default_config_files=None, **options)
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_subclass_arguments(IdentityDataModule, "data", required=True)
+    return parser
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console entry point: a user error is one line on stderr and exit status 1."""
+    parser = data_parser(description=__doc__)
     parser.add_argument(
         "--out",
         type=str | None,
         default=None,
-        help="where to save the split JSON (default: outputs/splits/<dataset>-N<N>-seed<seed>.json)",
+        help="where to save the split JSON (default: outputs/<dataset>/N<N>-seed<seed>/split.json)",
     )
     cfg = parser.parse_args(args)
+    exit_on_user_error("one-shui-split", lambda: split(parser, cfg))
+
+
+def split(parser: ArgumentParser, cfg) -> None:
     start = time.perf_counter()
     data = parser.instantiate(cfg).data
     data.setup()
     elapsed = time.perf_counter() - start
-    out = cfg.out or f"outputs/splits/{data.table.name}-N{data.split.request_size}-seed{data.split.seed}.json"
+    out = cfg.out or layout.setting_dir(data.name, data.split.request_size, data.split.seed) / layout.SPLIT
     print(summarise(data))
     print(f"\nsplit saved to {data.save_split(out)} (data ready in {elapsed:.1f} s)")

@@ -19,7 +19,9 @@ from typing import Literal
 import numpy as np
 import torchvision
 
-Task = Literal["multilabel", "classification"]
+from ..errors import SettingError, UserError
+
+Task = Literal["multilabel", "classification"]  # the kind of target a dataset has; every module uses this one
 DATASETS = ("celebahq", "celeba", "mufac")
 MUFAC_SPLITS = ("train", "val", "test")
 AGE_GROUPS = "abcdefgh"
@@ -41,11 +43,15 @@ LAYOUTS = {
 }
 
 
-class DatasetLayoutError(FileNotFoundError):
+class DatasetLayoutError(UserError, FileNotFoundError):
     """A dataset file or folder is missing or malformed; the message shows the expected layout."""
 
     def __init__(self, dataset: str, problem: str):
         super().__init__(f"{problem}\nExpected layout of {dataset}:\n{LAYOUTS[dataset]}")
+
+
+class AnnotationError(UserError, ValueError):
+    """An annotation file contradicts itself or the image files (the message names the file and line)."""
 
 
 class DataWarning(UserWarning):
@@ -103,7 +109,7 @@ def read_table(dataset: str, root: str | os.PathLike, **options) -> Table:
     """Read ``dataset`` (one of :data:`DATASETS`) from ``root``."""
     readers = {"celebahq": read_celebahq, "celeba": read_celeba, "mufac": read_mufac}
     if dataset not in readers:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+        raise SettingError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     return readers[dataset](root, **options)
 
 
@@ -119,7 +125,7 @@ def read_celebahq(root: str | os.PathLike) -> Table:
     identity_of = _parse_identity_file("celebahq", ident)
     missing = [name for name in names if name not in identity_of]
     if missing:
-        raise ValueError(
+        raise AnnotationError(
             f"{len(missing)} image(s) in {anno} have no identity in {ident}: {_first(missing)}. "
             "Add them to the identity file or remove them from the attribute file."
         )
@@ -275,7 +281,7 @@ def _parse_identity_file(dataset: str, path: Path) -> dict[str, str]:
             raise DatasetLayoutError(dataset, f"{path}:{line}: expected `name.jpg person_id`, got {row!r}")
         name, identity = parts
         if identity_of.setdefault(name, identity) != identity:
-            raise ValueError(
+            raise AnnotationError(
                 f"{path}:{line}: {name} is given two identities ({identity_of[name]}, {identity})"
             )
     return identity_of

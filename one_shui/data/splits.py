@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..atomic import write_text_atomic
+from ..errors import MissingFileError, SettingError, UserError
 
 SPLIT_FORMAT = 1
 HOLDOUT_SHARE = 0.4  # VAL + TEST, in images
@@ -25,7 +26,7 @@ MIN_IMAGES = 2  # a forget identity needs a support image and at least one forge
 MIN_IMAGES_SINGLE = 6  # ... and more when the request is a single person
 
 
-class SplitMismatchError(ValueError):
+class SplitMismatchError(UserError, ValueError):
     """A Split is used with data, or a model, other than the one it was made for."""
 
 
@@ -83,7 +84,7 @@ class Split:
     def load(cls, path: str | os.PathLike) -> Split:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"split file {path} does not exist")
+            raise MissingFileError(f"split file {path} does not exist")
         try:
             record = json.loads(path.read_text())
         except json.JSONDecodeError as err:
@@ -147,11 +148,11 @@ def make_split(
 ) -> Split:
     """Identity-disjoint TRAIN / VAL / TEST (about 60/20/20 of the images) and a forget request of N."""
     if request_size < 1:
-        raise ValueError(f"request size must be at least 1, got {request_size}")
+        raise SettingError(f"request size must be at least 1, got {request_size}; set data.request_size")
     rows = images_by_identity(identities)
     counts = {identity: len(r) for identity, r in rows.items()}
     if len(counts) < 4:
-        raise ValueError(f"{dataset}: {len(counts)} identities; a split needs at least 4")
+        raise SettingError(f"{dataset}: {len(counts)} identities; a split needs at least 4")
 
     order = sorted(counts)
     random.Random(f"1-SHUI/partition/{seed}").shuffle(order)
@@ -196,9 +197,10 @@ def _forget_identities(train: list[str], counts: dict[str, int], n: int, rng: ra
     rng.shuffle(order)
     eligible = [identity for identity in order if counts[identity] >= need]
     if len(eligible) < n or n >= len(train):
-        raise ValueError(
+        raise SettingError(
             f"a request of {n} identities needs {n} TRAIN identities with at least {need} images and some "
-            f"left to retain; TRAIN has {len(train)} identities, {len(eligible)} of them eligible"
+            f"left to retain; TRAIN has {len(train)} identities, {len(eligible)} of them eligible: set "
+            f"data.request_size to at most {min(len(eligible), len(train) - 1)}"
         )
     return eligible[:n]
 
@@ -235,9 +237,9 @@ def simulated_requests(
     rows = images_by_identity([identities[r] for r in train_rows])
     rows = {i: [train_rows[r] for r in rs] for i, rs in rows.items() if len(rs) >= MIN_IMAGES}
     if not 1 <= size <= len(rows):
-        raise ValueError(
+        raise SettingError(
             f"simulated request size {size} must be between 1 and the {len(rows)} eligible "
-            "TRAIN identities (with at least 2 images)"
+            "TRAIN identities (with at least 2 images); set data.simulated_request_size"
         )
     rng = random.Random(f"1-SHUI/simulated/{split.seed}/{epoch}")
     order = sorted(rows)

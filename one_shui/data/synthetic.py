@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..errors import OutputExistsError, SettingError
 from .sources import AGE_GROUPS
 
 SYNTHETIC_FORMAT = 1
@@ -77,7 +78,7 @@ def write_synthetic(
     is an error (delete it or choose another root), never silently reused.
     """
     if layout not in LAYOUT_FOLDER:
-        raise ValueError(f"synthetic data is written in the celebahq or mufac layout, not {layout!r}")
+        raise SettingError(f"synthetic data is written in the celebahq or mufac layout, not {layout!r}")
     root = Path(root)
     folder = root / LAYOUT_FOLDER[layout]
     stamp = {"format": SYNTHETIC_FORMAT, "layout": layout, **asdict(spec)}
@@ -85,7 +86,7 @@ def write_synthetic(
         found = _read_stamp(folder)
         if found == stamp:
             return folder
-        raise FileExistsError(
+        raise OutputExistsError(
             f"{folder} exists but was not written from this synthetic spec ({_difference(found, stamp)}); "
             "delete it or choose another data root"
         )
@@ -117,7 +118,7 @@ class _People:
 
 def _people(spec: SyntheticSpec) -> _People:
     if spec.identities < 4 or spec.max_images < 2 or spec.mean_images < 2:
-        raise ValueError("a synthetic dataset needs at least 4 identities and 2 images per identity")
+        raise SettingError("a synthetic dataset needs at least 4 identities and 2 images per identity")
     rng = np.random.default_rng(spec.seed)
     extra = rng.lognormal(np.log(max(spec.mean_images - 2, 0.5)) - 0.9**2 / 2, 0.9, spec.identities)
     counts = np.clip(np.round(2 + extra), 2, spec.max_images).astype(int)
@@ -195,7 +196,9 @@ def _write_celebahq(folder: Path, people: _People, spec: SyntheticSpec, progress
     person_level = rng.random((n_people, n_attr)) < prevalence
     quirk_choices = np.flatnonzero(~per_image)
     if spec.quirks > len(quirk_choices):
-        raise ValueError(f"quirks={spec.quirks}: at most {len(quirk_choices)} attributes belong to a person")
+        raise SettingError(
+            f"quirks={spec.quirks}: at most {len(quirk_choices)} attributes belong to a person"
+        )
 
     total = int(people.counts.sum())
     order = rng.permutation(total)  # file names do not reveal who is who

@@ -25,7 +25,7 @@ class BadTeacher(UnlearningMethod):
 
     def __init__(
         self,
-        pretrain_ckpt: str,
+        pretrain_ckpt: str | None = None,
         *,
         epochs: int = 5,
         lr: float = 1e-4,
@@ -44,10 +44,10 @@ class BadTeacher(UnlearningMethod):
 
     def forget(self, support: Batch) -> None:
         hp, task = self.hparams, self.model.hparams.task
-        competent = copy.deepcopy(self.model.model).eval().requires_grad_(False)
+        competent = copy.deepcopy(self.model.network).eval().requires_grad_(False)
         incompetent = self._incompetent_teacher()
         forget_ids = set(self.identity_ids(list(self.split.forget)).tolist())
-        student = self.model.model.train()
+        student = self.model.network.train()
         optimizer = torch.optim.SGD(student.parameters(), lr=hp.lr)
         data = self.trainer.datamodule
         both = ConcatDataset([data.images("retain", train=True), data.images("forget", train=True)])

@@ -8,17 +8,11 @@ with ToW against the retrained model of the same split.
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import os
 import time
-from pathlib import Path
-from typing import ClassVar
+from collections.abc import Sequence
 
-import jsonargparse
 import lightning as L
 import torch
-import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 
@@ -30,19 +24,27 @@ from ..checkpoints import (
     load_checkpoint,
     sha256_of,
 )
-from ..data.datamodule import TEST_SETS
+from ..data.datamodule import TEST_POOLS, TrainPool
+from ..errors import UserError
 from ..metrics.evaluation import Evaluation
-from ..metrics.tow import POOLS
+from ..metrics.tow import UTILITY_POOLS
 from .classifier import Classifier
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # images, identity ids, targets
 
 
-class UnknownIdentityError(ValueError):
+@torch.no_grad()
+def sgd_step_(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], lr: float) -> None:
+    """One plain SGD step on ``params``, in place: p <- p - lr * g."""
+    for param, grad in zip(params, grads, strict=True):
+        param.sub_(lr * grad)
+
+
+class UnknownIdentityError(UserError, ValueError):
     """A forget request names someone the model was not trained on."""
 
 
-class MethodSetupError(ValueError):
+class MethodSetupError(UserError, ValueError):
     """A method is set up with a config, data or trainer settings it cannot work with."""
 
 
@@ -50,21 +52,24 @@ class UnlearningMethod(L.LightningModule):
     """Holds the original model, loaded from a pretrain checkpoint, and unlearns it in place.
 
     Args:
-        pretrain_ckpt: the original model; its split is the one every later step must use.
+        pretrain_ckpt: the original model; its split is the one every later step must use (the CLI
+            defaults it to the run layout's pretrain checkpoint of the data, N and seed).
         retrain_ckpt: the retrained model of the same split, for ToW (optional).
         num_classes, task, image_size: linked from the data by the CLI; checked against the checkpoint.
 
-    A method whose ``forget`` reads more than the support set says so in :attr:`reads`; the
-    evaluation records it. A method takes its own options after ``pretrain_ckpt``, keyword-only, and
-    passes the others on as ``**kwargs`` (LightningCLI resolves them from this signature).
+    What a method needs is declared once, in three class attributes with safe defaults (an instance
+    may narrow them from its options): :attr:`reads`, :attr:`reads_targets` and :attr:`train_pool`.
+    A method takes its own options keyword-only and passes the others on as ``**kwargs``
+    (LightningCLI resolves them from this signature).
     """
 
-    reads: ClassVar[tuple[str, ...]] = ("support",)  # what forget() reads: 1-SHUI allows the support set only
-    train_pool: ClassVar[str] = "train"  # the datamodule's train_pool that fit() reads
+    reads: tuple[str, ...] = ("support",)  # the pools forget() reads: 1-SHUI allows the support set only
+    reads_targets: bool = True  # whether forget() reads the support images' targets (else served zeros)
+    train_pool: TrainPool | None = None  # the pool fit() (the preparation) reads; None: nothing to prepare
 
     def __init__(
         self,
-        pretrain_ckpt: str,
+        pretrain_ckpt: str | None = None,
         *,
         retrain_ckpt: str | None = None,
         num_classes: int | None = None,
@@ -72,6 +77,11 @@ class UnlearningMethod(L.LightningModule):
         image_size: int | None = None,
     ):
         super().__init__()
+        if pretrain_ckpt is None:
+            raise MethodSetupError(
+                f"{type(self).__name__} needs the original model: set model.init_args.pretrain_ckpt to its "
+                "pretrain checkpoint"
+            )
         self.save_hyperparameters()
         checkpoint = load_checkpoint(pretrain_ckpt)  # read once: the split and the model
         self.split = checkpoint_split(checkpoint, pretrain_ckpt)
@@ -92,66 +102,18 @@ class UnlearningMethod(L.LightningModule):
         self.evaluation = Evaluation(self.model.hparams.task, self.model.hparams.num_classes)
 
     @classmethod
-    def from_checkpoint(
-        cls, path: str | os.PathLike, pretrain_ckpt: str | os.PathLike | None = None
-    ) -> UnlearningMethod:
-        """The prepared method of ``path`` (what its ``fit`` wrote), on the original model it was
-        prepared from: ``pretrain_ckpt``, by default the path recorded when it was prepared."""
-        checkpoint = load_checkpoint(path)
-        method = _method_class(checkpoint, str(path), cls)
-        hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
-        original = Path(pretrain_ckpt or hparams["pretrain_ckpt"])
-        if not original.is_file():
-            raise FileNotFoundError(
-                f"{path} was prepared on the pretrain checkpoint {original}, which is not there: "
-                f"give the path of that checkpoint"
-            )
-        prepared = method(**{**hparams, "pretrain_ckpt": str(original), "retrain_ckpt": None})
-        prepared.on_load_checkpoint(checkpoint)
-        prepared.load_state_dict(checkpoint["state_dict"])
-        return prepared.eval()
-
-    @classmethod
-    def from_config(cls, path: str | os.PathLike, pretrain_ckpt: str | os.PathLike) -> UnlearningMethod:
-        """A method with nothing to prepare, built from the ``model`` section of its YAML config (as
-        ``configs/methods/jit_celebahq.yaml``) on the original model ``pretrain_ckpt``."""
-        path = Path(path)
-        name, options = config_model(path)
-        method = method_class(name, cls)
-        if method is None:
-            raise MethodSetupError(f"{path}: model.class_path {name!r} is not a one_shui {cls.__name__}")
-        if method.has_preparation():
-            raise MethodSetupError(
-                f"{path}: {method.__name__} must be prepared first: run `one-shui fit --config {path}` "
-                f"and give the checkpoints/last.ckpt it writes"
-            )
-        options = {k: v for k, v in options.items() if k not in ("pretrain_ckpt", "retrain_ckpt")}
-        parser = jsonargparse.ArgumentParser(exit_on_error=False)
-        parser.add_class_arguments(method)
-        try:
-            arguments = parser.parse_object({**options, "pretrain_ckpt": str(pretrain_ckpt)}).as_dict()
-        except jsonargparse.ArgumentError as err:
-            raise MethodSetupError(f"{path}: {' '.join(str(err).split())}") from None
-        return method(**arguments).eval()
-
-    @classmethod
     def class_path(cls) -> str:
         """The method's "module.Class", as checkpoints and receipts name it (the inverse of method_class)."""
         return f"{cls.__module__}.{cls.__qualname__}"
 
     @classmethod
-    def has_preparation(cls) -> bool:
-        """Whether the method has a ``fit`` (a training step) to run before it can forget."""
-        return cls.training_step is not L.LightningModule.training_step
+    def name(cls) -> str:
+        """The method's run in the layout: its module's name (``meta_unlearn``, ``ssd``, ...)."""
+        return cls.__module__.rpartition(".")[2]
 
     @property
     def backbone(self) -> str:
         return self.model.hparams.backbone
-
-    @property
-    def needs_targets(self) -> bool:
-        """Whether ``forget`` reads the targets of the support images (else they may be zeros)."""
-        return False
 
     def forget(self, support: Batch) -> None:
         """Unlearn the people of ``support`` from ``self.model``, in place, reading nothing else."""
@@ -160,7 +122,7 @@ class UnlearningMethod(L.LightningModule):
     @property
     def updated_parameters(self) -> tuple[str, ...]:
         """The names of the backbone's parameters that ``forget`` may change (all, unless said)."""
-        return tuple(name for name, _ in self.model.model.named_parameters())
+        return tuple(name for name, _ in self.model.network.named_parameters())
 
     def identity_ids(self, names: list[str]) -> torch.Tensor:
         """The identity ids of people the model was trained on; anyone else is refused by name."""
@@ -175,14 +137,12 @@ class UnlearningMethod(L.LightningModule):
         return torch.tensor([position[name] for name in names], dtype=torch.long)
 
     def setup(self, stage: str) -> None:
+        """Hand the pretrain's split to the datamodule and, for ``fit``, the pool the preparation reads."""
         data = self.trainer.datamodule
+        data.use_split(self.split, "the pretrain checkpoint")
+        if stage == "fit":
+            data.train_on(self.train_pool)
         data.setup(stage)
-        self.split.require_same(data.split, "the pretrain checkpoint")
-        if stage == "fit" and data.hparams.train_pool != self.train_pool:
-            raise MethodSetupError(
-                f"{type(self).__name__}'s fit reads data.train_pool: {self.train_pool} (it is "
-                f"{data.hparams.train_pool!r}); set it in the data config"
-            )
 
     # --- the prepared method's checkpoint ---------------------------------------------------------
 
@@ -221,7 +181,7 @@ class UnlearningMethod(L.LightningModule):
     # --- test: forget, then the shared evaluation ---------------------------------------------
 
     def on_test_start(self) -> None:
-        if self.has_preparation() and not self._prepared:
+        if self.train_pool is not None and not self._prepared:
             rank_zero_warn(
                 f"{type(self).__name__} is tested without its preparation: fit it first, or pass the "
                 f"checkpoint its fit wrote (--ckpt_path <run>/checkpoints/last.ckpt)"
@@ -245,9 +205,9 @@ class UnlearningMethod(L.LightningModule):
 
     def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         images, identities, targets = batch
-        pool = TEST_SETS[dataloader_idx]
+        pool = TEST_POOLS[dataloader_idx]
         self.evaluation.update(pool, self.model(images), targets, identities)
-        if self._retrained and pool in POOLS:
+        if self._retrained and pool in UTILITY_POOLS:
             self._retrained["evaluation"].update(pool, self._retrained["model"](images), targets, identities)
 
     def on_test_epoch_end(self) -> None:
@@ -257,42 +217,3 @@ class UnlearningMethod(L.LightningModule):
         self.results = self.evaluation.log(self, retrained)
         self.results["reads"] = ",".join(self.reads)
         self.results["forget_seconds"] = self._forget_seconds
-
-
-def config_model(path: str | os.PathLike) -> tuple[str, dict]:
-    """The ``model`` class path and init_args of a YAML config."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"method config {path} does not exist")
-    try:
-        model = yaml.safe_load(path.read_text(encoding="utf-8"))["model"]
-        return str(model["class_path"]), dict(model.get("init_args") or {})
-    except (yaml.YAMLError, UnicodeDecodeError, TypeError, KeyError, ValueError) as err:
-        raise MethodSetupError(f"{path}: not a method config with a model.class_path ({err!r})") from None
-
-
-def method_class(name: str, base: type[UnlearningMethod] | None = None) -> type[UnlearningMethod] | None:
-    """The class ``name`` ("module.Class") when it is a ``base`` (by default any unlearning method) of
-    one_shui.methods; else None. Nothing outside one_shui.methods is ever imported."""
-    module, _, cls = name.rpartition(".")
-    method = None
-    if module.startswith(f"{__package__}."):
-        with contextlib.suppress(ImportError):
-            method = getattr(importlib.import_module(module), cls, None)
-    return method if isinstance(method, type) and issubclass(method, base or UnlearningMethod) else None
-
-
-def _method_class(checkpoint: dict, source: str, base: type[UnlearningMethod]) -> type[UnlearningMethod]:
-    """The class a prepared checkpoint names: a ``base`` among the classes of one_shui.methods only."""
-    name = checkpoint[RECORD_KEY].get("method")
-    if name is None:
-        raise CheckpointError(
-            f"{source}: not a prepared unlearning method (a pretrain or retrain model?): give the "
-            f"checkpoints/last.ckpt that the method's fit wrote"
-        )
-    method = method_class(name, base)
-    if method is None:
-        raise CheckpointError(
-            f"{source}: refused, it names {name!r}, which is not a one_shui {base.__name__}"
-        )
-    return method

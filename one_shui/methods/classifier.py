@@ -12,19 +12,21 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ..checkpoints import CheckpointError, checkpoint_dir, load_checkpoint, verify_checkpoint
-from ..data.datamodule import TEST_SETS
+from ..data.datamodule import TEST_POOLS
+from ..data.sources import Task
 from ..data.splits import Split
+from ..errors import UserError
 from ..metrics.evaluation import Evaluation
-from ..metrics.utility import Task, metric_name, task_loss, utility_metric
+from ..metrics.utility import metric_name, task_loss, utility_metric
 from ..models.backbones import create_backbone
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
 class Classifier(L.LightningModule):
-    """A timm backbone with a new head, trained as in the paper (§3).
+    """A timm backbone with a new head (:attr:`network`), trained as in the paper (§3).
 
     SGD with momentum (or AdamW), linear warm-up then cosine decay (per step); the best epoch by the
     VAL metric is kept as ``checkpoints/best.ckpt`` and the latest as ``checkpoints/last.ckpt`` under
@@ -60,7 +62,7 @@ class Classifier(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.model = create_backbone(
+        self.network = create_backbone(
             backbone, num_classes, pretrained=pretrained, weights_file=weights_file, image_size=image_size
         )
         self.metric = metric_name(task)
@@ -97,7 +99,7 @@ class Classifier(L.LightningModule):
         verify_checkpoint(checkpoint, "the checkpoint", backbone=self.hparams.backbone)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images)
+        return self.network(images)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, _, targets = batch
@@ -115,7 +117,7 @@ class Classifier(L.LightningModule):
 
     def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         images, identities, targets = batch
-        self.evaluation.update(TEST_SETS[dataloader_idx], self(images), targets, identities)
+        self.evaluation.update(TEST_POOLS[dataloader_idx], self(images), targets, identities)
 
     def on_test_epoch_end(self) -> None:
         self.results = self.evaluation.log(self)

@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-from ..metrics.utility import Task
+from ..data.sources import Task
+from .classifier import NonFiniteLossError
 
 
 def distillation_kl(student: torch.Tensor, teacher: torch.Tensor, task: Task, temperature: float = 1.0):
@@ -40,7 +41,9 @@ def train_epoch(
     for batch in batches:
         loss = loss_of(tuple(t.to(device) for t in batch))
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite distillation loss after {count} steps")
+            raise NonFiniteLossError(
+                f"the distillation loss is {float(loss)} after {count} steps; lower model.init_args.lr"
+            )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from .base import Batch, UnlearningMethod
+from .base import Batch, UnlearningMethod, sgd_step_
 
 
 class JiT(UnlearningMethod):
     """For each support image, ``copies`` noisy copies x' = x + N(0, noise_std^2); one SGD step (``lr``)
     on the mean of ||f(x) - f(x')|| / ||x - x'|| over all parameters, f being the model's outputs.
-    Reads the support images only (not their targets).
+    Reads the support images only (not their targets). Nothing to prepare.
 
     Args:
         lr: the step size of the SGD step (0.01 in the paper).
@@ -19,8 +19,16 @@ class JiT(UnlearningMethod):
             leaves it open.
     """
 
+    reads_targets = False
+
     def __init__(
-        self, pretrain_ckpt: str, *, lr: float = 0.01, copies: int = 25, noise_std: float = 0.1, **kwargs
+        self,
+        pretrain_ckpt: str | None = None,
+        *,
+        lr: float = 0.01,
+        copies: int = 25,
+        noise_std: float = 0.1,
+        **kwargs,
     ):
         super().__init__(pretrain_ckpt, **kwargs)
 
@@ -34,8 +42,5 @@ class JiT(UnlearningMethod):
 
     def forget(self, support: Batch) -> None:
         self.model.eval()
-        params = list(self.model.model.parameters())
-        grads = torch.autograd.grad(self.smoothness_loss(support[0]), params)
-        with torch.no_grad():
-            for param, grad in zip(params, grads, strict=True):
-                param.sub_(self.hparams.lr * grad)
+        params = list(self.model.network.parameters())
+        sgd_step_(params, torch.autograd.grad(self.smoothness_loss(support[0]), params), self.hparams.lr)

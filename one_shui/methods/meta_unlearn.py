@@ -14,7 +14,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ..data.datamodule import RequestBatch
 from ..metrics.utility import task_loss
 from ..models.meta_loss import INPUT_PARTS, MetaLoss
-from .base import Batch, UnlearningMethod
+from .base import Batch, MethodSetupError, UnlearningMethod, sgd_step_
 
 DISTANCES = {"smooth_l1": F.smooth_l1_loss, "mse": F.mse_loss, "l1": F.l1_loss}
 FROZEN_IN_PUBLISHED_CODE = ("cls_token", "pos_embed")
@@ -52,7 +52,7 @@ class MetaUnlearn(UnlearningMethod):
 
     def __init__(
         self,
-        pretrain_ckpt: str,
+        pretrain_ckpt: str | None = None,
         *,
         meta_lr: float = 0.1,
         lr: float = 1e-4,
@@ -71,7 +71,7 @@ class MetaUnlearn(UnlearningMethod):
         super().__init__(pretrain_ckpt, **kwargs)
         self.automatic_optimization = False
         self.model.requires_grad_(False)  # the original weights never change during meta-training
-        backbone = self.model.model
+        backbone = self.model.network
         self.meta_loss = MetaLoss(
             self.model.hparams.num_classes,
             backbone.num_features,
@@ -87,27 +87,28 @@ class MetaUnlearn(UnlearningMethod):
         position = {identity: k for k, identity in enumerate(self.split.train)}
         index = torch.tensor([position.get(identity, -1) for identity in self.identities])
         self.register_buffer("train_index", index, persistent=False)  # dataset id -> TRAIN id
+        self.reads_targets = "targets" in self.meta_loss.parts  # the only input part that reads them
         self._validation: Iterator | None = None
 
     train_pool = "simulated"  # meta-training reads simulated requests (reload the loaders every epoch)
-
-    @property
-    def needs_targets(self) -> bool:
-        return "targets" in self.hparams.parts
 
     @property
     def updated_parameters(self) -> tuple[str, ...]:
         return self.updated
 
     def _updated_names(self, update: str, last_blocks: int) -> tuple[str, ...]:
-        names = [name for name, _ in self.model.model.named_parameters()]
+        names = [name for name, _ in self.model.network.named_parameters()]
         if update == "published":
             return tuple(n for n in names if n not in FROZEN_IN_PUBLISHED_CODE)
         if update == "all":
             return tuple(names)
-        blocks = getattr(self.model.model, "blocks", None)
+        blocks = getattr(self.model.network, "blocks", None)
         if blocks is None or not 1 <= last_blocks <= len(blocks):
-            raise ValueError(f"update: last_blocks needs a ViT with at least {last_blocks} blocks")
+            raise MethodSetupError(
+                f"update: last_blocks needs a ViT with at least {last_blocks} blocks (backbone "
+                f"{self.backbone!r} has {len(blocks or ())}): set update to all or published, or "
+                "last_blocks to fewer"
+            )
         last = tuple(f"blocks.{i}." for i in range(len(blocks) - last_blocks, len(blocks)))
         return tuple(n for n in names if n.startswith((*last, "norm.", "fc_norm.", "head.")))
 
@@ -115,11 +116,11 @@ class MetaUnlearn(UnlearningMethod):
 
     def _leaves(self) -> dict[str, torch.Tensor]:
         """The updated parameters as fresh leaves on the original weights (no copies)."""
-        weights = dict(self.model.model.named_parameters())
+        weights = dict(self.model.network.named_parameters())
         return {name: weights[name].detach().requires_grad_() for name in self.updated}
 
     def _forward(self, params: dict[str, torch.Tensor], images: torch.Tensor):
-        wrapper = LogitsAndFeatures(self.model.model)
+        wrapper = LogitsAndFeatures(self.model.network)
         return functional_call(wrapper, {f"backbone.{k}": v for k, v in params.items()}, (images,))
 
     def _unlearning_step(self, params: dict[str, torch.Tensor], support: Batch, create_graph: bool):
@@ -194,19 +195,17 @@ class MetaUnlearn(UnlearningMethod):
         """
         self.meta_loss.eval()
         self.model.eval()
-        weights = dict(self.model.model.named_parameters())
+        weights = dict(self.model.network.named_parameters())
         updated = [weights[name] for name in self.updated]
         try:
             for weight in updated:
                 weight.requires_grad_(True)
-            loss = self._meta_loss_on(LogitsAndFeatures(self.model.model)(support[0]), support)
+            loss = self._meta_loss_on(LogitsAndFeatures(self.model.network)(support[0]), support)
             grads = torch.autograd.grad(loss, updated)
         finally:
             for weight in updated:
                 weight.requires_grad_(False)  # the original weights are never trained
-        with torch.no_grad():
-            for weight, grad in zip(updated, grads, strict=True):
-                weight.sub_(self.hparams.meta_lr * grad)
+        sgd_step_(updated, grads, self.hparams.meta_lr)
 
 
 def _accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,8 @@ from .base import Batch, UnlearningMethod
 class NoUnlearning(UnlearningMethod):
     """Forgets nothing: the reference that every method's ToW and MIA must improve on."""
 
+    reads_targets = False
+
     @property
     def updated_parameters(self) -> tuple[str, ...]:
         return ()

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..metrics.utility import Task
-from .base import Batch, UnlearningMethod
+from ..data.sources import Task
+from .base import Batch, MethodSetupError, UnlearningMethod, sgd_step_
 
 
 def layer_inputs(layer: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
@@ -52,9 +52,11 @@ class PGU(UnlearningMethod):
     weight's gradient projected off its protected directions. Only those weights change.
     """
 
+    train_pool = "train"  # fit: one pass over the training data
+
     def __init__(
         self,
-        pretrain_ckpt: str,
+        pretrain_ckpt: str | None = None,
         *,
         lr: float = 0.1,
         epochs: int = 5,
@@ -65,7 +67,7 @@ class PGU(UnlearningMethod):
         self.automatic_optimization = False  # fit measures; it never updates the model
         self.layers = {
             name: layer
-            for name, layer in self.model.model.named_modules()
+            for name, layer in self.model.network.named_modules()
             if isinstance(layer, nn.Linear) or (isinstance(layer, nn.Conv2d) and layer.groups == 1)
         }
         self.moments = nn.Module()  # per layer: the sum of x x^T over the training inputs, and their count
@@ -74,10 +76,6 @@ class PGU(UnlearningMethod):
             self.moments.register_buffer(_key(name), torch.zeros(size, size))
             self.moments.register_buffer(_key(name) + "_rows", torch.zeros((), dtype=torch.long))
         self._epoch: dict[str, list] = {}
-
-    @property
-    def needs_targets(self) -> bool:
-        return True
 
     @property
     def updated_parameters(self) -> tuple[str, ...]:
@@ -136,11 +134,11 @@ class PGU(UnlearningMethod):
         for _ in range(self.hparams.epochs):
             loss = reverse_loss(self.model.hparams.task, self.model(images), targets)
             grads = torch.autograd.grad(loss, weights)
-            with torch.no_grad():
-                for name, weight, grad in zip(self.layers, weights, grads, strict=True):
-                    flat = grad.reshape(grad.shape[0], -1)
-                    basis = bases[name]
-                    weight.sub_(self.hparams.lr * (flat - flat @ basis @ basis.T).reshape(grad.shape))
+            sgd_step_(
+                weights,
+                [_project_off(g, bases[name]) for name, g in zip(self.layers, grads, strict=True)],
+                self.hparams.lr,
+            )
 
     def _protected_bases(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         support = self.input_moments(images)
@@ -148,11 +146,20 @@ class PGU(UnlearningMethod):
         for name in self.layers:
             rows = int(getattr(self.moments, _key(name) + "_rows"))
             if rows == 0:
-                raise RuntimeError("PGU has no input statistics of the training data: fit it first")
+                raise MethodSetupError(
+                    "PGU has no input statistics of the training data: run its `one-shui fit` first and "
+                    "give the checkpoints/last.ckpt it writes"
+                )
             train = getattr(self.moments, _key(name)) / rows
             moment, count = support[name]
             bases[name] = protected_basis(train - moment / count, self.hparams.gamma)
         return bases
+
+
+def _project_off(grad: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """A weight's gradient with its rows' components along ``basis`` (orthonormal columns) removed."""
+    flat = grad.reshape(grad.shape[0], -1)
+    return (flat - flat @ basis @ basis.T).reshape(grad.shape)
 
 
 def _key(layer: str) -> str:

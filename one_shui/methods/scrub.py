@@ -24,7 +24,7 @@ class SCRUB(UnlearningMethod):
 
     def __init__(
         self,
-        pretrain_ckpt: str,
+        pretrain_ckpt: str | None = None,
         *,
         epochs: int = 10,
         max_step_epochs: int = 2,
@@ -40,8 +40,8 @@ class SCRUB(UnlearningMethod):
 
     def forget(self, support: Batch) -> None:
         hp, task = self.hparams, self.model.hparams.task
-        teacher = copy.deepcopy(self.model.model).eval().requires_grad_(False)
-        student = self.model.model.train()
+        teacher = copy.deepcopy(self.model.network).eval().requires_grad_(False)
+        student = self.model.network.train()
         optimizer = torch.optim.SGD(
             student.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
         )

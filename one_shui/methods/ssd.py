@@ -7,7 +7,7 @@ import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from ..metrics.utility import task_loss
-from .base import Batch, UnlearningMethod
+from .base import Batch, MethodSetupError, UnlearningMethod
 
 
 class SSD(UnlearningMethod):
@@ -21,9 +21,11 @@ class SSD(UnlearningMethod):
         selection_weighting: alpha.
     """
 
+    train_pool = "train"  # fit: one pass over the training data
+
     def __init__(
         self,
-        pretrain_ckpt: str,
+        pretrain_ckpt: str | None = None,
         *,
         dampening_constant: float = 0.1,
         selection_weighting: float = 50.0,
@@ -31,19 +33,15 @@ class SSD(UnlearningMethod):
     ):
         super().__init__(pretrain_ckpt, **kwargs)
         self.automatic_optimization = False  # fit measures; it never updates the model
-        size = sum(p.numel() for p in self.model.model.parameters())
+        size = sum(p.numel() for p in self.model.network.parameters())
         self.register_buffer("importance_sum", torch.zeros(size))  # over the training batches seen
         self.register_buffer("batches", torch.zeros((), dtype=torch.long))
         self._epoch_sum: torch.Tensor | None = None  # made at each epoch start, on the module's device
         self._epoch_batches = 0
 
-    @property
-    def needs_targets(self) -> bool:
-        return True
-
     def _squared_gradient(self, batch: Batch) -> torch.Tensor:
         images, _, targets = batch
-        params = list(self.model.model.parameters())
+        params = list(self.model.network.parameters())
         loss = task_loss(self.model.hparams.task, self.model(images), targets)
         return parameters_to_vector(torch.autograd.grad(loss, params)).square()
 
@@ -73,14 +71,17 @@ class SSD(UnlearningMethod):
 
     def forget(self, support: Batch) -> None:
         if self.batches == 0:
-            raise RuntimeError("SSD has no importances of the training data: fit it first")
+            raise MethodSetupError(
+                "SSD has no importances of the training data: run its `one-shui fit` first and give the "
+                "checkpoints/last.ckpt it writes"
+            )
         self.model.eval()
         train = self.importance_sum / self.batches
         forget = self._squared_gradient(support)
         selected = forget > self.hparams.selection_weighting * train
         factor = (self.hparams.dampening_constant * train / forget).clamp(max=1)
-        weights = parameters_to_vector(self.model.model.parameters()).detach()
+        weights = parameters_to_vector(self.model.network.parameters()).detach()
         with torch.no_grad():
             vector_to_parameters(
-                torch.where(selected, weights * factor, weights), self.model.model.parameters()
+                torch.where(selected, weights * factor, weights), self.model.network.parameters()
             )

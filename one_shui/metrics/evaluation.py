@@ -11,13 +11,14 @@ import lightning as L
 import numpy as np
 import torch
 
+from ..data.sources import Task
 from .mia import MIAResult, loss_mia
 from .rmia import true_label_probability
-from .tow import POOLS, tug_of_war
-from .utility import Task, metric_name, task_loss, utility_metric
+from .tow import UTILITY_POOLS, tug_of_war
+from .utility import metric_name, task_loss, utility_metric
 
-EVAL_POOLS = (*POOLS, "val")  # the MIA trains on retain vs VAL
-RMIA_POOLS = {"forget": "forget", "test": "test", "population": "val"}  # RMIA's pools: ours
+EVAL_POOLS = (*UTILITY_POOLS, "val")  # the MIA trains on retain vs VAL
+POOL_OF_ROLE = {"forget": "forget", "test": "test", "population": "val"}  # RMIA's roles: our pools
 
 
 class Evaluation:
@@ -58,7 +59,7 @@ class Evaluation:
         results["mia_auc"], results["mia_forget_non_member"] = self.mia.auc, self.mia.forget_non_member
         self.probabilities = {
             name: true_label_probability(*pools[pool][:2], self.task).numpy()
-            for name, pool in RMIA_POOLS.items()
+            for name, pool in POOL_OF_ROLE.items()
         }
         if retrained is not None:
             results["tow"] = tug_of_war(utilities, retrained)
@@ -66,10 +67,10 @@ class Evaluation:
 
     def utilities(self) -> dict[str, float]:
         """The metric on retain, forget and test, keyed by pool."""
-        return self._utilities({pool: self._cat(pool) for pool in POOLS})
+        return self._utilities({pool: self._cat(pool) for pool in UTILITY_POOLS})
 
     def _utilities(self, pools: Mapping[str, tuple[torch.Tensor, ...]]) -> dict[str, float]:
-        return {pool: self._utility(*pools[pool][:2]) for pool in POOLS}
+        return {pool: self._utility(*pools[pool][:2]) for pool in UTILITY_POOLS}
 
     def log(
         self, module: L.LightningModule, retrained: Mapping[str, float] | None = None

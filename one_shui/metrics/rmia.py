@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from .utility import Task
+from ..data.sources import Task
 
-POOLS = ("forget", "test", "population")  # members, non-members, the population z
+ROLES = ("forget", "test", "population")  # members, non-members, the population z
 
 
 def true_label_probability(logits: torch.Tensor, targets: torch.Tensor, task: Task) -> torch.Tensor:
@@ -66,7 +66,7 @@ def rmia_scores(
     """score(x) of every forget and TEST sample (see the module docstring)."""
     log_ratio = {
         pool: np.log(target[pool]) - np.log(((1 + offline_a) * reference[pool] + (1 - offline_a)) / 2)
-        for pool in POOLS
+        for pool in ROLES
     }
     population = np.sort(log_ratio["population"])
     # ratio(x) / ratio(z) > gamma  <=>  log ratio(z) < log ratio(x) - log gamma
@@ -80,12 +80,12 @@ def rmia(
     target: Mapping[str, object], reference: Mapping[str, object], *, offline_a: float, gamma: float = 1.0
 ) -> RMIAResult:
     """The attack on the target model, given Pr(x | model) of the forget, test and population samples
-    under the target and the reference model (mappings keyed by :data:`POOLS`)."""
+    under the target and the reference model (mappings keyed by :data:`ROLES`)."""
     if not (0 <= offline_a <= 1 and gamma > 0):
         raise ValueError(f"rmia: offline_a must be in [0, 1] and gamma > 0 (got {offline_a}, {gamma})")
-    target = {pool: _probabilities(target[pool], pool, "target") for pool in POOLS}
-    reference = {pool: _probabilities(reference[pool], pool, "reference") for pool in POOLS}
-    for pool in POOLS:
+    target = {pool: _probabilities(target[pool], pool, "target") for pool in ROLES}
+    reference = {pool: _probabilities(reference[pool], pool, "reference") for pool in ROLES}
+    for pool in ROLES:
         if target[pool].size != reference[pool].size:
             raise ValueError(
                 f"rmia: {pool} has {target[pool].size} target and {reference[pool].size} "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-POOLS = ("retain", "forget", "test")
+UTILITY_POOLS = ("retain", "forget", "test")  # the pools whose utility ToW compares
 
 
 def _utility(metrics: Mapping[str, float], which: str, pool: str) -> float:
@@ -19,7 +19,7 @@ def _utility(metrics: Mapping[str, float], which: str, pool: str) -> float:
 
 
 def tug_of_war(
-    metrics: Mapping[str, float], retrained: Mapping[str, float], pools: Sequence[str] = POOLS
+    metrics: Mapping[str, float], retrained: Mapping[str, float], pools: Sequence[str] = UTILITY_POOLS
 ) -> float:
     """ToW = 100 * prod over ``pools`` of (1 - |m - m_retrained| / 100), for utilities m in [0, 100].
 

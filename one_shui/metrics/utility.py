@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy, MultilabelAveragePrecision
 from torchmetrics.utilities import dim_zero_cat
 
-Task = Literal["multilabel", "classification"]
+from ..data.sources import Task
 
 
 def metric_name(task: Task) -> str:

@@ -7,6 +7,8 @@ from pathlib import Path
 import timm
 from torch import nn
 
+from ..errors import SettingError, UserError
+
 # Small configurations of timm architectures: name -> (timm architecture, its overrides).
 PRESETS: dict[str, tuple[str, dict]] = {
     # A ViT sized for CPU runs on the 32 px synthetic data: 16 patches of 8 px, 4 blocks of width 128.
@@ -17,7 +19,7 @@ PRESETS: dict[str, tuple[str, dict]] = {
 }
 
 
-class WeightsError(RuntimeError):
+class WeightsError(UserError, RuntimeError):
     """Pretrained weights were asked for and cannot be had."""
 
 
@@ -42,7 +44,10 @@ def create_backbone(
     """
     arch, overrides = PRESETS.get(name, (name, {}))
     if not timm.is_model(arch):
-        raise ValueError(f"unknown backbone {name!r}: not a timm model name nor one of {sorted(PRESETS)}")
+        raise SettingError(
+            f"unknown backbone {name!r}: not a timm model name nor one of {sorted(PRESETS)}; set "
+            "model.init_args.backbone to one (timm.list_models() lists the names)"
+        )
     if (pretrained or weights_file) and name in PRESETS:
         raise WeightsError(
             f"backbone {name!r} is a one_shui preset without pretrained weights; set pretrained: false"

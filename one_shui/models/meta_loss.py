@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..data.sources import Task
+from ..errors import SettingError
 
 INPUT_PARTS = ("outputs", "features", "targets", "identity")
 
@@ -42,7 +44,7 @@ class MetaLoss(nn.Module):
         num_identities: int,
         *,
         parts: Sequence[str] = INPUT_PARTS,
-        task: Literal["multilabel", "classification"] = "multilabel",
+        task: Task = "multilabel",
         identity_dim: int = 64,
         hidden: int = 512,
         residual_blocks: int = 0,
@@ -51,9 +53,9 @@ class MetaLoss(nn.Module):
         super().__init__()
         unknown = [p for p in parts if p not in INPUT_PARTS]
         if unknown:
-            raise ValueError(f"unknown meta-loss input parts {unknown}; choose among {INPUT_PARTS}")
+            raise SettingError(f"unknown meta-loss input parts {unknown}; choose among {INPUT_PARTS}")
         if not parts:
-            raise ValueError(f"the meta-loss needs at least one input part among {INPUT_PARTS}")
+            raise SettingError(f"the meta-loss needs at least one input part among {INPUT_PARTS}")
         if task not in ("multilabel", "classification"):
             raise ValueError(f"task must be 'multilabel' or 'classification', not {task!r}")
         # Keep the canonical order, so that the input layout does not depend on how parts were listed.

@@ -1,0 +1,105 @@
+"""Finding and loading unlearning methods: a class by its path (only classes of one_shui.methods), a
+prepared method from the checkpoint its ``fit`` wrote, a method with nothing to prepare from its YAML."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+from pathlib import Path
+
+import jsonargparse
+import yaml
+
+from ..checkpoints import RECORD_KEY, CheckpointError, load_checkpoint
+from ..errors import MissingFileError
+from .base import MethodSetupError, UnlearningMethod
+
+
+def method_class(name: str) -> type[UnlearningMethod] | None:
+    """The class ``name`` ("module.Class") when it is an unlearning method of one_shui.methods; else
+    None. Nothing outside one_shui.methods is ever imported."""
+    module, _, cls = name.rpartition(".")
+    method = None
+    if module.startswith(f"{__package__}."):
+        with contextlib.suppress(ImportError):
+            method = getattr(importlib.import_module(module), cls, None)
+    return method if isinstance(method, type) and issubclass(method, UnlearningMethod) else None
+
+
+def config_model(path: str | os.PathLike) -> tuple[str, dict]:
+    """The ``model`` class path and init_args of a YAML config."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"method config {path} does not exist")
+    try:
+        model = yaml.safe_load(path.read_text(encoding="utf-8"))["model"]
+        return str(model["class_path"]), dict(model.get("init_args") or {})
+    except (yaml.YAMLError, UnicodeDecodeError, TypeError, KeyError, ValueError) as err:
+        raise MethodSetupError(f"{path}: not a method config with a model.class_path ({err!r})") from None
+
+
+def config_method(path: str | os.PathLike) -> type[UnlearningMethod]:
+    """The unlearning method a YAML config runs; refused when it names anything else."""
+    name, _ = config_model(path)
+    method = method_class(name)
+    if method is None:
+        raise MethodSetupError(f"{path}: model.class_path {name!r} is not a one_shui UnlearningMethod")
+    return method
+
+
+def load_prepared(
+    path: str | os.PathLike, pretrain_ckpt: str | os.PathLike | None = None
+) -> UnlearningMethod:
+    """The prepared method of ``path`` (what its ``fit`` wrote), on the original model it was prepared
+    from: ``pretrain_ckpt``, by default the path recorded when it was prepared."""
+    checkpoint = load_checkpoint(path)
+    method = _checkpoint_method(checkpoint, str(path))
+    hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
+    original = Path(pretrain_ckpt or hparams["pretrain_ckpt"])
+    if not original.is_file():
+        raise MissingFileError(
+            f"{path} was prepared on the pretrain checkpoint {original}, which is not there: "
+            f"give the path of that checkpoint"
+        )
+    prepared = method(**{**hparams, "pretrain_ckpt": str(original), "retrain_ckpt": None})
+    prepared.on_load_checkpoint(checkpoint)
+    prepared.load_state_dict(checkpoint["state_dict"])
+    return prepared.eval()
+
+
+def load_from_config(path: str | os.PathLike, pretrain_ckpt: str | os.PathLike) -> UnlearningMethod:
+    """A method with nothing to prepare, built from the ``model`` section of its YAML config (as
+    ``configs/methods/jit.yaml``) on the original model ``pretrain_ckpt``."""
+    path = Path(path)
+    method = config_method(path)
+    if method.train_pool is not None:
+        raise MethodSetupError(
+            f"{path}: {method.__name__} must be prepared first: run `one-shui fit --config <data> --config "
+            f"{path}` and give the checkpoints/last.ckpt it writes"
+        )
+    _, options = config_model(path)
+    options = {k: v for k, v in options.items() if k not in ("pretrain_ckpt", "retrain_ckpt")}
+    parser = jsonargparse.ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(method)
+    try:
+        arguments = parser.parse_object({**options, "pretrain_ckpt": str(pretrain_ckpt)}).as_dict()
+    except jsonargparse.ArgumentError as err:
+        raise MethodSetupError(f"{path}: {' '.join(str(err).split())}") from None
+    return method(**arguments).eval()
+
+
+def _checkpoint_method(checkpoint: dict, source: str) -> type[UnlearningMethod]:
+    """The class a prepared checkpoint names: among the classes of one_shui.methods only."""
+    name = checkpoint[RECORD_KEY].get("method")
+    if name is None:
+        raise CheckpointError(
+            f"{source}: not a prepared unlearning method (a pretrain or retrain model?): give the "
+            f"checkpoints/last.ckpt that the method's fit wrote"
+        )
+    method = method_class(name)
+    if method is None:
+        raise CheckpointError(
+            f"{source}: refused, it names {name!r}, which is not a one_shui UnlearningMethod"
+        )
+    return method

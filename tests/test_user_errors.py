@@ -1,0 +1,192 @@
+"""The one user-error type: every entry point shows a user error as one line that names the thing and the
+fix, with exit status 1 and no traceback; a bug keeps its traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import on_data
+from test_cli import CONFIGS, DATA, PRETRAIN, QUIET, tiny
+
+from one_shui.bench.runner import main as bench_main
+from one_shui.cli import OneShuiCLI
+from one_shui.cli import main as cli_main
+from one_shui.data.report import main as split_main
+from one_shui.errors import SettingError, UserError, exit_on_user_error
+from one_shui.forget import main as forget_main
+
+SMALL = ["--data.init_args.synthetic.identities=40", "--data.init_args.request_size=3", *QUIET]
+
+
+def one_line(entry, args: list[str], prog: str) -> str:
+    """The message ``entry`` exits with: one line, prefixed by the command's name."""
+    with pytest.raises(SystemExit) as exit:
+        entry([str(arg) for arg in args])
+    message = exit.value.code
+    assert isinstance(message, str) and message.startswith(f"{prog}: "), message
+    assert "\n" not in message, message
+    return message
+
+
+@pytest.fixture(scope="module")
+def resnet(runs) -> Path:
+    """A tiny pretrain of a convolutional backbone (no ViT blocks) on the data of the tiny runs."""
+    root = runs[0]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setenv("XDG_CACHE_HOME", str(root / "cache"))
+        OneShuiCLI(["fit", *PRETRAIN, *tiny("resnet"), "--model.init_args.backbone=resnet18"])
+    return root / "resnet/checkpoints/best.ckpt"
+
+
+def cli_cases(runs, resnet) -> dict[str, tuple[list[str], str]]:
+    root, pretrain, _ = runs
+    method = [f"--model.init_args.pretrain_ckpt={pretrain}", f"--trainer.default_root_dir={root / 'x'}"]
+    return {
+        "request larger than the eligible people": (
+            ["fit", *PRETRAIN, *SMALL, "--data.init_args.request_size=30"],
+            "set data.request_size to at most",
+        ),
+        "request size 0": (["fit", *PRETRAIN, *SMALL, "--data.init_args.request_size=0"], "at least 1"),
+        "unknown backbone": (
+            ["fit", *PRETRAIN, *SMALL, "--model.init_args.backbone=vit_nonexistent"],
+            "unknown backbone 'vit_nonexistent'",
+        ),
+        "last_blocks on a non-ViT": (
+            [
+                "fit",
+                *on_data(CONFIGS / "methods/meta_unlearn.yaml"),
+                *SMALL,
+                *method[1:],
+                f"--model.init_args.pretrain_ckpt={resnet}",
+                "--model.init_args.update=last_blocks",
+            ],
+            "update: last_blocks needs a ViT",
+        ),  # fmt: skip
+        "SSD tested without its fit": (
+            ["test", *on_data(CONFIGS / "methods/ssd.yaml"), *SMALL, *method],
+            "SSD has no importances",
+        ),
+        "PGU tested without its fit": (
+            ["test", *on_data(CONFIGS / "methods/pgu.yaml"), *SMALL, *method],
+            "PGU has no input statistics",
+        ),
+        "a fit of a method with nothing to prepare": (
+            ["fit", *on_data(CONFIGS / "methods/jit.yaml"), *SMALL, *method],
+            "JiT has nothing to prepare",
+        ),
+        "no pretrain in the run layout": (
+            ["fit", *on_data(CONFIGS / "methods/ssd.yaml"), *SMALL, "--data.init_args.seed=7"],
+            "SSD unlearns the pretrained model: set model.init_args.pretrain_ckpt, or run the pretrain",
+        ),
+        "a checkpoint as the split file": (
+            ["fit", *PRETRAIN, *SMALL, f"--data.init_args.split_file={pretrain}"],
+            "is not a split JSON",
+        ),
+        "unknown dataset": (
+            [
+                "fit",
+                *PRETRAIN,
+                *SMALL,
+                "--data.init_args.synthetic=null",
+                "--data.init_args.dataset=imagenet",
+            ],
+            "unknown dataset 'imagenet'",
+        ),
+        "no meta-loss input": (
+            [
+                "fit",
+                *on_data(CONFIGS / "methods/meta_unlearn.yaml"),
+                *SMALL,
+                *method,
+                "--model.init_args.parts=[]",
+            ],
+            "at least one input part",
+        ),
+    }
+
+
+CLI_CASES = [
+    "request larger than the eligible people",
+    "request size 0",
+    "unknown backbone",
+    "last_blocks on a non-ViT",
+    "SSD tested without its fit",
+    "PGU tested without its fit",
+    "a fit of a method with nothing to prepare",
+    "no pretrain in the run layout",
+    "a checkpoint as the split file",
+    "unknown dataset",
+    "no meta-loss input",
+]
+
+
+@pytest.mark.parametrize("case", CLI_CASES)
+def test_one_shui_user_errors_are_one_line(case, runs, resnet, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(runs[0] / "cache"))
+    args, fragment = cli_cases(runs, resnet)[case]
+    assert fragment in one_line(cli_main, args, "one-shui")
+
+
+def test_other_entry_points_user_errors_are_one_line(runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(runs[0] / "cache"))
+    bench = tmp_path / "bench.yaml"
+    bench.write_text(f"name: b\ndata: {DATA}\ntrain: absent.yaml\nmethods: []\n")
+    assert "train config absent.yaml does not exist" in one_line(
+        bench_main, ["--config", bench], "one-shui-bench"
+    )
+    bench.write_text(f"name: b\ndata: {DATA}\ntrain: {DATA}\nmethods: []\nrequest_sise: 3\n")
+    assert "request_sise" in one_line(bench_main, ["--config", bench], "one-shui-bench")
+    split = ["--config", DATA, *SMALL[:1], "--data.init_args.request_size=30"]
+    assert "set data.request_size" in one_line(split_main, split, "one-shui-split")
+    missing = one_line(forget_main, [runs[1], tmp_path / "absent.csv"], "one-shui-forget")
+    assert "request" in missing and "absent.csv does not exist" in missing
+
+
+def test_a_user_error_is_found_behind_the_errors_that_wrap_it_and_a_bug_keeps_its_traceback():
+    def wrapped():
+        try:
+            raise SettingError("bad value: set x")
+        except SettingError as err:
+            raise RuntimeError("while instantiating") from err
+
+    with pytest.raises(SystemExit) as exit:
+        exit_on_user_error("prog", wrapped)
+    assert exit.value.code == "prog: bad value: set x"
+    with pytest.raises(KeyError):
+        exit_on_user_error("prog", lambda: {}["bug"])
+    assert issubclass(SettingError, UserError)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("command", "args", "fragment"),
+    [
+        (
+            "one-shui",
+            ["fit", *PRETRAIN, *SMALL, "--model.init_args.backbone=nope"],
+            "unknown backbone 'nope'",
+        ),
+        ("one-shui-bench", ["--config", "absent.yaml"], "absent.yaml"),
+        ("one-shui-forget", ["m.ckpt", "absent.csv"], "request absent.csv does not exist"),
+        ("one-shui-split", ["--config", DATA, *SMALL[:1], "--data.init_args.request_size=0"], "at least 1"),
+    ],
+)
+def test_each_command_exits_1_with_one_line_and_no_traceback(command, args, fragment, tmp_path):
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name(command)), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "XDG_CACHE_HOME": str(tmp_path), "WANDB_MODE": "disabled"},
+        timeout=300,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{command}: ") and fragment in last
