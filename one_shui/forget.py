@@ -5,7 +5,7 @@
 
 METHOD.ckpt is what the method's ``fit`` wrote (``<run>/checkpoints/last.ckpt``); it is applied to the
 original model it was prepared on (its pretrain checkpoint). A method with nothing to prepare (JiT) is
-given by its config instead (``configs/methods/jit_celebahq.yaml``: its model options are used) and the
+given by its config instead (``configs/methods/jit.yaml``: its model options are used) and the
 original model by ``--pretrain-ckpt``. Methods that read the full forget and retain sets (SCRUB, Bad
 Teacher) are benchmark references and cannot serve a request. REQUEST.csv has a header and one row per
 portrait: ``image`` (a file under the CSV's folder, or under ``--root``), ``identity`` (as in the

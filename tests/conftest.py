@@ -31,17 +31,21 @@ def method_args(root: Path, run: str, epochs: int = 1) -> list[str]:
     ]
 
 
+def fit_in(root: Path, *args: str) -> None:
+    """`one-shui fit <args>` run in ``root``, with its own audit cache and without W&B."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setenv("XDG_CACHE_HOME", str(root / "cache"))
+        patch.setenv("WANDB_MODE", "disabled")
+        OneShuiCLI(["fit", *args])
+
+
 @pytest.fixture(scope="session")
 def runs(tmp_path_factory):
     """A tiny pretrain and its retrain on the synthetic data: (folder, pretrain ckpt, retrain ckpt)."""
     root = tmp_path_factory.mktemp("runs")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        patch.setenv("XDG_CACHE_HOME", str(root / "cache"))
-        OneShuiCLI(["fit", *PRETRAIN, *tiny("pre")])
-        OneShuiCLI(
-            ["fit", *RETRAIN, *tiny("re"), "--data.init_args.split_file", "pre/checkpoints/split.json"]
-        )
+    fit_in(root, *PRETRAIN, *tiny("pre"))
+    fit_in(root, *RETRAIN, *tiny("re"), "--data.init_args.split_file", "pre/checkpoints/split.json")
     return root, root / "pre/checkpoints/best.ckpt", root / "re/checkpoints/best.ckpt"
 
 
@@ -49,11 +53,7 @@ def runs(tmp_path_factory):
 def prepared(runs) -> Path:
     """A MetaUnlearn meta-trained through `one-shui fit` on the tiny runs: its checkpoint."""
     root = runs[0]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        patch.setenv("XDG_CACHE_HOME", str(root / "cache"))
-        patch.setenv("WANDB_MODE", "disabled")
-        OneShuiCLI(["fit", *on_data(META_UNLEARN), *method_args(root, "mu"), "--model.init_args.hidden=32"])
+    fit_in(root, *on_data(META_UNLEARN), *method_args(root, "mu"), "--model.init_args.hidden=32")
     return root / "mu/checkpoints/last.ckpt"
 
 

@@ -9,11 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import on_data
+from conftest import fit_in, on_data
 from test_cli import CONFIGS, DATA, PRETRAIN, QUIET, tiny
 
 from one_shui.bench.runner import main as bench_main
-from one_shui.cli import OneShuiCLI
 from one_shui.cli import main as cli_main
 from one_shui.data.report import main as split_main
 from one_shui.errors import SettingError, UserError, exit_on_user_error
@@ -35,12 +34,8 @@ def one_line(entry, args: list[str], prog: str) -> str:
 @pytest.fixture(scope="module")
 def resnet(runs) -> Path:
     """A tiny pretrain of a convolutional backbone (no ViT blocks) on the data of the tiny runs."""
-    root = runs[0]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        patch.setenv("XDG_CACHE_HOME", str(root / "cache"))
-        OneShuiCLI(["fit", *PRETRAIN, *tiny("resnet"), "--model.init_args.backbone=resnet18"])
-    return root / "resnet/checkpoints/best.ckpt"
+    fit_in(runs[0], *PRETRAIN, *tiny("resnet"), "--model.init_args.backbone=resnet18")
+    return runs[0] / "resnet/checkpoints/best.ckpt"
 
 
 def cli_cases(runs, resnet) -> dict[str, tuple[list[str], str]]:
