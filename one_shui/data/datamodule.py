@@ -252,10 +252,7 @@ class IdentityDataModule(L.LightningDataModule):
     def load_state_dict(self, state: dict) -> None:
         if "split" not in state:
             return
-        split = Split.from_dict(state["split"], source="the checkpoint's split")
-        if self.split is not None:
-            self.split.require_same(split, "the checkpoint")
-        self.split = split  # verified against the data in setup()
+        self.use_split(Split.from_dict(state["split"], source="the checkpoint's split"), "the checkpoint")
 
     def save_split(self, path: str | os.PathLike) -> Path:
         self.setup()
