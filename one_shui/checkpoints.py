@@ -6,10 +6,12 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import random
 import zipfile
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
@@ -69,7 +71,7 @@ def sha256_of(path: str | os.PathLike) -> str:
 
 def checkpoint_split(checkpoint: dict, source: str = "the checkpoint") -> Split:
     """The Split a checkpoint's model was trained with."""
-    return Split.from_dict(checkpoint[RECORD_KEY]["split"], source=f"{source}'s split")
+    return Split.from_dict(checkpoint[RECORD_KEY].get("split"), source=f"{source}'s split")
 
 
 def verify_checkpoint(
@@ -97,6 +99,31 @@ def _check_record(checkpoint: dict, source: str) -> dict:
             f"version reads {RECORD_FORMAT}); make it again with this version"
         )
     return record
+
+
+class RandomState(Callback):
+    """Every random generator's state (torch, CUDA, numpy, Python) in each checkpoint, restored when a fit
+    resumes from it: the resumed fit draws the same shuffles, augmentations and dropout masks as an
+    uninterrupted one, so it ends with the same weights."""
+
+    def state_dict(self) -> dict:
+        kind, keys, position, has_gauss, gauss = np.random.get_state()
+        state = {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "numpy": [kind, keys.tolist(), position, has_gauss, gauss],
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        torch.set_rng_state(state["torch"])
+        random.setstate(state["python"])
+        kind, keys, *rest = state["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class RunRecord(Callback):

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import lightning as L
 import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from . import layout
-from .checkpoints import RunRecord, checkpoint_dir
+from .checkpoints import CheckpointError, RandomState, RunRecord, checkpoint_dir, load_checkpoint
 from .data.datamodule import IdentityDataModule
-from .errors import MissingFileError, exit_on_user_error
+from .errors import MissingFileError, SettingError, exit_on_user_error
 from .methods.base import MethodSetupError, UnlearningMethod
 from .methods.classifier import Classifier
 
@@ -44,7 +45,7 @@ class OneShuiCLI(LightningCLI):
             subclass_mode_model=True,
             datamodule_class=IdentityDataModule,
             subclass_mode_data=True,
-            trainer_defaults={"callbacks": [self.run_record]},
+            trainer_defaults={"callbacks": [self.run_record, RandomState()]},
             save_config_callback=None,  # the run record writes config.yaml into the run folder
             parser_kwargs={"parser_mode": "omegaconf"},
             args=args,
@@ -81,11 +82,25 @@ class OneShuiCLI(LightningCLI):
         config = self.config_init[self.subcommand]
         if config.get("ckpt_path") == "last":
             last = checkpoint_dir(self.trainer) / layout.LAST
-            config["ckpt_path"] = str(last) if last.is_file() else None
-            rank_zero_info(f"resuming from {last}" if last.is_file() else f"no {last} yet: starting afresh")
+            config["ckpt_path"] = str(last) if _resumable(last) else None
 
     def _subcommand_config(self):
         return self.config[self.config.subcommand] if self.config.get("subcommand") else self.config
+
+
+def _resumable(last: Path) -> bool:
+    """Whether a fit can resume from ``last``; a missing or damaged one (a fit killed while writing it)
+    means starting afresh, with a line that says which."""
+    if not last.is_file():
+        rank_zero_info(f"no {last} yet: starting afresh")
+        return False
+    try:
+        load_checkpoint(last, mmap=True)
+    except CheckpointError as err:
+        rank_zero_warn(f"{last} is damaged ({err}): starting afresh; it will be overwritten")
+        return False
+    rank_zero_info(f"resuming from {last}")
+    return True
 
 
 def _is_identity_data(config) -> bool:
@@ -145,6 +160,15 @@ def _pretrain_file(path: Path, need: str) -> str:
     return str(path)
 
 
+def run(args: list[str] | None = None, **options) -> OneShuiCLI:
+    """`one-shui <args>` in this process: the CLI, with Lightning's own configuration errors (a negative
+    max_epochs...) given as user errors."""
+    try:
+        return OneShuiCLI(args, **options)
+    except MisconfigurationException as err:
+        raise SettingError(" ".join(str(err).split())) from None
+
+
 def main(args: list[str] | None = None) -> None:
     """Console entry point: a user error is one line on stderr and exit status 1."""
-    exit_on_user_error("one-shui", lambda: OneShuiCLI(args))
+    exit_on_user_error("one-shui", lambda: run(args))

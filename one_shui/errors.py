@@ -4,8 +4,11 @@ any other exception is a bug and keeps its traceback."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -27,12 +30,27 @@ class OutputExistsError(UserError, FileExistsError):
     """An output would overwrite a file that exists."""
 
 
+class StorageError(UserError, OSError):
+    """The file system refuses a write or a read: full, over quota, read-only, or not permitted."""
+
+
+STORAGE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}  # what the user can fix
+
+
 def user_error(err: BaseException | None) -> UserError | None:
     """The user error behind ``err``, if any: itself or what it was raised from (jsonargparse and
-    Lightning wrap errors raised while instantiating a class)."""
-    while err is not None and not isinstance(err, UserError):
+    Lightning wrap errors raised while instantiating a class). A full, read-only or forbidden file
+    system is one too."""
+    while err is not None:
+        if isinstance(err, UserError):
+            return err
+        if isinstance(err, OSError) and err.errno in STORAGE:
+            return StorageError(
+                f"{err.filename or 'a file'}: {err.strerror}; free some space, fix its permissions, or "
+                "choose another folder"
+            )
         err = err.__cause__
-    return err
+    return None
 
 
 def exit_on_user_error(prog: str, run: Callable[[], T]) -> T:
@@ -44,3 +62,31 @@ def exit_on_user_error(prog: str, run: Callable[[], T]) -> T:
         if cause is None:
             raise
         sys.exit(f"{prog}: {cause}")
+
+
+@contextlib.contextmanager
+def damaged_as(error: type[UserError], what: str) -> Iterator[None]:
+    """Inside the block, a structural error of a file's content (a missing key, a wrong type or shape)
+    becomes one ``error`` starting with ``what``; user errors and anything else pass as they are."""
+    try:
+        yield
+    except UserError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as err:
+        detail = " ".join(f"{type(err).__name__}: {err}".split())
+        raise error(f"{what} ({detail[:300]}); make it again") from None
+
+
+def at_least(where: str, minimum: float, **values: float | None) -> None:
+    """Refuse any of ``values`` (options under ``where``, such as ``model.init_args``) that is not a finite
+    number of at least ``minimum``; None passes (an option left to its default)."""
+    for name, value in values.items():
+        if value is not None and not (math.isfinite(value) and value >= minimum):
+            raise SettingError(f"{where}.{name} must be a finite number, at least {minimum:g}, not {value!r}")
+
+
+def at_most(where: str, maximum: float, **values: float | None) -> None:
+    """Refuse any of ``values`` above ``maximum`` (see :func:`at_least`)."""
+    for name, value in values.items():
+        if value is not None and value > maximum:
+            raise SettingError(f"{where}.{name} must be at most {maximum:g}, not {value!r}")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import io
 import json
 import os
 import time
@@ -30,14 +29,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from . import __version__, layout
-from .atomic import write_text_atomic
+from .atomic import publish
 from .checkpoints import RECORD_KEY, load_checkpoint, sha256_of
-from .data.audit import ImageError
 from .data.datamodule import build_transform
-from .errors import MissingFileError, OutputExistsError, UserError, exit_on_user_error
+from .data.images import ImageError, read_rgb
+from .errors import (
+    MissingFileError,
+    OutputExistsError,
+    SettingError,
+    StorageError,
+    UserError,
+    exit_on_user_error,
+)
 from .methods.base import MethodSetupError, UnlearningMethod
 from .methods.loading import load_from_config, load_prepared
 
@@ -48,10 +53,14 @@ class RequestError(UserError, ValueError):
     """The request CSV is empty, malformed or lacks what the method needs."""
 
 
+class NonFiniteModelError(UserError, FloatingPointError):
+    """The unlearned model has NaN or infinite weights."""
+
+
 def read_request(path: Path, root: Path) -> list[dict[str, str]]:
     """The rows of the request CSV, each with an ``image`` file inside ``root``."""
     try:
-        with open(path, newline="", encoding="utf-8") as file:
+        with open(path, newline="", encoding="utf-8-sig") as file:  # -sig: a spreadsheet's byte-order mark
             reader = csv.DictReader(file)
             rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
             columns = [c.strip() for c in reader.fieldnames or []]
@@ -75,8 +84,10 @@ def _inside(root: Path, name: str) -> Path:
     file = (root / name).resolve()
     if not file.is_relative_to(root):
         raise ImageError(f"{name}: refused, it leads outside the portrait folder {root}")
-    if not file.is_file():
+    if not file.exists():
         raise MissingFileError(f"portrait {file} does not exist")
+    if not file.is_file():
+        raise ImageError(f"portrait {file} is not a regular file (a folder, a FIFO or a device?)")
     return file
 
 
@@ -87,11 +98,7 @@ def load_portraits(rows: list[dict[str, str]], image_size: int) -> tuple[torch.T
     images, hashes = [], []
     for row in rows:
         data = Path(row["file"]).read_bytes()
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                images.append(transform(image.convert("RGB")))
-        except OSError as err:
-            raise ImageError(f"{row['file']}: not a readable image ({err})") from None
+        images.append(transform(read_rgb(data, row["file"])))
         hashes.append(hashlib.sha256(data).hexdigest())
     return torch.stack(images), hashes
 
@@ -171,23 +178,20 @@ def forget(args: argparse.Namespace) -> dict:
     if not request.is_file():
         raise MissingFileError(f"request {request} does not exist")
     rows = read_request(request, Path(args.root or request.parent).resolve())
+    device = serving_device(args.device)
     method = load_method(Path(args.method), args.pretrain_ckpt)
-    out = Path(args.out) if args.out else default_out(method, request)
-    receipt_path = out.with_suffix(".json")
-    for path in (out, receipt_path):
-        if path.exists():
-            raise OutputExistsError(f"{path} exists; choose another --out or remove it")
+    out, receipt_path = outputs(Path(args.out) if args.out else default_out(method, request))
     hp = method.model.hparams
     identities = method.identity_ids([row["identity"] for row in rows])
     targets = parse_targets(rows, hp.task, hp.num_classes, method.reads_targets)
     images, hashes = load_portraits(rows, hp.image_size)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     method.to(device)
     step = time.perf_counter()
     method.forget((images.to(device), identities.to(device), targets.to(device)))
     seconds = time.perf_counter() - step
+    require_finite(method)
     receipt = {
-        "identities": sorted({row["identity"] for row in rows}),
+        "identities": sorted({method.identities[i] for i in identities.tolist()}),  # as trained
         "method": method.class_path(),
         "one_shui_version": __version__,
         "split": method.split.fingerprint,
@@ -214,6 +218,53 @@ def forget(args: argparse.Namespace) -> dict:
     return receipt
 
 
+def serving_device(name: str | None) -> torch.device:
+    """The device named by ``--device`` (by default CUDA when there is one), refused when it is not here."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SettingError(f"--device {name!r} is not a device name (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise SettingError(
+            f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s); use --device cpu"
+        )
+    return device
+
+
+def outputs(out: Path) -> tuple[Path, Path]:
+    """The checkpoint and its receipt (the same name with .json); refused when either exists, when they
+    would be one file, or when a folder on the way is a file."""
+    receipt = out.with_suffix(".json")
+    if receipt == out:
+        raise SettingError(
+            f"--out {out}: its receipt is written beside it as <name>.json; give the checkpoint another "
+            "suffix (.ckpt)"
+        )
+    blocking = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise SettingError(f"--out {out}: {blocking} is a file, not a folder; choose another --out")
+    for path in (out, receipt):
+        if path.exists():
+            raise OutputExistsError(f"{path} exists; choose another --out or remove it")
+    return out, receipt
+
+
+def require_finite(method: UnlearningMethod) -> None:
+    """Refuse an unlearned model with NaN or infinite weights: it would serve nothing but NaN."""
+    broken = [
+        name
+        for name, t in method.model.state_dict().items()
+        if t.is_floating_point() and not t.isfinite().all()
+    ]
+    if broken:
+        raise NonFiniteModelError(
+            f"the unlearned model has NaN or infinite weights in {len(broken)} tensor(s) ({broken[0]}, ...); "
+            "nothing is written: check the method's settings (its learning rate) and its prepared checkpoint"
+        )
+
+
 def default_out(method: UnlearningMethod, request: Path) -> Path:
     """``<request name>.ckpt`` in the run layout's ``unlearned`` folder of the original model's setting."""
     data = load_checkpoint(method.hparams.pretrain_ckpt, mmap=True).get("datamodule_hyper_parameters", {})
@@ -223,21 +274,28 @@ def default_out(method: UnlearningMethod, request: Path) -> Path:
 
 
 def _write(method: UnlearningMethod, receipt: dict, out: Path, receipt_path: Path, start: float) -> None:
-    """The checkpoint, then its receipt (with the checkpoint's hash), each whole or not at all."""
+    """The checkpoint, then its receipt (with the checkpoint's hash): each whole or not at all, and
+    neither over a file that another run wrote meanwhile."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        torch.save(unlearned_checkpoint(method, receipt), tmp)
+        try:
+            torch.save(unlearned_checkpoint(method, receipt), tmp)
+        except RuntimeError as err:  # how torch's writer reports a full disk
+            raise StorageError(
+                f"cannot write {out}: {err}; free some space or choose another --out"
+            ) from None
         receipt["output"] = {"path": str(out), "sha256": sha256_of(tmp)}
         receipt["seconds"]["total"] = round(time.perf_counter() - start, 4)
-        tmp.replace(out)
+        publish(tmp, out)
+        try:
+            tmp.write_text(json.dumps(receipt, indent=2) + "\n", encoding="utf-8")
+            publish(tmp, receipt_path)
+        except BaseException:
+            out.unlink(missing_ok=True)
+            raise
     finally:
         tmp.unlink(missing_ok=True)
-    try:
-        write_text_atomic(receipt_path, json.dumps(receipt, indent=2) + "\n")
-    except BaseException:
-        out.unlink(missing_ok=True)
-        raise
 
 
 def main(argv: list[str] | None = None) -> None:

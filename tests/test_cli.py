@@ -281,9 +281,32 @@ def test_interrupted_fit_resumes_without_repeating_or_losing_an_epoch():
     assert load_checkpoint("run/checkpoints/last.ckpt")["global_step"] == 4 * 2
 
 
+def test_a_resumed_fit_ends_with_the_weights_of_an_uninterrupted_one():
+    """The random state travels in the checkpoint: the shuffles and flips after the resume are the ones
+    the uninterrupted fit drew."""
+    whole = fit(*PRETRAIN, *tiny("whole", epochs=4)).model.state_dict()
+    crash = json.dumps([{"class_path": "helpers.Crash", "init_args": {"epoch": 2}}])
+    with pytest.raises(RuntimeError, match="simulated kill at epoch 2"):
+        fit(*PRETRAIN, *tiny("resumed", epochs=4), f"--trainer.callbacks={crash}")
+    assert load_checkpoint("resumed/checkpoints/last.ckpt")["epoch"] == 1
+    resumed = fit(*PRETRAIN, *tiny("resumed", epochs=4), "--ckpt_path", "last").model.state_dict()
+    assert all(torch.equal(whole[k], v) for k, v in resumed.items())
+    for run in ("whole", "resumed"):  # the latest epoch, whether or not it was the best
+        assert load_checkpoint(f"{run}/checkpoints/last.ckpt")["global_step"] == 4 * 2
+
+
 def test_ckpt_path_last_starts_afresh_when_there_is_none():
     cli = fit(*PRETRAIN, *tiny("new"), "--ckpt_path", "last")
     assert cli.trainer.global_step == 2
+
+
+def test_ckpt_path_last_starts_afresh_from_a_torn_checkpoint_and_says_so(caplog):
+    """A fit killed while writing last.ckpt leaves it torn; the next resume must not stop on it."""
+    fit(*PRETRAIN, *tiny("torn"))
+    Path("torn/checkpoints/last.ckpt").write_bytes(b"")
+    with pytest.warns(UserWarning, match=r"torn/checkpoints/last.ckpt is damaged .* starting afresh"):
+        cli = fit(*PRETRAIN, *tiny("torn"), "--ckpt_path", "last")
+    assert cli.trainer.global_step == 2 and load_checkpoint("torn/checkpoints/last.ckpt")["global_step"] == 2
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(capsys):

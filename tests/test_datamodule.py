@@ -1,16 +1,19 @@
 import shutil
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from helpers import quiet_trainer
+from PIL import Image
 
-from one_shui.data import audit
-from one_shui.data.audit import ImageError
+from one_shui.data import audit, images
 from one_shui.data.datamodule import TEST_POOLS, IdentityDataModule, RequestBatch
+from one_shui.data.images import ImageError
 from one_shui.data.sources import DataWarning
 from one_shui.data.splits import SplitMismatchError
 from one_shui.data.synthetic import SyntheticSpec
+from one_shui.errors import SettingError
 
 SPEC = SyntheticSpec(identities=40, image_size=16)
 
@@ -176,3 +179,72 @@ def test_split_is_saved_in_and_restored_from_lightning_checkpoints(tmp_path):
     resumed = quiet_trainer(max_steps=2, enable_checkpointing=False, default_root_dir=tmp_path)
     with pytest.raises(SplitMismatchError, match="checkpoint was made with split"):
         resumed.fit(TinyModel(), datamodule=make(tmp_path, seed=1), ckpt_path=tmp_path / "last.ckpt")
+
+
+# --- hostile data ------------------------------------------------------------------------------------
+
+
+def test_a_truncated_jpeg_is_named_by_the_audit_before_anything_trains(tmp_path):
+    """Its header is whole, so PIL's verify() passed it; only decoding the whole file finds it."""
+    data = make(tmp_path, audit=False)
+    victim = data.table.path(5)
+    victim.write_bytes(victim.read_bytes()[:-200])
+    with pytest.raises(ImageError, match=rf"{victim.name}.*not a readable image"):
+        _ = make(tmp_path).table
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (np.array([[0, 257, 65535]], dtype=np.uint16), [0, 1, 255]),  # 16-bit PNG
+        (np.array([[0.0, 0.5, 1.0]], dtype=np.float32), [0, 128, 255]),  # float in [0, 1]
+        (np.array([[0.0, 128.0, 255.0]], dtype=np.float32), [0, 128, 255]),  # float in [0, 255]
+        (np.array([[0, 100, 255]], dtype=np.uint8), [0, 100, 255]),  # 8-bit, as before
+    ],
+)
+def test_high_bit_depth_and_float_images_are_rescaled_not_clipped(tmp_path, values, expected):
+    path = tmp_path / ("image.png" if values.dtype != np.float32 else "image.tiff")
+    Image.fromarray(values).save(path)
+    rgb = np.asarray(images.read_rgb(path, path))
+    assert rgb.shape == (1, 3, 3) and rgb[0, :, 0].tolist() == expected
+    assert (rgb[..., 0] == rgb[..., 2]).all()
+
+
+@pytest.mark.parametrize(
+    "values", [np.array([[-1.0, 0.5]]), np.array([[0.0, 300.0]]), np.array([[np.nan, 1.0]])]
+)
+def test_float_images_outside_every_range_are_refused_by_name(tmp_path, values):
+    Image.fromarray(values.astype(np.float32)).save(tmp_path / "odd.tiff")
+    with pytest.raises(ImageError, match="odd.tiff"):
+        images.read_rgb(tmp_path / "odd.tiff", "odd.tiff")
+
+
+def test_the_content_fingerprint_follows_the_labels_and_the_image_bytes(tmp_path):
+    before = make(tmp_path).content_fingerprint
+    assert make(tmp_path).content_fingerprint == before  # the same data, the same key
+    anno = tmp_path / "data/CelebAMask-HQ/CelebAMask-HQ-attribute-anno.txt"
+    lines = anno.read_text().splitlines()
+    name, *values = lines[2].split()
+    values[0] = "1" if values[0] == "-1" else "-1"  # one corrected annotation
+    anno.write_text("\n".join([*lines[:2], " ".join([name, *values]), *lines[3:]]) + "\n")
+    relabelled = make(tmp_path).content_fingerprint
+    assert relabelled != before
+    image = make(tmp_path).table.path(0)
+    with Image.open(image) as picture:
+        picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(image)  # one replaced image, same name
+    assert make(tmp_path).content_fingerprint not in (before, relabelled)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("batch_size", -3),
+        ("eval_batch_size", 0),
+        ("request_size", -1),
+        ("num_workers", -2),
+        ("image_size", 0),
+    ],
+)
+def test_sizes_out_of_range_are_one_setting_error(tmp_path, option, value):
+    with pytest.raises(SettingError, match=f"data.init_args.{option} must be"):
+        make(tmp_path, **{option: value})

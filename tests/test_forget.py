@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
+import errno
 import json
+import os
 import shutil
+import unicodedata
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -100,6 +105,19 @@ def corrupt(rows, tmp_path, how: str) -> list[dict[str, str]]:
         rows[0]["targets"] = "1 0 1"
     elif how == "empty":
         rows = []
+    elif how == "a folder":
+        (tmp_path / "folder.png").mkdir()
+        rows[0]["image"] = "folder.png"
+    elif how == "a FIFO":
+        os.mkfifo(tmp_path / "fifo.png")
+        rows[0]["image"] = "fifo.png"
+    elif how == "a truncated image":
+        data = (tmp_path / rows[0]["image"]).read_bytes()
+        (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+        rows[0]["image"] = "cut.png"
+    elif how == "a float image beyond any range":
+        Image.fromarray(np.full((8, 8), 300.0, dtype=np.float32)).save(tmp_path / "far.tiff")
+        rows[0]["image"] = "far.tiff"
     return rows
 
 
@@ -112,6 +130,10 @@ def corrupt(rows, tmp_path, how: str) -> list[dict[str, str]]:
         ("unknown identity", "'nobody' are not among"),
         ("bad targets", "give 40 values 0 or 1"),
         ("empty", "names no portrait"),
+        ("a folder", "is not a regular file"),
+        ("a FIFO", "is not a regular file"),
+        ("a truncated image", "not a readable image"),
+        ("a float image beyond any range", "beyond 255"),
     ],
 )
 def test_a_bad_request_is_refused_with_one_message_and_no_output(
@@ -247,3 +269,196 @@ def test_a_config_naming_code_outside_one_shui_is_refused(runs, request_rows, tm
         config, write_request(tmp_path, request_rows), "--pretrain-ckpt", runs[1], "--out", tmp_path / "u"
     )
     assert "'os.system' is not a one_shui UnlearningMethod" in error
+
+
+# --- hostile input, races and faults ---------------------------------------------------------------
+
+
+def nothing_written(folder: Path) -> bool:
+    return not [p for p in folder.rglob("*") if p.suffix in (".ckpt", ".json") or p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("u.json", "its receipt is written beside it as <name>.json"),
+        ("file.txt/u.ckpt", "file.txt is a file, not a folder"),
+    ],
+)
+def test_an_out_that_cannot_hold_the_checkpoint_and_its_receipt_is_refused(
+    prepared, request_rows, tmp_path, out, message
+):
+    (tmp_path / "file.txt").write_text("a file")
+    error = forget(prepared, write_request(tmp_path, request_rows), "--out", tmp_path / out)
+    assert error is not None and message in error and "\n" not in error
+    assert nothing_written(tmp_path) and (tmp_path / "file.txt").read_text() == "a file"
+
+
+def test_a_run_never_overwrites_an_output_that_another_run_wrote_meanwhile(
+    prepared, request_rows, tmp_path, monkeypatch
+):
+    """Two runs on one --out both pass the check at their start; the one that writes second must fail
+    and keep the first one's files."""
+    import one_shui.forget as forget_module
+
+    out = tmp_path / "u.ckpt"
+    real = forget_module.unlearned_checkpoint
+
+    def the_other_run_writes_first(method, receipt):
+        out.write_text("the other run's model")
+        out.with_suffix(".json").write_text("the other run's receipt")
+        return real(method, receipt)
+
+    monkeypatch.setattr(forget_module, "unlearned_checkpoint", the_other_run_writes_first)
+    error = forget(prepared, write_request(tmp_path, request_rows), "--out", out)
+    assert error is not None and "written meanwhile by another run" in error
+    assert out.read_text() == "the other run's model"
+    assert out.with_suffix(".json").read_text() == "the other run's receipt"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_model_with_nan_or_infinite_weights_is_never_written(prepared, runs, request_rows, tmp_path):
+    request = write_request(tmp_path, request_rows)
+    poisoned = load_checkpoint(prepared)
+    poisoned["state_dict"] = {k: torch.full_like(v, float("nan")) for k, v in poisoned["state_dict"].items()}
+    torch.save(poisoned, tmp_path / "nan.ckpt")
+    error = forget(tmp_path / "nan.ckpt", request, "--out", tmp_path / "u.ckpt")
+    assert error is not None and "NaN or infinite weights" in error and "nothing is written" in error
+    error = forget(
+        method_config(tmp_path, lr=float("inf")),
+        request,
+        "--pretrain-ckpt",
+        runs[1],
+        "--out",
+        tmp_path / "v.ckpt",
+    )
+    assert error is not None and "lr must be a finite number" in error
+    assert not (tmp_path / "u.ckpt").exists() and not (tmp_path / "v.ckpt").exists()
+
+
+def test_high_bit_depth_and_float_portraits_are_read_as_what_they_show(runs, request_rows, tmp_path):
+    """A portrait saved as 16-bit PNG or float TIFF serves the same request as its 8-bit version."""
+    rows = [dict(row) for row in request_rows]
+    with Image.open(tmp_path / rows[0]["image"]) as image:
+        grey = np.asarray(image.convert("L"))
+    Image.fromarray(grey).save(tmp_path / "grey8.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "grey16.png")
+    Image.fromarray(grey.astype(np.float32) / 255).save(tmp_path / "grey.tiff")
+    config, models = method_config(tmp_path, lr=0.01), {}
+    for name in ("grey8.png", "grey16.png", "grey.tiff"):
+        rows[0]["image"] = name
+        out = tmp_path / f"{name}.ckpt"
+        request = write_request(tmp_path, rows)
+        torch.manual_seed(0)  # JiT's noise
+        assert forget(config, request, "--pretrain-ckpt", runs[1], "--out", out, "--device", "cpu") is None
+        models[name] = Classifier.from_checkpoint(out).state_dict()
+    for name in ("grey16.png", "grey.tiff"):
+        assert all(torch.equal(models["grey8.png"][k], v) for k, v in models[name].items()), name
+
+
+def test_a_request_saved_with_a_byte_order_mark_is_read(prepared, request_rows, tmp_path):
+    request = write_request(tmp_path, request_rows)
+    request.write_bytes(b"\xef\xbb\xbf" + request.read_bytes())  # what spreadsheet programs write
+    assert forget(prepared, request, "--out", tmp_path / "u.ckpt") is None
+
+
+def test_identities_match_in_any_unicode_normal_form(prepared):
+    method = load_prepared(prepared)
+    composed = "Jos\u00e9 Mar\u00eda"
+    method.split = dataclasses.replace(method.split, train=(*method.split.train, composed))
+    method.identities = sorted([*method.identities, composed])
+    decomposed = unicodedata.normalize("NFD", composed)
+    assert decomposed != composed
+    assert method.identity_ids([decomposed]).tolist() == [method.identities.index(composed)]
+
+
+def damage(checkpoint: dict, how: str) -> dict:
+    record, state, hparams = checkpoint["one_shui"], checkpoint["state_dict"], checkpoint["hyper_parameters"]
+    key = next(k for k in state if k.startswith("meta_loss."))
+    if how == "no hyperparameters":
+        del checkpoint["hyper_parameters"]
+    elif how == "hyperparameters of another type":
+        checkpoint["hyper_parameters"] = [1, 2]
+    elif how == "no pretrain path":
+        del hparams["pretrain_ckpt"]
+    elif how == "an unknown option":
+        hparams["width"] = 3
+    elif how == "an option of another type":
+        hparams["hidden"] = "wide"
+    elif how == "no state":
+        del checkpoint["state_dict"]
+    elif how == "a state of another type":
+        checkpoint["state_dict"] = "weights"
+    elif how == "a missing tensor":
+        del state[key]
+    elif how == "a tensor of another shape":
+        state[key] = state[key].flatten()[:1]
+    elif how == "a number instead of a tensor":
+        state[key] = 3
+    elif how == "a method that is not a name":
+        record["method"] = 5
+    elif how == "no split":
+        del record["split"]
+    elif how == "a split that is not one":
+        record["split"] = {"format": 1}
+    return checkpoint
+
+
+DAMAGES = [
+    "no hyperparameters", "hyperparameters of another type", "no pretrain path", "an unknown option",
+    "an option of another type", "no state", "a state of another type", "a missing tensor",
+    "a tensor of another shape", "a number instead of a tensor", "a method that is not a name", "no split",
+    "a split that is not one",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_a_structurally_damaged_prepared_checkpoint_is_one_message(prepared, request_rows, tmp_path, how):
+    torch.save(damage(load_checkpoint(prepared), how), tmp_path / "damaged.ckpt")
+    error = forget(
+        tmp_path / "damaged.ckpt", write_request(tmp_path, request_rows), "--out", tmp_path / "u.ckpt"
+    )
+    assert error is not None and error.startswith("one-shui-forget: ") and "\n" not in error, error
+    assert "damaged.ckpt" in error
+    assert not (tmp_path / "u.ckpt").exists() and not (tmp_path / "u.json").exists()
+
+
+def test_a_device_that_is_not_here_is_refused(prepared, request_rows, tmp_path):
+    """cuda:99 is on no machine this runs on, with or without a GPU."""
+    request = write_request(tmp_path, request_rows)
+    error = forget(prepared, request, "--out", tmp_path / "u.ckpt", "--device", "cuda:99")
+    assert error is not None and "use --device cpu" in error and "\n" not in error
+    error = forget(prepared, request, "--out", tmp_path / "u.ckpt", "--device", "tpu7")
+    assert error is not None and "is not a device name" in error
+    assert not (tmp_path / "u.ckpt").exists()
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        (
+            RuntimeError("[enforce fail at inline_container.cc] PytorchStreamWriter failed writing file"),
+            "cannot write",
+        ),
+        (OSError(errno.ENOSPC, "No space left on device", "u.ckpt"), "No space left on device"),
+        (OSError(errno.EROFS, "Read-only file system", "u.ckpt"), "Read-only file system"),
+    ],
+)
+def test_a_full_or_read_only_disk_is_one_message_and_leaves_nothing(
+    prepared, request_rows, tmp_path, monkeypatch, fault, message
+):
+    import one_shui.forget as forget_module
+
+    def fail(*args, **kwargs):
+        raise fault
+
+    monkeypatch.setattr(forget_module.torch, "save", fail)
+    error = forget(prepared, write_request(tmp_path, request_rows), "--out", tmp_path / "u.ckpt")
+    assert error is not None and message in error and "\n" not in error
+    assert not (tmp_path / "u.ckpt").exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_an_image_too_large_to_decode_safely_is_refused(prepared, request_rows, tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # a portrait here stands for a 20000 x 20000 one
+    error = forget(prepared, write_request(tmp_path, request_rows), "--out", tmp_path / "u.ckpt")
+    assert error is not None and "DecompressionBombError" in error and "\n" not in error

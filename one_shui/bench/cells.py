@@ -14,16 +14,22 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
 from .. import layout
-from ..atomic import write_text_atomic
-from ..cli import OneShuiCLI
+from ..atomic import held, write_text_atomic
+from ..checkpoints import CheckpointError, load_checkpoint
+from ..cli import OneShuiCLI, run
+from ..data.datamodule import IdentityDataModule
 from ..data.report import data_parser
 from ..data.splits import Split
+from ..errors import MissingFileError
 from ..methods.loading import config_method
 from ..metrics.rmia import RMIAResult, rmia
 from ..metrics.tow import UTILITY_POOLS
@@ -32,7 +38,7 @@ from .report import reference_of
 from .tracking import Tracker
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-RECORD = "cell.json"
+RECORD, LOCK = "cell.json", ".lock"
 # Warnings that every cell would repeat, none of them about the user's settings.
 SILENCED = (
     "LightningCLI's args parameter is intended to run from",  # the bench builds the CLI's arguments
@@ -104,22 +110,42 @@ def run_cli(subcommand: str, args: list[str]) -> tuple[OneShuiCLI, float]:
     with warnings.catch_warnings():
         for message in SILENCED:
             warnings.filterwarnings("ignore", message=message)
-        cli = OneShuiCLI([subcommand, *args], layout_defaults=False)
+        cli = run([subcommand, *args], layout_defaults=False)
     return cli, time.perf_counter() - start
 
 
-def digest(args: list[str], configs: list[str], split: str | None) -> str:
-    """SHA-256 of the arguments, the content of every config file they read and the split fingerprint."""
+def digest(args: list[str], configs: list[str], split: str | None, data: str) -> str:
+    """SHA-256 of the arguments, the content of every config file they read, the split fingerprint and
+    the data's content fingerprint."""
     contents = {path: hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in configs}
-    return hashlib.sha256(json.dumps([args, contents, split], sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps([args, contents, split, data], sort_keys=True).encode()).hexdigest()
 
 
-def dataset_name(bench: Bench) -> str:
-    """The layout name of the bench's data: its config with the bench's ``--data.*`` arguments."""
+def bench_data(bench: Bench) -> IdentityDataModule:
+    """The bench's data: its config with the bench's ``--data.*`` arguments."""
     _, runs, _ = split_arguments(bench.args)
     overrides = [arg for arg in runs if arg.startswith("--data.")]
-    data = data_parser().parse_args(["--config", bench.data, *overrides]).data.init_args
-    return layout.dataset_name(data.dataset, data.synthetic is not None)
+    parser = data_parser()
+    return parser.instantiate(parser.parse_args(["--config", bench.data, *overrides])).data
+
+
+def reusable(cell: Cell, folder: Path) -> dict | None:
+    """The record of a cell that is done and whole; None when it must run: never done, or its record or
+    (for a pretrain or retrain) its checkpoint damaged or missing, which is said in a line and cleared
+    so that the cell runs again from the start."""
+    done = folder / RECORD
+    if not done.is_file():
+        return None
+    try:
+        record = json.loads(done.read_text())
+        if cell.kind == "stage":
+            load_checkpoint(record["checkpoint"], mmap=True)
+        return record
+    except (ValueError, KeyError, TypeError, CheckpointError, MissingFileError) as err:
+        tqdm.write(f"{cell.name}: its finished run in {folder} is damaged ({err}); running it again")
+        shutil.rmtree(layout.checkpoint_dir(folder), ignore_errors=True)
+        done.unlink()
+        return None
 
 
 class Runner:
@@ -127,32 +153,28 @@ class Runner:
 
     def __init__(self, bench: Bench, tracker: Tracker):
         self.bench, self.tracker = bench, tracker
-        self.dataset = dataset_name(bench)
+        data = bench_data(bench)
+        self.dataset, self.content = data.name, data.content_fingerprint  # the data read and audited once
         self.records: dict[tuple[int, str, str], dict] = {}
 
     def record(self, seed: int, kind: str, label: str) -> dict:
         return self.records[(seed, kind, label)]
 
     def run(self, cell: Cell) -> dict:
-        """The cell's record: read from its folder when it is done, else made by running it."""
+        """The cell's record: read from its folder when it is done and whole, else made by running it,
+        under the cell's lock (a second bench on the same cell waits for it, then reuses it)."""
         args, configs, original = self._arguments(cell)
         first = cell.label == layout.PRETRAIN  # every other cell depends on the split it makes
-        key = digest(
-            args, configs, None if first else self.record(cell.seed, "stage", layout.PRETRAIN)["split"]
-        )
-        run, cells = f"{cell.slug}-{key[:12]}", Path(self.bench.out) / "cells"
-        folder = layout.run_dir(self.dataset, self.bench.request_size, cell.seed, run, cells)
-        done = folder / RECORD
-        if done.is_file():
-            record = json.loads(done.read_text())
-        else:
-            with self.tracker.cell(folder, **cell.wandb_run) as logger:
-                args = [*args, f"--trainer.default_root_dir={folder}", *logger]
-                record = self._stage(args, folder) if cell.kind == "stage" else self._row(cell, args, folder)
+        split = None if first else self.record(cell.seed, "stage", layout.PRETRAIN)["split"]
+        key = digest(args, configs, split, self.content)
+        name, cells = f"{cell.slug}-{key[:12]}", Path(self.bench.out) / "cells"
+        folder = layout.run_dir(self.dataset, self.bench.request_size, cell.seed, name, cells)
+        with held(folder / LOCK, busy=lambda: tqdm.write(f"{cell.name}: another bench runs it; waiting")):
+            record = reusable(cell, folder)
+            if record is None:
+                record = self._execute(cell, [*args, f"--trainer.default_root_dir={folder}"], folder)
                 record.update(key=key, seed=cell.seed, kind=cell.kind, label=cell.label, original=original)
-                self.tracker.summarise(record)
-            write_text_atomic(done, json.dumps(record))
-            gc.collect()
+                write_text_atomic(folder / RECORD, json.dumps(record))
         self.records[(cell.seed, cell.kind, cell.label)] = record
         return record
 
@@ -167,6 +189,15 @@ class Runner:
             for (seed, kind, label), record in self.records.items()
             if kind == "row"
         }
+
+    def _execute(self, cell: Cell, args: list[str], folder: Path) -> dict:
+        """Run the cell in its W&B run: its record, less the keys that name it."""
+        with self.tracker.cell(folder, **cell.wandb_run) as logger:
+            args = [*args, *logger]
+            record = self._stage(args, folder) if cell.kind == "stage" else self._row(cell, args, folder)
+            self.tracker.summarise(record)
+        gc.collect()
+        return record
 
     def _arguments(self, cell: Cell) -> tuple[list[str], list[str], str | None]:
         """The cell's `one-shui` arguments (without its folder), the configs they read, and the stage

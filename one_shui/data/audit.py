@@ -8,7 +8,6 @@ result is cached per listing (file names, identities, sizes and times) so later 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import warnings
@@ -19,26 +18,24 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image
 from tqdm.auto import tqdm
 
 from ..atomic import write_text_atomic
-from ..errors import SettingError, UserError
+from ..errors import SettingError
+from .images import ImageError, read_rgb
 from .sources import DataWarning, Table
 
 OnDuplicates = Literal["warn", "error", "drop"]
-AUDIT_FORMAT = 1
-
-
-class ImageError(UserError, ValueError):
-    """An image cannot be decoded, or leads outside the data root."""
+AUDIT_FORMAT = 2  # 2: every image decoded whole and converted to RGB (1 only verified the files)
 
 
 @dataclass(frozen=True)
 class AuditReport:
-    """What the audit found: groups of files with identical bytes that belong to different identities."""
+    """What the audit found: groups of files with identical bytes that belong to different identities,
+    and a SHA-256 of every image's bytes (by file name): the images' content."""
 
     duplicates: list[list[str]]
+    content: str
 
     @property
     def duplicate_files(self) -> set[str]:
@@ -71,7 +68,10 @@ def audit_images(
         for rows in owners.values()
         if len({table.identities[r] for r in rows}) > 1
     )
-    report = AuditReport(duplicates)
+    content = hashlib.sha256()
+    for name, (digest, _) in sorted(zip(table.files, results, strict=True)):
+        content.update(f"{name}\t{digest}\n".encode())
+    report = AuditReport(duplicates, content.hexdigest())
     if cache is not None:
         write_text_atomic(cache, json.dumps(asdict(report)))
     return report
@@ -107,9 +107,10 @@ def _inspect(root: Path, name: str) -> tuple[str, str]:
         return "", "leads outside the data root"
     try:
         data = path.read_bytes()
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()
-    except Exception as err:  # any decoder failure is the file's fault; report it by name
+        read_rgb(data, name)  # decoded whole and converted, as the loaders will
+    except ImageError as err:
+        return "", str(err).removeprefix(f"{name}: ")
+    except OSError as err:
         return "", f"{type(err).__name__}: {err}"
     return hashlib.sha256(data).hexdigest(), ""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -10,14 +11,15 @@ from pathlib import Path
 from typing import Literal
 
 import lightning as L
+import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from .. import layout
-from ..errors import SettingError
-from .audit import ImageError, OnDuplicates, apply_duplicate_policy, audit_images
+from ..errors import SettingError, at_least, at_most
+from .audit import AuditReport, OnDuplicates, apply_duplicate_policy, audit_images
+from .images import read_rgb
 from .sources import Table, read_table
 from .splits import SimulatedRequest, Split, SplitMismatchError, make_split, pools, simulated_requests
 from .synthetic import SyntheticSpec, write_synthetic
@@ -62,11 +64,7 @@ class IdentityImages(Dataset):
 
     def load(self, row: int) -> torch.Tensor:
         path = self.table.path(row)
-        try:
-            with Image.open(path) as image:
-                return self.transform(image.convert("RGB"))
-        except OSError as err:
-            raise ImageError(f"{path}: cannot read image ({err})") from err
+        return self.transform(read_rgb(path, path))
 
 
 @dataclass  # not frozen: Lightning moves a batch to the device by setting its fields
@@ -141,6 +139,18 @@ class IdentityDataModule(L.LightningDataModule):
         on_duplicates: OnDuplicates = "warn",
         cache_dir: str | None = None,
     ):
+        options = {"request_size": request_size, "batch_size": batch_size, "eval_batch_size": eval_batch_size}
+        at_least(
+            "data.init_args",
+            1,
+            **options,
+            image_size=image_size,
+            simulated_request_size=simulated_request_size,
+        )
+        at_least("data.init_args", 0, num_workers=num_workers)
+        at_least("data.init_args", 1e-9, crop_scale=crop_scale[0])
+        at_least("data.init_args", crop_scale[0], crop_scale=crop_scale[1])
+        at_most("data.init_args", 1, crop_scale=crop_scale[1])
         super().__init__()
         self.save_hyperparameters(ignore=["synthetic"])
         # A plain dict in the hyperparameters, so checkpoints load with weights_only=True.
@@ -160,6 +170,7 @@ class IdentityDataModule(L.LightningDataModule):
                 )
             self.use_split(Split.load(split_file), split_file)
         self.rows: dict[str, list[int]] = {}
+        self.audit_report: AuditReport | None = None  # made with the table
 
     # --- data and split ----------------------------------------------------------------------
 
@@ -176,10 +187,19 @@ class IdentityDataModule(L.LightningDataModule):
         table = read_table(hp.dataset, hp.root, **options)
         if hp.audit:
             cache = hp.cache_dir or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "one_shui")
-            table = apply_duplicate_policy(
-                table, audit_images(table, Path(cache).expanduser()), hp.on_duplicates
-            )
+            self.audit_report = audit_images(table, Path(cache).expanduser())
+            table = apply_duplicate_policy(table, self.audit_report, hp.on_duplicates)
         return table
+
+    @property
+    def content_fingerprint(self) -> str:
+        """SHA-256 of what the data holds: its listing, every target and (when audited) every image's
+        bytes. Corrected annotations or images change it; the split's fingerprint covers the listing only."""
+        table = self.table
+        digest = hashlib.sha256(table.listing_fingerprint().encode())
+        digest.update(np.ascontiguousarray(table.targets).tobytes())
+        digest.update(self.audit_report.content.encode() if self.audit_report else b"not audited")
+        return digest.hexdigest()
 
     @property
     def name(self) -> str:

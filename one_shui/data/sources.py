@@ -187,7 +187,7 @@ def read_mufac(root: str | os.PathLike) -> Table:
     """MUFAC: 8 age groups (a..h); the three official CSVs are merged (1-SHUI re-splits by identity)."""
     root = Path(root)
     folder = _require_dir("mufac", root, root / "mufac")
-    files, identities, ages = [], [], []
+    files, identities, ages, owners = [], [], [], {}
     for split in MUFAC_SPLITS:
         sheet = _require_file("mufac", folder / f"custom_{split}_dataset.csv")
         images = _require_dir("mufac", root, folder / f"{split}_images")
@@ -198,9 +198,15 @@ def read_mufac(root: str | os.PathLike) -> Table:
             if len(age) != 1 or age not in AGE_GROUPS:
                 raise DatasetLayoutError("mufac", f"{sheet}:{line}: age class {row[2]!r} is not one of a..h")
             name = _require_bare_name("mufac", row[-1].strip(), sheet, line)
+            if not (row[0].strip() and row[1].strip()):
+                raise AnnotationError(f"{sheet}:{line}: {name} has no identity (family_id and person_id)")
             files.append(f"{images.relative_to(root).as_posix()}/{name}")
             identities.append(f"{row[0].strip()}_{row[1].strip()}")
             ages.append(AGE_GROUPS.index(age))
+            if owners.setdefault(files[-1], identities[-1]) != identities[-1]:
+                raise AnnotationError(
+                    f"{sheet}:{line}: {name} is given two identities ({owners[files[-1]]}, {identities[-1]})"
+                )
     table = Table(
         "mufac",
         root,

@@ -60,6 +60,8 @@ class Split:
 
     @classmethod
     def from_dict(cls, record: dict, source: str = "split record") -> Split:
+        if not isinstance(record, dict):
+            raise SplitMismatchError(f"{source}: missing, or not a split record")
         record = dict(record)
         stated = record.pop("fingerprint", None)
         if record.get("format") != SPLIT_FORMAT:

@@ -8,6 +8,7 @@ import copy
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
+from ..errors import at_least
 from ..models.backbones import create_backbone
 from .base import Batch, UnlearningMethod
 from .distillation import distillation_kl, train_epoch
@@ -33,6 +34,8 @@ class BadTeacher(UnlearningMethod):
         teacher_seed: int = 0,
         **kwargs,
     ):
+        at_least("model.init_args", 0, epochs=epochs, lr=lr)
+        at_least("model.init_args", 1e-12, temperature=temperature)
         super().__init__(pretrain_ckpt, **kwargs)
 
     def _incompetent_teacher(self) -> torch.nn.Module:

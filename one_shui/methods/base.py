@@ -9,6 +9,7 @@ with ToW against the retrained model of the same split.
 from __future__ import annotations
 
 import time
+import unicodedata
 from collections.abc import Sequence
 
 import lightning as L
@@ -125,16 +126,18 @@ class UnlearningMethod(L.LightningModule):
         return tuple(name for name, _ in self.model.network.named_parameters())
 
     def identity_ids(self, names: list[str]) -> torch.Tensor:
-        """The identity ids of people the model was trained on; anyone else is refused by name."""
-        trained = set(self.split.train)
-        unknown = [name for name in names if name not in trained]
+        """The identity ids of people the model was trained on; anyone else is refused by name. Names
+        match in any Unicode normal form (NFC, NFD...), as the same text typed on another system."""
+        trained = {unicodedata.normalize("NFC", name): name for name in self.split.train}
+        spelled = [trained.get(unicodedata.normalize("NFC", name)) for name in names]
+        unknown = [name for name, known in zip(names, spelled, strict=True) if known is None]
         if unknown:
             raise UnknownIdentityError(
                 f"identities {', '.join(map(repr, unknown))} are not among the {len(trained)} people the "
                 f"model was trained on (split {self.split.fingerprint}): there is nothing of them to forget"
             )
         position = {name: k for k, name in enumerate(self.identities)}
-        return torch.tensor([position[name] for name in names], dtype=torch.long)
+        return torch.tensor([position[name] for name in spelled], dtype=torch.long)
 
     def setup(self, stage: str) -> None:
         """Hand the pretrain's split to the datamodule and, for ``fit``, the pool the preparation reads."""

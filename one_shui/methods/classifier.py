@@ -15,7 +15,7 @@ from ..checkpoints import CheckpointError, checkpoint_dir, load_checkpoint, veri
 from ..data.datamodule import TEST_POOLS
 from ..data.sources import Task
 from ..data.splits import Split
-from ..errors import UserError
+from ..errors import UserError, at_least, damaged_as
 from ..metrics.evaluation import Evaluation
 from ..metrics.utility import metric_name, task_loss, utility_metric
 from ..models.backbones import create_backbone
@@ -60,6 +60,15 @@ class Classifier(L.LightningModule):
         weight_decay: float = 1e-3,
         warmup_epochs: float = 2.0,
     ):
+        at_least(
+            "model.init_args",
+            0,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            warmup_epochs=warmup_epochs,
+        )
+        at_least("model.init_args", 1, num_classes=num_classes, image_size=image_size)
         super().__init__()
         self.save_hyperparameters()
         self.network = create_backbone(
@@ -81,14 +90,12 @@ class Classifier(L.LightningModule):
     def from_record(cls, checkpoint: dict, source: str, split: Split | None = None) -> Classifier:
         """:meth:`from_checkpoint` for a checkpoint already read by :func:`load_checkpoint`."""
         verify_checkpoint(checkpoint, source, split=split)
-        hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
-        try:
+        with damaged_as(CheckpointError, f"{source}: not a whole pretrain or retrain model checkpoint"):
+            hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
             # In a fresh context: inside another module's LightningCLI instantiation, Lightning would
             # otherwise give this model that module's hyperparameters.
             model = contextvars.Context().run(cls, **{**hparams, "pretrained": False, "weights_file": None})
             model.load_state_dict(checkpoint["state_dict"])
-        except (TypeError, RuntimeError) as err:
-            raise CheckpointError(f"{source}: not a pretrain or retrain model checkpoint ({err})") from None
         return model.eval()
 
     @property
@@ -96,7 +103,9 @@ class Classifier(L.LightningModule):
         return self.hparams.backbone
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        verify_checkpoint(checkpoint, "the checkpoint", backbone=self.hparams.backbone)
+        # Before the weights are read: a checkpoint of another dataset is named as such, not a size mismatch.
+        split = getattr(self._trainer and self._trainer.datamodule, "split", None)
+        verify_checkpoint(checkpoint, "the checkpoint", split=split, backbone=self.hparams.backbone)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.network(images)
@@ -138,20 +147,16 @@ class Classifier(L.LightningModule):
         }
 
     def configure_callbacks(self) -> list:
-        """Keep the best epoch by the VAL metric and the last one, under fixed names a resume can find
-        (unless the trainer's checkpointing is off)."""
+        """Keep the best epoch by the VAL metric and the latest one, under fixed names a resume can find
+        (unless the trainer's checkpointing is off). The latest is a checkpoint of its own: Lightning's
+        ``save_last`` only writes when the best one changes, and a resume would repeat epochs."""
         if not self.trainer.checkpoint_callbacks:
             return []
-        return [
-            ModelCheckpoint(
-                dirpath=checkpoint_dir(self.trainer),
-                filename="best",
-                monitor=f"val/{self.metric}",
-                mode="max",
-                save_last=True,
-                enable_version_counter=False,
-            )
-        ]
+        folder = checkpoint_dir(self.trainer)
+        best = ModelCheckpoint(
+            folder, filename="best", monitor=f"val/{self.metric}", mode="max", enable_version_counter=False
+        )
+        return [best, ModelCheckpoint(folder, filename="last", enable_version_counter=False)]
 
     def _stop_if_not_finite(self, loss: torch.Tensor, batch_idx: int) -> None:
         # Decided on every rank alike, so that DDP processes stop together.

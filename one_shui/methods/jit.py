@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import at_least
 from .base import Batch, UnlearningMethod, sgd_step_
 
 
@@ -30,6 +31,9 @@ class JiT(UnlearningMethod):
         noise_std: float = 0.1,
         **kwargs,
     ):
+        at_least("model.init_args", 0, lr=lr)
+        at_least("model.init_args", 1, copies=copies)
+        at_least("model.init_args", 1e-12, noise_std=noise_std)  # no noise: ||x - x'|| = 0 divides
         super().__init__(pretrain_ckpt, **kwargs)
 
     def smoothness_loss(self, images: torch.Tensor) -> torch.Tensor:

@@ -11,8 +11,8 @@ from pathlib import Path
 import jsonargparse
 import yaml
 
-from ..checkpoints import RECORD_KEY, CheckpointError, load_checkpoint
-from ..errors import MissingFileError
+from ..checkpoints import RECORD_KEY, CheckpointError, checkpoint_split, load_checkpoint
+from ..errors import MissingFileError, damaged_as
 from .base import MethodSetupError, UnlearningMethod
 
 
@@ -52,19 +52,32 @@ def load_prepared(
     path: str | os.PathLike, pretrain_ckpt: str | os.PathLike | None = None
 ) -> UnlearningMethod:
     """The prepared method of ``path`` (what its ``fit`` wrote), on the original model it was prepared
-    from: ``pretrain_ckpt``, by default the path recorded when it was prepared."""
+    from: ``pretrain_ckpt``, by default the path recorded when it was prepared. A checkpoint damaged in
+    its structure is one :class:`CheckpointError`."""
     checkpoint = load_checkpoint(path)
     method = _checkpoint_method(checkpoint, str(path))
-    hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
-    original = Path(pretrain_ckpt or hparams["pretrain_ckpt"])
+    checkpoint_split(checkpoint, str(path))  # refused by its file's name, before anything is built on it
+    hparams, state = checkpoint.get("hyper_parameters"), checkpoint.get("state_dict")
+    if not isinstance(hparams, dict) or not isinstance(state, dict):
+        raise CheckpointError(
+            f"{path}: damaged, it lacks its hyperparameters or its state; fit the method again"
+        )
+    hparams = {k: v for k, v in hparams.items() if not str(k).startswith("_")}
+    recorded = hparams.get("pretrain_ckpt")
+    if pretrain_ckpt is None and not isinstance(recorded, str):
+        raise CheckpointError(
+            f"{path}: damaged, it does not name its pretrain checkpoint; give --pretrain-ckpt"
+        )
+    original = Path(pretrain_ckpt or recorded)
     if not original.is_file():
         raise MissingFileError(
             f"{path} was prepared on the pretrain checkpoint {original}, which is not there: "
             f"give the path of that checkpoint"
         )
-    prepared = method(**{**hparams, "pretrain_ckpt": str(original), "retrain_ckpt": None})
-    prepared.on_load_checkpoint(checkpoint)
-    prepared.load_state_dict(checkpoint["state_dict"])
+    with damaged_as(CheckpointError, f"{path}: a damaged {method.__name__} checkpoint"):
+        prepared = method(**{**hparams, "pretrain_ckpt": str(original), "retrain_ckpt": None})
+        prepared.on_load_checkpoint(checkpoint)  # adds the original model's weights to the state
+        prepared.load_state_dict(checkpoint["state_dict"])
     return prepared.eval()
 
 
@@ -92,7 +105,7 @@ def load_from_config(path: str | os.PathLike, pretrain_ckpt: str | os.PathLike) 
 def _checkpoint_method(checkpoint: dict, source: str) -> type[UnlearningMethod]:
     """The class a prepared checkpoint names: among the classes of one_shui.methods only."""
     name = checkpoint[RECORD_KEY].get("method")
-    if name is None:
+    if not isinstance(name, str):
         raise CheckpointError(
             f"{source}: not a prepared unlearning method (a pretrain or retrain model?): give the "
             f"checkpoints/last.ckpt that the method's fit wrote"

@@ -12,6 +12,7 @@ from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..data.datamodule import RequestBatch
+from ..errors import at_least, at_most
 from ..metrics.utility import task_loss
 from ..models.meta_loss import INPUT_PARTS, MetaLoss
 from .base import Batch, MethodSetupError, UnlearningMethod, sgd_step_
@@ -68,6 +69,11 @@ class MetaUnlearn(UnlearningMethod):
         dropout: float = 0.5,
         **kwargs,
     ):
+        at_least(
+            "model.init_args", 0, meta_lr=meta_lr, lr=lr, residual_blocks=residual_blocks, dropout=dropout
+        )
+        at_least("model.init_args", 1, last_blocks=last_blocks, identity_dim=identity_dim, hidden=hidden)
+        at_most("model.init_args", 1, dropout=dropout)
         super().__init__(pretrain_ckpt, **kwargs)
         self.automatic_optimization = False
         self.model.requires_grad_(False)  # the original weights never change during meta-training

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.sources import Task
+from ..errors import at_least, at_most
 from .base import Batch, MethodSetupError, UnlearningMethod, sgd_step_
 
 
@@ -63,6 +64,8 @@ class PGU(UnlearningMethod):
         gamma: float = 0.9,
         **kwargs,
     ):
+        at_least("model.init_args", 0, lr=lr, epochs=epochs, gamma=gamma)
+        at_most("model.init_args", 1, gamma=gamma)
         super().__init__(pretrain_ckpt, **kwargs)
         self.automatic_optimization = False  # fit measures; it never updates the model
         self.layers = {

@@ -7,6 +7,7 @@ import copy
 
 import torch
 
+from ..errors import at_least
 from ..metrics.utility import task_loss
 from .base import Batch, UnlearningMethod
 from .distillation import distillation_kl, train_epoch
@@ -36,6 +37,11 @@ class SCRUB(UnlearningMethod):
         weight_decay: float = 5e-4,
         **kwargs,
     ):
+        at_least("model.init_args", 0, epochs=epochs, max_step_epochs=max_step_epochs, kl_weight=kl_weight)
+        at_least(
+            "model.init_args", 0, task_weight=task_weight, lr=lr, momentum=momentum, weight_decay=weight_decay
+        )
+        at_least("model.init_args", 1e-12, temperature=temperature)
         super().__init__(pretrain_ckpt, **kwargs)
 
     def forget(self, support: Batch) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
+from ..errors import at_least
 from ..metrics.utility import task_loss
 from .base import Batch, MethodSetupError, UnlearningMethod
 
@@ -31,6 +32,12 @@ class SSD(UnlearningMethod):
         selection_weighting: float = 50.0,
         **kwargs,
     ):
+        at_least(
+            "model.init_args",
+            0,
+            dampening_constant=dampening_constant,
+            selection_weighting=selection_weighting,
+        )
         super().__init__(pretrain_ckpt, **kwargs)
         self.automatic_optimization = False  # fit measures; it never updates the model
         size = sum(p.numel() for p in self.model.network.parameters())
