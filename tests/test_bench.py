@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ import wandb
 import yaml
 from test_cli import CONFIGS
 
+from one_shui.atomic import held
 from one_shui.bench import cells as cells_module
 from one_shui.bench import report
 from one_shui.bench.config import parse, split_arguments
@@ -152,6 +155,74 @@ def test_a_rerun_reuses_every_cell_and_an_interrupted_one_reruns_only_what_is_mi
     run_bench(parse(["--config", str(config.with_name("changed.yaml")), "--seeds=[0]"]))
     assert calls == ["test", "test"]  # JiT, and JiT on the retrained model
     assert len(list((folder / SEED.format(0)).glob("JiT-*"))) == 2
+
+
+def metrics(path: Path) -> list[dict]:
+    """results.csv without its wall times."""
+    return [{k: v for k, v in row.items() if not k.endswith("_s")} for row in read(path)]
+
+
+def test_a_finished_cell_with_a_missing_or_damaged_checkpoint_runs_again(bench, monkeypatch, capsys):
+    folder, config = bench
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder / "cache"))
+    before = metrics(folder / "outputs/tiny/results.csv")
+    (pretrain,) = (folder / SEED.format(1)).glob("pretrain-*")
+    (pretrain / "checkpoints/best.ckpt").unlink()  # deleted by hand, or lost
+    (jit,) = (folder / SEED.format(1)).glob("JiT-*")
+    (jit / "cell.json").write_text('{"torn')  # a record cut short
+    calls = []
+    real = cells_module.run_cli
+    monkeypatch.setattr(cells_module, "run_cli", lambda *args: calls.append(args[0]) or real(*args))
+    run_bench(parse(["--config", str(config)]))
+    assert calls == ["fit", "test"]  # seed 1's pretrain, from the start, then its JiT
+    printed = capsys.readouterr().err
+    assert "pretrain, seed 1: its finished run" in printed and "JiT, seed 1: its finished run" in printed
+    assert (pretrain / "checkpoints/best.ckpt").is_file()
+    assert metrics(folder / "outputs/tiny/results.csv") == before  # the same cells, the same numbers
+
+
+def test_the_cells_are_keyed_by_the_data_s_content(bench, tmp_path, monkeypatch):
+    """Corrected annotations run every cell again instead of reusing results of the old labels."""
+    folder, config = bench
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    shutil.copytree(folder / "data", tmp_path / "data")
+    anno = tmp_path / "data/synthetic/CelebAMask-HQ/CelebAMask-HQ-attribute-anno.txt"
+    lines = anno.read_text().splitlines()
+    name, first, *rest = lines[2].split()
+    anno.write_text(
+        "\n".join([*lines[:2], " ".join([name, "1" if first == "-1" else "-1", *rest]), *lines[3:]])
+    )
+    keys = []
+    for root in (folder / "data/synthetic", tmp_path / "data/synthetic"):
+        bench_config = parse(["--config", str(config), f"--data.init_args.root={root}"])
+        keys.append(cells_module.Runner(bench_config, tracker=None).content)
+    assert keys[0] != keys[1]
+    copy = parse(["--config", str(config), f"--data.init_args.root={tmp_path / 'data/synthetic'}"])
+    assert cells_module.Runner(copy, tracker=None).content == keys[1]
+
+
+def test_a_cell_held_by_another_bench_is_waited_for():
+    """The lock of a cell: a second holder waits (saying so) until the first lets go."""
+    events = []
+    lock = Path("cell/.lock")
+    first_holds, release = threading.Event(), threading.Event()
+
+    def first():
+        with held(lock, busy=lambda: events.append("first waited")):
+            first_holds.set()
+            release.wait(10)
+            events.append("first done")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    first_holds.wait(10)
+    threading.Timer(0.5, release.set).start()
+    with held(lock, busy=lambda: events.append("second waits")):
+        events.append("second holds")
+    thread.join()
+    assert events == ["second waits", "first done", "second holds"]
 
 
 def test_the_reference_of_each_row_is_its_procedure_on_the_retrained_model():

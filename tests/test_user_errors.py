@@ -3,6 +3,7 @@ fix, with exit status 1 and no traceback; a bug keeps its traceback."""
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -10,12 +11,13 @@ from pathlib import Path
 
 import pytest
 from conftest import fit_in, on_data
+from layouts import write_celebahq
 from test_cli import CONFIGS, DATA, PRETRAIN, QUIET, tiny
 
 from one_shui.bench.runner import main as bench_main
 from one_shui.cli import main as cli_main
 from one_shui.data.report import main as split_main
-from one_shui.errors import SettingError, UserError, exit_on_user_error
+from one_shui.errors import SettingError, UserError, exit_on_user_error, user_error
 from one_shui.forget import main as forget_main
 
 SMALL = ["--data.init_args.synthetic.identities=40", "--data.init_args.request_size=3", *QUIET]
@@ -92,6 +94,34 @@ def cli_cases(runs, resnet) -> dict[str, tuple[list[str], str]]:
             ],
             "unknown dataset 'imagenet'",
         ),
+        "negative request size": (
+            ["fit", *PRETRAIN, *SMALL, "--data.init_args.request_size=-3"],
+            "at least 1",
+        ),
+        "negative batch size": (
+            ["fit", *PRETRAIN, *SMALL, "--data.init_args.batch_size=-3"],
+            "data.init_args.batch_size must be a finite number, at least 1, not -3",
+        ),
+        "negative learning rate": (
+            ["fit", *PRETRAIN, *SMALL, "--model.init_args.lr=-1"],
+            "model.init_args.lr must be a finite number, at least 0",
+        ),
+        "negative max_epochs": (
+            ["fit", *PRETRAIN, *SMALL, "--trainer.max_epochs=-5"],
+            "`max_epochs` must be",
+        ),
+        "another dataset's checkpoint": (
+            [
+                "test",
+                "--config",
+                CONFIGS / "data/synthetic_mufac.yaml",
+                "--config",
+                CONFIGS / "train/synthetic.yaml",
+                *SMALL,
+                f"--ckpt_path={pretrain}",
+            ],
+            "the checkpoint was made with dataset 'celebahq'",
+        ),  # fmt: skip
         "no meta-loss input": (
             [
                 "fit",
@@ -117,6 +147,11 @@ CLI_CASES = [
     "a checkpoint as the split file",
     "unknown dataset",
     "no meta-loss input",
+    "negative request size",
+    "negative batch size",
+    "negative learning rate",
+    "negative max_epochs",
+    "another dataset's checkpoint",
 ]
 
 
@@ -142,6 +177,45 @@ def test_other_entry_points_user_errors_are_one_line(runs, tmp_path, monkeypatch
     assert "set data.request_size" in one_line(split_main, split, "one-shui-split")
     missing = one_line(forget_main, [runs[1], tmp_path / "absent.csv"], "one-shui-forget")
     assert "request" in missing and "absent.csv does not exist" in missing
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [("two identities", "0.jpg is given two identities"), ("no identity", "have no identity")],
+)
+def test_an_image_with_two_identities_or_none_is_one_line(tmp_path, damage, message):
+    write_celebahq(tmp_path / "celebahq", {str(i): 3 for i in range(12)})
+    identity_file = tmp_path / "celebahq/CelebAMask-HQ/CelebA-HQ-identity.txt"
+    lines = identity_file.read_text().splitlines()
+    lines = [*lines, "0.jpg 99"] if damage == "two identities" else lines[1:]
+    identity_file.write_text("\n".join(lines) + "\n")
+    args = ["--config", CONFIGS / "data/celebahq.yaml", f"--data.init_args.root={tmp_path / 'celebahq'}"]
+    error = one_line(
+        split_main,
+        [*args, "--data.init_args.request_size=2", f"--data.init_args.cache_dir={tmp_path}"],
+        "one-shui-split",
+    )
+    assert message in error
+
+
+def test_a_split_of_a_missing_dataset_names_the_folder_and_shows_the_layout(tmp_path):
+    """The one user error of more than one line: the layout it expected, under the line that names what is
+    missing (the README promises it)."""
+    args = ["--config", CONFIGS / "data/celebahq.yaml", f"--data.init_args.root={tmp_path / 'none'}"]
+    with pytest.raises(SystemExit) as exit:
+        split_main([str(arg) for arg in args])
+    first, *layout = str(exit.value.code).splitlines()
+    assert first.startswith(f"one-shui-split: missing folder {tmp_path / 'none'}")
+    assert layout[0] == "Expected layout of celebahq:"
+
+
+def test_a_full_or_read_only_file_system_is_a_user_error_wherever_it_is_met():
+    for code, text in ((errno.ENOSPC, "No space left on device"), (errno.EROFS, "Read-only file system")):
+        wrapped = RuntimeError("while saving a checkpoint")
+        wrapped.__cause__ = OSError(code, text, "outputs/run/checkpoints/last.ckpt")
+        found = user_error(wrapped)
+        assert isinstance(found, UserError) and text in str(found) and "last.ckpt" in str(found)
+    assert user_error(OSError(errno.ENOENT, "No such file or directory")) is None  # not the file system's
 
 
 def test_a_user_error_is_found_behind_the_errors_that_wrap_it_and_a_bug_keeps_its_traceback():

@@ -15,6 +15,7 @@ import gc
 import hashlib
 import json
 import shutil
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -129,6 +130,11 @@ def bench_data(bench: Bench) -> IdentityDataModule:
     return parser.instantiate(parser.parse_args(["--config", bench.data, *overrides])).data
 
 
+def say(line: str) -> None:
+    """A line for the user, above the bench's progress bar (on stderr, where the bar is)."""
+    tqdm.write(line, file=sys.stderr)
+
+
 def reusable(cell: Cell, folder: Path) -> dict | None:
     """The record of a cell that is done and whole; None when it must run: never done, or its record or
     (for a pretrain or retrain) its checkpoint damaged or missing, which is said in a line and cleared
@@ -142,7 +148,7 @@ def reusable(cell: Cell, folder: Path) -> dict | None:
             load_checkpoint(record["checkpoint"], mmap=True)
         return record
     except (ValueError, KeyError, TypeError, CheckpointError, MissingFileError) as err:
-        tqdm.write(f"{cell.name}: its finished run in {folder} is damaged ({err}); running it again")
+        say(f"{cell.name}: its finished run in {folder} is damaged ({err}); running it again")
         shutil.rmtree(layout.checkpoint_dir(folder), ignore_errors=True)
         done.unlink()
         return None
@@ -169,7 +175,7 @@ class Runner:
         key = digest(args, configs, split, self.content)
         name, cells = f"{cell.slug}-{key[:12]}", Path(self.bench.out) / "cells"
         folder = layout.run_dir(self.dataset, self.bench.request_size, cell.seed, name, cells)
-        with held(folder / LOCK, busy=lambda: tqdm.write(f"{cell.name}: another bench runs it; waiting")):
+        with held(folder / LOCK, busy=lambda: say(f"{cell.name}: another bench runs it; waiting")):
             record = reusable(cell, folder)
             if record is None:
                 record = self._execute(cell, [*args, f"--trainer.default_root_dir={folder}"], folder)

@@ -7,6 +7,7 @@ result is cached per listing (file names, identities, sizes and times) so later 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -48,7 +49,8 @@ def audit_images(
     """Decode and hash every image of ``table``; raise :class:`ImageError` naming any bad file."""
     cache = Path(cache_dir) / f"audit-{_cache_key(table)}.json" if cache_dir is not None else None
     if cache is not None and cache.is_file():
-        return AuditReport(**json.loads(cache.read_text()))
+        with contextlib.suppress(ValueError, TypeError):  # a damaged cache is made again
+            return AuditReport(**json.loads(cache.read_text()))
     root = table.root.resolve()
     with ThreadPoolExecutor(workers) as pool:
         jobs = pool.map(lambda name: _inspect(root, name), table.files)
