@@ -85,6 +85,13 @@ def at_least(where: str, minimum: float, **values: float | None) -> None:
             raise SettingError(f"{where}.{name} must be a finite number, at least {minimum:g}, not {value!r}")
 
 
+def positive(where: str, **values: float | None) -> None:
+    """Refuse any of ``values`` that is not a finite number above 0 (see :func:`at_least`)."""
+    for name, value in values.items():
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise SettingError(f"{where}.{name} must be a finite number above 0, not {value!r}")
+
+
 def at_most(where: str, maximum: float, **values: float | None) -> None:
     """Refuse any of ``values`` above ``maximum`` (see :func:`at_least`)."""
     for name, value in values.items():

@@ -3,10 +3,11 @@ LightningCLI as the command line, its record written as ``cell.json`` at the end
 
 A cell's folder is the run layout's (:func:`one_shui.layout.run_dir`) under ``<out>/cells``, its run
 named by the cell and a hash of everything that decides its result (its arguments, the content of every
-config it reads, the split fingerprint, and so its upstream cells' folders): a cell whose ``cell.json``
-exists is reused, and a changed config runs in a new folder. The cells are shared by the benches of one
-``out``: a pretrain, or a method run, that two benches have in common runs once. An interrupted fit
-resumes from its ``last.ckpt``.
+config it reads, the split fingerprint, and so its upstream cells' folders, and the data's content): a
+cell whose ``cell.json`` exists is reused, and a changed config or corrected data runs in a new folder.
+The cells are shared by the benches of one ``out``: a pretrain, or a method run, that two benches have
+in common runs once, under the cell's lock. An interrupted fit resumes from its ``last.ckpt``; a
+finished cell whose record or checkpoint is damaged runs again.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from tqdm import tqdm
 from .. import layout
 from ..atomic import held, write_text_atomic
 from ..checkpoints import CheckpointError, load_checkpoint
-from ..cli import OneShuiCLI, run
+from ..cli import OneShuiCLI
+from ..cli import run as run_one_shui
 from ..data.datamodule import IdentityDataModule
 from ..data.report import data_parser
 from ..data.splits import Split
@@ -111,7 +113,7 @@ def run_cli(subcommand: str, args: list[str]) -> tuple[OneShuiCLI, float]:
     with warnings.catch_warnings():
         for message in SILENCED:
             warnings.filterwarnings("ignore", message=message)
-        cli = run([subcommand, *args], layout_defaults=False)
+        cli = run_one_shui([subcommand, *args], layout_defaults=False)
     return cli, time.perf_counter() - start
 
 

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from .. import layout
-from ..errors import SettingError, at_least, at_most
+from ..errors import SettingError, at_least, at_most, positive
 from .audit import AuditReport, OnDuplicates, apply_duplicate_policy, audit_images
 from .images import read_rgb
 from .sources import Table, read_table
@@ -139,18 +139,13 @@ class IdentityDataModule(L.LightningDataModule):
         on_duplicates: OnDuplicates = "warn",
         cache_dir: str | None = None,
     ):
-        options = {"request_size": request_size, "batch_size": batch_size, "eval_batch_size": eval_batch_size}
+        sizes = dict(request_size=request_size, batch_size=batch_size, eval_batch_size=eval_batch_size)
         at_least(
-            "data.init_args",
-            1,
-            **options,
-            image_size=image_size,
-            simulated_request_size=simulated_request_size,
+            "data.init_args", 1, **sizes, image_size=image_size, simulated_request_size=simulated_request_size
         )
         at_least("data.init_args", 0, num_workers=num_workers)
-        at_least("data.init_args", 1e-9, crop_scale=crop_scale[0])
-        at_least("data.init_args", crop_scale[0], crop_scale=crop_scale[1])
-        at_most("data.init_args", 1, crop_scale=crop_scale[1])
+        positive("data.init_args", crop_scale=min(crop_scale))
+        at_most("data.init_args", 1, crop_scale=max(crop_scale))
         super().__init__()
         self.save_hyperparameters(ignore=["synthetic"])
         # A plain dict in the hyperparameters, so checkpoints load with weights_only=True.

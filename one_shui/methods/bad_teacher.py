@@ -8,7 +8,7 @@ import copy
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
-from ..errors import at_least
+from ..errors import at_least, positive
 from ..models.backbones import create_backbone
 from .base import Batch, UnlearningMethod
 from .distillation import distillation_kl, train_epoch
@@ -35,7 +35,7 @@ class BadTeacher(UnlearningMethod):
         **kwargs,
     ):
         at_least("model.init_args", 0, epochs=epochs, lr=lr)
-        at_least("model.init_args", 1e-12, temperature=temperature)
+        positive("model.init_args", temperature=temperature)
         super().__init__(pretrain_ckpt, **kwargs)
 
     def _incompetent_teacher(self) -> torch.nn.Module:

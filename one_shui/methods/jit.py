@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import at_least
+from ..errors import at_least, positive
 from .base import Batch, UnlearningMethod, sgd_step_
 
 
@@ -33,7 +33,7 @@ class JiT(UnlearningMethod):
     ):
         at_least("model.init_args", 0, lr=lr)
         at_least("model.init_args", 1, copies=copies)
-        at_least("model.init_args", 1e-12, noise_std=noise_std)  # no noise: ||x - x'|| = 0 divides
+        positive("model.init_args", noise_std=noise_std)  # no noise: ||x - x'|| = 0 divides
         super().__init__(pretrain_ckpt, **kwargs)
 
     def smoothness_loss(self, images: torch.Tensor) -> torch.Tensor:

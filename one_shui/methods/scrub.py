@@ -7,7 +7,7 @@ import copy
 
 import torch
 
-from ..errors import at_least
+from ..errors import at_least, positive
 from ..metrics.utility import task_loss
 from .base import Batch, UnlearningMethod
 from .distillation import distillation_kl, train_epoch
@@ -41,7 +41,7 @@ class SCRUB(UnlearningMethod):
         at_least(
             "model.init_args", 0, task_weight=task_weight, lr=lr, momentum=momentum, weight_decay=weight_decay
         )
-        at_least("model.init_args", 1e-12, temperature=temperature)
+        positive("model.init_args", temperature=temperature)
         super().__init__(pretrain_ckpt, **kwargs)
 
     def forget(self, support: Batch) -> None:
