@@ -203,10 +203,10 @@ def test_the_cells_are_keyed_by_the_data_s_content(bench, tmp_path, monkeypatch)
     assert cells_module.Runner(copy, tracker=None).content == keys[1]
 
 
-def test_a_cell_held_by_another_bench_is_waited_for():
+def test_a_cell_held_by_another_bench_is_waited_for(tmp_path):
     """The lock of a cell: a second holder waits (saying so) until the first lets go."""
     events = []
-    lock = Path("cell/.lock")
+    lock = tmp_path / "cell/.lock"
     first_holds, release = threading.Event(), threading.Event()
 
     def first():
