@@ -40,127 +40,72 @@ def resnet(runs) -> Path:
     return runs[0] / "resnet/checkpoints/best.ckpt"
 
 
-def cli_cases(runs, resnet) -> dict[str, tuple[list[str], str]]:
-    root, pretrain, _ = runs
-    method = [f"--model.init_args.pretrain_ckpt={pretrain}", f"--trainer.default_root_dir={root / 'x'}"]
-    return {
-        "request larger than the eligible people": (
-            ["fit", *PRETRAIN, *SMALL, "--data.init_args.request_size=30"],
-            "set data.request_size to at most",
-        ),
-        "request size 0": (["fit", *PRETRAIN, *SMALL, "--data.init_args.request_size=0"], "at least 1"),
-        "unknown backbone": (
-            ["fit", *PRETRAIN, *SMALL, "--model.init_args.backbone=vit_nonexistent"],
-            "unknown backbone 'vit_nonexistent'",
-        ),
-        "last_blocks on a non-ViT": (
-            [
-                "fit",
-                *on_data(CONFIGS / "methods/meta_unlearn.yaml"),
-                *SMALL,
-                *method[1:],
-                f"--model.init_args.pretrain_ckpt={resnet}",
-                "--model.init_args.update=last_blocks",
-            ],
-            "update: last_blocks needs a ViT",
-        ),  # fmt: skip
-        "SSD tested without its fit": (
-            ["test", *on_data(CONFIGS / "methods/ssd.yaml"), *SMALL, *method],
-            "SSD has no importances",
-        ),
-        "PGU tested without its fit": (
-            ["test", *on_data(CONFIGS / "methods/pgu.yaml"), *SMALL, *method],
-            "PGU has no input statistics",
-        ),
-        "a fit of a method with nothing to prepare": (
-            ["fit", *on_data(CONFIGS / "methods/jit.yaml"), *SMALL, *method],
-            "JiT has nothing to prepare",
-        ),
-        "no pretrain in the run layout": (
-            ["fit", *on_data(CONFIGS / "methods/ssd.yaml"), *SMALL, "--data.init_args.seed=7"],
-            "SSD unlearns the pretrained model: set model.init_args.pretrain_ckpt, or run the pretrain",
-        ),
-        "a checkpoint as the split file": (
-            ["fit", *PRETRAIN, *SMALL, f"--data.init_args.split_file={pretrain}"],
-            "is not a split JSON",
-        ),
-        "unknown dataset": (
-            [
-                "fit",
-                *PRETRAIN,
-                *SMALL,
-                "--data.init_args.synthetic=null",
-                "--data.init_args.dataset=imagenet",
-            ],
-            "unknown dataset 'imagenet'",
-        ),
-        "negative request size": (
-            ["fit", *PRETRAIN, *SMALL, "--data.init_args.request_size=-3"],
-            "at least 1",
-        ),
-        "negative batch size": (
-            ["fit", *PRETRAIN, *SMALL, "--data.init_args.batch_size=-3"],
-            "data.init_args.batch_size must be a finite number, at least 1, not -3",
-        ),
-        "negative learning rate": (
-            ["fit", *PRETRAIN, *SMALL, "--model.init_args.lr=-1"],
-            "model.init_args.lr must be a finite number, at least 0",
-        ),
-        "negative max_epochs": (
-            ["fit", *PRETRAIN, *SMALL, "--trainer.max_epochs=-5"],
-            "`max_epochs` must be",
-        ),
-        "another dataset's checkpoint": (
-            [
-                "test",
-                "--config",
-                CONFIGS / "data/synthetic_mufac.yaml",
-                "--config",
-                CONFIGS / "train/synthetic.yaml",
-                *SMALL,
-                f"--ckpt_path={pretrain}",
-            ],
-            "the checkpoint was made with dataset 'celebahq'",
-        ),  # fmt: skip
-        "no meta-loss input": (
-            [
-                "fit",
-                *on_data(CONFIGS / "methods/meta_unlearn.yaml"),
-                *SMALL,
-                *method,
-                "--model.init_args.parts=[]",
-            ],
-            "at least one input part",
-        ),
-    }
+def on(config: str) -> list[str]:
+    return on_data(CONFIGS / "methods" / config)
 
 
-CLI_CASES = [
-    "request larger than the eligible people",
-    "request size 0",
-    "unknown backbone",
-    "last_blocks on a non-ViT",
-    "SSD tested without its fit",
-    "PGU tested without its fit",
-    "a fit of a method with nothing to prepare",
-    "no pretrain in the run layout",
-    "a checkpoint as the split file",
-    "unknown dataset",
-    "no meta-loss input",
-    "negative request size",
-    "negative batch size",
-    "negative learning rate",
-    "negative max_epochs",
-    "another dataset's checkpoint",
-]
+# Each case: `one-shui` arguments ({pretrain}, {resnet} and {root} name the tiny runs) and a fragment of
+# the one line it must end with.
+METHOD = ["--model.init_args.pretrain_ckpt={pretrain}", "--trainer.default_root_dir={root}/x"]
+CLI_CASES = {
+    "request larger than the eligible people": (
+        ["fit", *PRETRAIN, *SMALL, "--data.init_args.request_size=30"], "set data.request_size to at most"
+    ),
+    "request size 0": (["fit", *PRETRAIN, *SMALL, "--data.init_args.request_size=0"], "at least 1"),
+    "negative request size": (["fit", *PRETRAIN, *SMALL, "--data.init_args.request_size=-3"], "at least 1"),
+    "unknown backbone": (
+        ["fit", *PRETRAIN, *SMALL, "--model.init_args.backbone=vit_nonexistent"],
+        "unknown backbone 'vit_nonexistent'",
+    ),
+    "last_blocks on a non-ViT": (
+        ["fit", *on("meta_unlearn.yaml"), *SMALL, *METHOD, "--model.init_args.pretrain_ckpt={resnet}",
+         "--model.init_args.update=last_blocks"],
+        "update: last_blocks needs a ViT",
+    ),
+    "SSD tested without its fit": (["test", *on("ssd.yaml"), *SMALL, *METHOD], "SSD has no importances"),
+    "PGU tested without its fit": (["test", *on("pgu.yaml"), *SMALL, *METHOD], "PGU has no input statistics"),
+    "a fit of a method with nothing to prepare": (
+        ["fit", *on("jit.yaml"), *SMALL, *METHOD], "JiT has nothing to prepare"
+    ),
+    "no pretrain in the run layout": (
+        ["fit", *on("ssd.yaml"), *SMALL, "--data.init_args.seed=7"],
+        "SSD unlearns the pretrained model: set model.init_args.pretrain_ckpt, or run the pretrain",
+    ),
+    "a checkpoint as the split file": (
+        ["fit", *PRETRAIN, *SMALL, "--data.init_args.split_file={pretrain}"], "is not a split JSON"
+    ),
+    "unknown dataset": (
+        ["fit", *PRETRAIN, *SMALL, "--data.init_args.synthetic=null", "--data.init_args.dataset=imagenet"],
+        "unknown dataset 'imagenet'",
+    ),
+    "no meta-loss input": (
+        ["fit", *on("meta_unlearn.yaml"), *SMALL, *METHOD, "--model.init_args.parts=[]"],
+        "at least one input part",
+    ),
+    "negative batch size": (
+        ["fit", *PRETRAIN, *SMALL, "--data.init_args.batch_size=-3"],
+        "data.init_args.batch_size must be a finite number, at least 1, not -3",
+    ),
+    "negative learning rate": (
+        ["fit", *PRETRAIN, *SMALL, "--model.init_args.lr=-1"],
+        "model.init_args.lr must be a finite number, at least 0",
+    ),
+    "negative max_epochs": (["fit", *PRETRAIN, *SMALL, "--trainer.max_epochs=-5"], "`max_epochs` must be"),
+    "another dataset's checkpoint": (
+        ["test", "--config", str(CONFIGS / "data/synthetic_mufac.yaml"), "--config",
+         str(CONFIGS / "train/synthetic.yaml"), *SMALL, "--ckpt_path={pretrain}"],
+        "the checkpoint was made with dataset 'celebahq'",
+    ),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", CLI_CASES)
 def test_one_shui_user_errors_are_one_line(case, runs, resnet, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CACHE_HOME", str(runs[0] / "cache"))
-    args, fragment = cli_cases(runs, resnet)[case]
-    assert fragment in one_line(cli_main, args, "one-shui")
+    args, fragment = CLI_CASES[case]
+    paths = {"pretrain": runs[1], "resnet": resnet, "root": runs[0]}
+    assert fragment in one_line(cli_main, [arg.format(**paths) for arg in args], "one-shui")
 
 
 def test_other_entry_points_user_errors_are_one_line(runs, tmp_path, monkeypatch):
