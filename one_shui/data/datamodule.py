@@ -165,6 +165,7 @@ class IdentityDataModule(L.LightningDataModule):
                 )
             self.use_split(Split.load(split_file), split_file)
         self.rows: dict[str, list[int]] = {}
+        self.augment_train = True  # the training transform on fit's pool (train_on may turn it off)
         self.audit_report: AuditReport | None = None  # made with the table
 
     # --- data and split ----------------------------------------------------------------------
@@ -248,9 +249,11 @@ class IdentityDataModule(L.LightningDataModule):
         self._check_made_here(split, source)
         self.split = split  # verified against the data in setup()
 
-    def train_on(self, pool: TrainPool) -> None:
-        """Serve ``pool`` to ``fit`` (an unlearning method's preparation declares the pool it reads)."""
+    def train_on(self, pool: TrainPool, augment: bool = True) -> None:
+        """Serve ``pool`` to ``fit`` (an unlearning method's preparation declares the pool it reads), with
+        the training transform, or with the test one when not ``augment`` (shuffled either way)."""
         self.hparams.train_pool = pool
+        self.augment_train = augment
 
     def _check_made_here(self, split: Split, source: str) -> None:
         seed, size = self.hparams.seed, self.hparams.request_size
@@ -284,16 +287,26 @@ class IdentityDataModule(L.LightningDataModule):
         transform = build_transform(hp.image_size, train, tuple(hp.crop_scale))
         return IdentityImages(self.table, self.rows[pool], transform, self.row_labels)
 
-    def loader(self, pool: str, train: bool = False, batch_size: int | None = None) -> DataLoader:
-        """A loader over ``pool``: shuffled with the train transform, or in order with the test one."""
+    def loader(
+        self,
+        pool: str,
+        train: bool = False,
+        batch_size: int | None = None,
+        shuffle: bool | None = None,
+        augment: bool | None = None,
+    ) -> DataLoader:
+        """A loader over ``pool``: for training (``train``) shuffled with the train transform, else in order
+        with the test one; ``shuffle`` and ``augment`` override either."""
         hp = self.hparams
         size = batch_size or (hp.batch_size if train else hp.eval_batch_size or hp.batch_size)
-        return DataLoader(self.images(pool, train), batch_size=size, shuffle=train, **self._workers())
+        shuffle = train if shuffle is None else shuffle
+        images = self.images(pool, train if augment is None else augment)
+        return DataLoader(images, batch_size=size, shuffle=shuffle, **self._workers())
 
     def train_dataloader(self) -> DataLoader:
         if self.hparams.train_pool == "simulated":
             return self.simulated_request_loader(self.trainer.current_epoch if self.trainer else 0)
-        return self.loader(self.hparams.train_pool, train=True)
+        return self.loader(self.hparams.train_pool, train=True, augment=self.augment_train)
 
     def val_dataloader(self) -> DataLoader:
         return self.loader("val")

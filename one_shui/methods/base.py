@@ -67,6 +67,7 @@ class UnlearningMethod(L.LightningModule):
     reads: tuple[str, ...] = ("support",)  # the pools forget() reads: 1-SHUI allows the support set only
     reads_targets: bool = True  # whether forget() reads the support images' targets (else served zeros)
     train_pool: TrainPool | None = None  # the pool fit() (the preparation) reads; None: nothing to prepare
+    augment_train_pool: bool = True  # whether fit() reads its pool with the training transform
 
     def __init__(
         self,
@@ -144,7 +145,7 @@ class UnlearningMethod(L.LightningModule):
         data = self.trainer.datamodule
         data.use_split(self.split, "the pretrain checkpoint")
         if stage == "fit":
-            data.train_on(self.train_pool)
+            data.train_on(self.train_pool, self.augment_train_pool)
         data.setup(stage)
 
     # --- the prepared method's checkpoint ---------------------------------------------------------
