@@ -4,6 +4,7 @@ import torch
 from conftest import META_UNLEARN, meta_data, method_args, on_data
 from helpers import quiet_trainer
 from test_cli import CONFIGS
+from torchmetrics.functional.classification import multilabel_average_precision
 
 from one_shui.checkpoints import load_checkpoint
 from one_shui.cli import OneShuiCLI
@@ -156,21 +157,114 @@ def test_the_objective_variants_are_the_terms_of_the_full_objective(runs):
     root, pretrain, _ = runs
     data = meta_data(root)
     request = next(iter(data.simulated_request_loader(0)))
-    validation = next(iter(data.loader("val")))
-    method = MetaUnlearn(str(pretrain), hidden=32)
+    validation = list(data.loader("val", batch_size=8))
+    method = MetaUnlearn(str(pretrain), hidden=32, unlearning_batch_size=8)
     method.meta_loss.eval()  # no dropout: the same h_phi for every variant
 
     def objective(**options) -> float:
         method.hparams.update(
             {"objective": "full", "distance": "smooth_l1", "accuracy_scaling": True, **options}
         )
-        return float(method.meta_objective(request, validation))
+        torch.manual_seed(0)  # the same forget batches for every variant
+        return float(method.meta_objective(request, iter(validation)))
 
     full, original, unlearned = objective(), objective(objective="original"), objective(objective="unlearned")
     assert full == pytest.approx(original + unlearned, rel=1e-5)
     assert original != pytest.approx(unlearned)
     assert len({round(objective(distance=d), 6) for d in ("smooth_l1", "mse", "l1")}) == 3
     assert objective(accuracy_scaling=False) != pytest.approx(full)
+    assert objective(objective="rev") not in (pytest.approx(full), pytest.approx(unlearned))
+
+
+def scaled_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """BCE times (1 - macro mAP of the batch), the mAP over the attributes with a positive (torchmetrics)."""
+    present = targets.bool().any(0)
+    ap = multilabel_average_precision(
+        logits[:, present], targets[:, present].long(), num_labels=int(present.sum()), average=None
+    )
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
+    return bce * (1 - ap.mean())
+
+
+def test_the_meta_objective_pairs_forget_batches_with_val_batches_and_weighs_them_by_size(runs):
+    """§4/§8 by hand: the forget set shuffled into batches of 64 (here 4), each against its own VAL
+    batch, each loss scaled by (1 - the batch's macro mAP), the distances averaged weighted by size."""
+    root, pretrain, _ = runs
+    data = meta_data(root)
+    request = next(iter(data.simulated_request_loader(0)))
+    size = len(request.forget[0])
+    assert size % 4, "the request must leave a short last batch"
+    validation = list(data.loader("val", batch_size=4))[: -(-size // 4)]
+    method = MetaUnlearn(str(pretrain), hidden=32, unlearning_batch_size=4, objective="full", distance="mse")
+    method.meta_loss.eval()
+    torch.manual_seed(7)
+    objective = method.meta_objective(request, iter(validation))
+
+    torch.manual_seed(7)
+    order = torch.randperm(size)
+    params = method._leaves()
+    unlearned = method._unlearning_step(params, request.support, create_graph=False)
+    net = method.model.network
+
+    def logits(weights, images):
+        return torch.func.functional_call(net, weights, (images,))
+
+    expected, seen = 0.0, 0
+    for start, (val_images, _, val_targets) in zip(range(0, size, 4), validation, strict=True):
+        rows = order[start : start + 4]
+        forget = scaled_loss(logits(unlearned, request.forget[0][rows]), request.forget[2][rows])
+        original = scaled_loss(logits(params, val_images), val_targets)
+        after = scaled_loss(logits(unlearned, val_images), val_targets)
+        pair = (forget - original) ** 2 + (forget - after) ** 2
+        expected, seen = expected + len(rows) * float(pair), seen + len(rows)
+    assert seen == size
+    assert float(objective) == pytest.approx(expected / size, rel=1e-4)
+
+
+def test_every_simulated_request_starts_a_fresh_shuffled_pass_over_val(runs, monkeypatch):
+    root, pretrain, _ = runs
+    data = meta_data(root)
+    method = MetaUnlearn(str(pretrain), hidden=32, unlearning_batch_size=4)
+    firsts = []
+    original = MetaUnlearn.meta_objective
+
+    def record(self, request, validation):
+        firsts.append(next(validation)[1].tolist())
+        return original(self, request, validation)
+
+    monkeypatch.setattr(MetaUnlearn, "meta_objective", record)
+    trainer().fit(method, datamodule=data)
+    loader = method._validation
+    assert loader.batch_size == 4 and isinstance(loader.sampler, torch.utils.data.RandomSampler)
+    assert len(firsts) == 2 and firsts[0] != firsts[1]  # a new pass, reshuffled, per request
+
+
+def test_the_unlearning_step_runs_in_float32_under_mixed_precision(runs):
+    root, pretrain, _ = runs
+    method = MetaUnlearn(str(pretrain), hidden=32)
+    method.meta_loss.eval()
+    support = next(iter(meta_data(root).loader("support")))
+    plain = method._unlearning_step(method._leaves(), support, create_graph=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = method._unlearning_step(method._leaves(), support, create_graph=False)
+    assert all(mixed[name].dtype == torch.float32 for name in plain)
+    assert all(torch.equal(plain[name], mixed[name]) for name in plain)
+
+
+def test_several_serving_steps_are_steps_one_after_another(runs):
+    root, pretrain, _ = runs
+    support = next(iter(meta_data(root).loader("support")))
+    twice = MetaUnlearn(str(pretrain), hidden=32, forget_steps=2)
+    once = MetaUnlearn(str(pretrain), hidden=32)
+    once.meta_loss.load_state_dict(twice.meta_loss.state_dict())
+    twice.forget(support)
+    once.forget(support)
+    after_one = {k: v.clone() for k, v in once.model.state_dict().items()}
+    once.forget(support)
+    assert all(
+        torch.allclose(v, twice.model.state_dict()[k], atol=1e-6) for k, v in once.model.state_dict().items()
+    )
+    assert any(not torch.equal(v, after_one[k]) for k, v in once.model.state_dict().items())
 
 
 def test_forget_takes_the_inner_step_that_meta_training_optimised(runs):

@@ -109,7 +109,8 @@ def test_simulated_requests_cover_train_and_wrap_round():
     split = split_of(files, ids)
     real_support = set(split.support.values())
     train_counts = Counter(ids[r] for r in pools(split, files, ids)["train"])
-    eligible = {i for i, n in train_counts.items() if n >= 2}
+    eligible = set(train_counts)  # single-image identities included, as in the published code
+    assert min(train_counts.values()) == 1, "the fixture must hold single-image TRAIN identities"
     size = 7
     assert len(eligible) % size, "the fixture must leave a short last chunk"
     requests = simulated_requests(split, files, ids, size=size, epoch=0)
@@ -124,8 +125,19 @@ def test_simulated_requests_cover_train_and_wrap_round():
         support, forget = set(request.support), set(request.forget)
         assert not support & forget
         assert not {files[r] for r in support | forget} & real_support
-        assert {ids[r] for r in support} == {ids[r] for r in forget} == set(request.identities)
+        assert {ids[r] for r in support} == set(request.identities)
+        assert {ids[r] for r in forget} == {i for i in request.identities if train_counts[i] > 1}
         assert len(forget) == sum(train_counts[i] for i in request.identities) - size
+
+
+def test_a_simulated_request_with_nothing_to_forget_is_left_out():
+    """People with one image each take part, but a request made of them alone has no forget image."""
+    files, ids = listing(n_ids=200, counts=[1] * 150 + [8] * 50)
+    split = split_of(files, ids, n=5)
+    train_counts = Counter(ids[r] for r in pools(split, files, ids)["train"])
+    requests = simulated_requests(split, files, ids, size=1, epoch=0)
+    assert all(request.forget for request in requests)
+    assert len(requests) == sum(1 for n in train_counts.values() if n > 1)
 
 
 def test_simulated_requests_are_deterministic_per_epoch():

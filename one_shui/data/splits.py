@@ -233,15 +233,16 @@ def simulated_requests(
     """Meta-training requests of one epoch: TRAIN identities shuffled and cut into chunks of ``size``.
 
     The last chunk wraps round to the start of the shuffled list. Pools exclude the real support
-    images; identities with fewer than two remaining images cannot form a request and are skipped.
+    images. An identity with a single image takes part (that image is its simulated support image, as in
+    the published code); a request with no forget image at all has nothing to train on and is left out.
     """
     train_rows = pools(split, files, identities)["train"]
     rows = images_by_identity([identities[r] for r in train_rows])
-    rows = {i: [train_rows[r] for r in rs] for i, rs in rows.items() if len(rs) >= MIN_IMAGES}
+    rows = {i: [train_rows[r] for r in rs] for i, rs in rows.items()}
     if not 1 <= size <= len(rows):
         raise SettingError(
-            f"simulated request size {size} must be between 1 and the {len(rows)} eligible "
-            "TRAIN identities (with at least 2 images); set data.simulated_request_size"
+            f"simulated request size {size} must be between 1 and the {len(rows)} TRAIN identities; "
+            "set data.simulated_request_size"
         )
     rng = random.Random(f"1-SHUI/simulated/{split.seed}/{epoch}")
     order = sorted(rows)
@@ -254,5 +255,6 @@ def simulated_requests(
         forget = tuple(
             r for identity, pick in zip(chunk, picks, strict=True) for r in rows[identity] if r != pick
         )
-        requests.append(SimulatedRequest(tuple(chunk), tuple(picks), forget))
+        if forget:
+            requests.append(SimulatedRequest(tuple(chunk), tuple(picks), forget))
     return requests

@@ -10,10 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.data import DataLoader
 
 from ..data.datamodule import RequestBatch
 from ..errors import at_least, at_most
-from ..metrics.utility import task_loss
+from ..metrics.utility import batch_metric, task_loss
 from ..models.meta_loss import INPUT_PARTS, MetaLoss
 from .base import Batch, MethodSetupError, UnlearningMethod, sgd_step_
 
@@ -39,16 +40,21 @@ class MetaUnlearn(UnlearningMethod):
     Args:
         meta_lr: eta, the step size of the unlearning step.
         lr: AdamW (amsgrad, no weight decay) learning rate of h_phi, cosine over the epochs.
+        unlearning_batch_size: the simulated forget set is served in shuffled batches of this size, each
+            paired with the next batch of a fresh shuffled pass over VAL (the paper's 64).
         parts: the meta-loss input parts that are on (see :data:`INPUT_PARTS`).
-        objective: ``full`` (both terms), ``original`` (against L_v(theta)) or ``unlearned``
-            (against L_v(theta_u)).
+        objective: ``full`` (both terms), ``original`` (against L_v(theta)), ``unlearned`` (against
+            L_v(theta_u)) or ``rev`` (the published variant: against L_v(theta_u), plus L_v(theta_u),
+            with its gradient, against L_v(theta)).
         distance: ``smooth_l1``, ``mse`` or ``l1``.
-        accuracy_scaling: scale each task loss by (1 - accuracy of that model on that batch); the
-            accuracy is label-wise for multilabel tasks.
+        accuracy_scaling: scale each task loss by (1 - the task's metric of that model on that batch):
+            macro mAP (multilabel) or top-1 accuracy (classification).
         update: ``all`` parameters (default), ``published`` (all but the ViT's class token and
             position embedding, as the published code did) or ``last_blocks``.
         last_blocks: how many final ViT blocks ``update: last_blocks`` changes (with the final norm
             and the head).
+        forget_steps: unlearning steps taken when serving a request (the paper's 1), each from the
+            weights the previous one left.
     """
 
     def __init__(
@@ -57,12 +63,14 @@ class MetaUnlearn(UnlearningMethod):
         *,
         meta_lr: float = 0.1,
         lr: float = 1e-4,
+        unlearning_batch_size: int = 64,
         parts: Sequence[str] = INPUT_PARTS,
-        objective: Literal["full", "original", "unlearned"] = "full",
+        objective: Literal["full", "original", "unlearned", "rev"] = "full",
         distance: Literal["smooth_l1", "mse", "l1"] = "smooth_l1",
         accuracy_scaling: bool = True,
         update: Literal["all", "published", "last_blocks"] = "all",
         last_blocks: int = 2,
+        forget_steps: int = 1,
         identity_dim: int = 64,
         hidden: int = 512,
         residual_blocks: int = 0,
@@ -72,7 +80,15 @@ class MetaUnlearn(UnlearningMethod):
         at_least(
             "model.init_args", 0, meta_lr=meta_lr, lr=lr, residual_blocks=residual_blocks, dropout=dropout
         )
-        at_least("model.init_args", 1, last_blocks=last_blocks, identity_dim=identity_dim, hidden=hidden)
+        at_least(
+            "model.init_args",
+            1,
+            unlearning_batch_size=unlearning_batch_size,
+            last_blocks=last_blocks,
+            forget_steps=forget_steps,
+            identity_dim=identity_dim,
+            hidden=hidden,
+        )
         at_most("model.init_args", 1, dropout=dropout)
         super().__init__(pretrain_ckpt, **kwargs)
         self.automatic_optimization = False
@@ -94,7 +110,7 @@ class MetaUnlearn(UnlearningMethod):
         index = torch.tensor([position.get(identity, -1) for identity in self.identities])
         self.register_buffer("train_index", index, persistent=False)  # dataset id -> TRAIN id
         self.reads_targets = "targets" in self.meta_loss.parts  # the only input part that reads them
-        self._validation: Iterator | None = None
+        self._validation: DataLoader | None = None
 
     train_pool = "simulated"  # meta-training reads simulated requests (reload the loaders every epoch)
 
@@ -130,9 +146,10 @@ class MetaUnlearn(UnlearningMethod):
         return functional_call(wrapper, {f"backbone.{k}": v for k, v in params.items()}, (images,))
 
     def _unlearning_step(self, params: dict[str, torch.Tensor], support: Batch, create_graph: bool):
-        """theta_u = theta - eta * grad of M over the support samples."""
-        meta_loss = self._meta_loss_on(self._forward(params, support[0]), support)
-        grads = torch.autograd.grad(meta_loss, list(params.values()), create_graph=create_graph)
+        """theta_u = theta - eta * grad of M over the support samples (in float32, even under mixed precision)."""
+        with torch.autocast(self.device.type, enabled=False):
+            meta_loss = self._meta_loss_on(self._forward(params, support[0]), support)
+            grads = torch.autograd.grad(meta_loss, list(params.values()), create_graph=create_graph)
         eta = self.hparams.meta_lr
         return {name: p - eta * g for (name, p), g in zip(params.items(), grads, strict=True)}
 
@@ -146,34 +163,55 @@ class MetaUnlearn(UnlearningMethod):
         logits, _ = self._forward(params, images)
         loss = task_loss(self.model.hparams.task, logits, targets)
         if self.hparams.accuracy_scaling:
-            loss = loss * (1 - _accuracy(logits.detach(), targets))
+            loss = loss * (1 - batch_metric(self.model.hparams.task, logits, targets))
         return loss
 
     # --- meta-training --------------------------------------------------------------------------
 
-    def meta_objective(self, request: RequestBatch, validation: Batch) -> torch.Tensor:
-        """s(L_f(theta_u), L_v(theta)) + s(L_f(theta_u), L_v(theta_u)), the validation side detached."""
+    def meta_objective(self, request: RequestBatch, validation: Iterator[Batch]) -> torch.Tensor:
+        """The objective over the simulated forget set, served in shuffled batches, each paired with the next
+        batch of ``validation``: the mean over the pairs, weighted by the forget batches' sizes."""
         params = self._leaves()
         with sdpa_kernel(SDPBackend.MATH):  # double backward through attention needs the math kernel
             unlearned = self._unlearning_step(params, request.support, create_graph=True)
-            forget = self._task_loss(unlearned, request.forget)
-            with torch.no_grad():
-                targets = {"original": self._task_loss(params, validation)}
-                targets["unlearned"] = self._task_loss(unlearned, validation)
+            size = len(request.forget[0])
+            order = torch.randperm(size, device=request.forget[0].device)
+            total = 0
+            for rows in order.split(self.hparams.unlearning_batch_size):
+                forget = tuple(t[rows] for t in request.forget)
+                pair = tuple(t.to(self.device) for t in next(validation))
+                total = total + len(rows) * self._pair_objective(params, unlearned, forget, pair)
+        return total / size
+
+    def _pair_objective(self, params, unlearned, forget: Batch, validation: Batch) -> torch.Tensor:
+        """The chosen terms s(L_f(theta_u), L_v(.)) on one forget batch and its VAL batch, the validation
+        side detached (``rev`` adds s(L_v(theta_u), L_v(theta)) with the gradient through L_v(theta_u))."""
+        loss_f = self._task_loss(unlearned, forget)
+        with torch.no_grad():
+            loss_v = self._task_loss(params, validation)
+        objective = self.hparams.objective
+        with torch.set_grad_enabled(objective == "rev"):
+            loss_vu = self._task_loss(unlearned, validation)
+        terms = {
+            "full": [(loss_f, loss_v), (loss_f, loss_vu)],
+            "original": [(loss_f, loss_v)],
+            "unlearned": [(loss_f, loss_vu)],
+            "rev": [(loss_f, loss_vu), (loss_vu, loss_v)],
+        }[objective]
         distance = DISTANCES[self.hparams.distance]
-        chosen = ("original", "unlearned") if self.hparams.objective == "full" else (self.hparams.objective,)
-        return sum(distance(forget, targets[name]) for name in chosen)
+        return sum(distance(a, b.detach()) for a, b in terms)
 
     def on_train_start(self) -> None:
-        data = self.trainer.datamodule  # VAL batches of the training batch size (the paper's 64)
-        self._validation = _endless(data.loader("val", batch_size=data.hparams.batch_size))
+        # Built once; every simulated request starts a fresh shuffled pass over it.
+        self._validation = self.trainer.datamodule.loader(
+            "val", batch_size=self.hparams.unlearning_batch_size, shuffle=True
+        )
 
     def on_train_epoch_start(self) -> None:
         self.model.eval()  # the original model is a fixed function of its weights
 
     def training_step(self, request: RequestBatch, batch_idx: int) -> torch.Tensor:
-        validation = tuple(t.to(self.device) for t in next(self._validation))
-        objective = self.meta_objective(request, validation)
+        objective = self.meta_objective(request, _endless(self._validation))
         optimizer = self.optimizers()
         optimizer.zero_grad()
         self.manual_backward(objective)
@@ -194,7 +232,7 @@ class MetaUnlearn(UnlearningMethod):
     # --- serving a request ------------------------------------------------------------------------
 
     def forget(self, support: Batch) -> None:
-        """One step theta - eta * grad M over the real support images, with h_phi frozen.
+        """``forget_steps`` steps theta - eta * grad M over the real support images, with h_phi frozen.
 
         The same step as the inner step of meta-training, taken on the module's own weights: no graph
         to keep, so no functional call (a forget request then costs about one forward and backward).
@@ -206,22 +244,17 @@ class MetaUnlearn(UnlearningMethod):
         try:
             for weight in updated:
                 weight.requires_grad_(True)
-            loss = self._meta_loss_on(LogitsAndFeatures(self.model.network)(support[0]), support)
-            grads = torch.autograd.grad(loss, updated)
+            for _ in range(self.hparams.forget_steps):
+                with torch.autocast(self.device.type, enabled=False):
+                    loss = self._meta_loss_on(LogitsAndFeatures(self.model.network)(support[0]), support)
+                    grads = torch.autograd.grad(loss, updated)
+                sgd_step_(updated, grads, self.hparams.meta_lr)
         finally:
             for weight in updated:
                 weight.requires_grad_(False)  # the original weights are never trained
-        sgd_step_(updated, grads, self.hparams.meta_lr)
 
 
-def _accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Top-1 accuracy, or label-wise accuracy for multi-hot targets, in [0, 1]."""
-    if targets.dim() == 2:
-        return ((logits > 0) == (targets > 0.5)).float().mean()
-    return (logits.argmax(dim=1) == targets).float().mean()
-
-
-def _endless(loader) -> Iterator:
-    """Batches of ``loader``, round and round, from one loader built once."""
+def _endless(loader: DataLoader) -> Iterator:
+    """Batches of ``loader``, pass after pass (each pass shuffled anew when the loader shuffles)."""
     while True:
         yield from loader

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy, MultilabelAveragePrecision
+from torchmetrics.functional.classification import multilabel_average_precision
 from torchmetrics.utilities import dim_zero_cat
 
 from ..data.sources import Task
@@ -39,6 +40,20 @@ def utility_metric(task: Task, num_classes: int) -> Metric:
     if task == "multilabel":
         return 100 * PresentLabelsMAP(num_classes)
     return 100 * MulticlassAccuracy(num_classes=num_classes, average="micro")
+
+
+@torch.no_grad()
+def batch_metric(task: Task, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The task's metric on one batch, in [0, 1], in float32 and without gradient: macro mAP over the
+    attributes with a positive in the batch (0 when none has one), or top-1 accuracy."""
+    logits = logits.float()
+    if task == "classification":
+        return (logits.argmax(dim=1) == targets).float().mean()
+    present = (targets > 0.5).any(dim=0)
+    if not present.any():
+        return logits.new_zeros(())
+    logits, targets = logits[:, present], targets[:, present].long()
+    return multilabel_average_precision(logits, targets, num_labels=logits.shape[1], average="macro")
 
 
 def task_loss(
