@@ -146,7 +146,7 @@ class MetaUnlearn(UnlearningMethod):
         return functional_call(wrapper, {f"backbone.{k}": v for k, v in params.items()}, (images,))
 
     def _unlearning_step(self, params: dict[str, torch.Tensor], support: Batch, create_graph: bool):
-        """theta_u = theta - eta * grad of M over the support samples (in float32, even under mixed precision)."""
+        """theta_u = theta - eta * grad of M over the support samples, in float32 under any precision."""
         with torch.autocast(self.device.type, enabled=False):
             meta_loss = self._meta_loss_on(self._forward(params, support[0]), support)
             grads = torch.autograd.grad(meta_loss, list(params.values()), create_graph=create_graph)
