@@ -7,8 +7,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.metrics import roc_auc_score
+from torchmetrics.functional.classification import multilabel_average_precision
 
-from one_shui.metrics.mia import MIAResult, loss_mia
+from one_shui.metrics.evaluation import Evaluation
+from one_shui.metrics.mia import MIAResult, loss_mia, published_loss_mia
 from one_shui.metrics.tow import tug_of_war
 
 RETRAINED = {"retain": 90.0, "forget": 40.0, "test": 45.0}
@@ -130,3 +134,44 @@ def test_mia_accepts_torch_tensors():
     assert from_torch.auc > 0.99
     as_numpy = [t.double().numpy() for t in tensors]
     assert from_torch == loss_mia(*as_numpy)
+
+
+def test_published_mia_reports_the_forest_that_calls_most_forget_samples_non_member():
+    """PROTOCOL §8: six unbalanced forests, the reported one chosen on the evaluated pools themselves."""
+    rng = np.random.default_rng(3)
+    retain, val = rng.normal(0.2, 0.3, 300), rng.normal(1.0, 0.5, 80)  # unequal sizes: no balancing
+    forget, test = rng.normal(0.5, 0.4, 40), rng.normal(1.0, 0.5, 90)
+    x = np.concatenate([retain, val])[:, None]
+    y = np.r_[np.ones(len(retain)), np.zeros(len(val))]
+    candidates = []
+    for trees in (20, 50, 100):
+        for criterion in ("gini", "entropy"):
+            forest = RandomForestClassifier(n_estimators=trees, criterion=criterion, random_state=0).fit(x, y)
+            share = 100 * np.mean(forest.predict(forget[:, None]) == 0)
+            scores = forest.predict_proba(np.r_[forget, test][:, None])[:, 1]
+            candidates.append((share, roc_auc_score(np.r_[np.ones(40), np.zeros(90)], scores)))
+    best = max(candidates, key=lambda c: c[0])  # max keeps the first of equal shares, as the loop does
+    result = published_loss_mia(retain, val, forget, test)
+    assert result.forget_non_member == pytest.approx(best[0])
+    assert result.auc == pytest.approx(best[1])
+    assert "evaluated" in result.selection_rule and "not balanced" in result.selection_rule
+    assert result != loss_mia(retain, val, forget, test)
+
+
+def test_published_mia_reports_auc_0_when_no_forest_calls_a_forget_sample_non_member():
+    rng = np.random.default_rng(0)
+    retain, val = rng.normal(0, 0.1, 100), rng.normal(5, 0.1, 100)
+    result = published_loss_mia(retain, val, forget=rng.normal(0, 0.05, 20), test=rng.normal(5, 0.1, 20))
+    assert result.forget_non_member == 0 and result.auc == 0
+
+
+def test_bf16_metrics_rank_bfloat16_probabilities_as_published():
+    """Near-certain attributes tie once their probabilities are bfloat16: the published mAP sees the ties."""
+    targets = torch.tensor([[1, 0], [0, 1], [1, 1], [0, 0]])
+    logits = torch.tensor([[6.0, -1.0], [6.1, 0.5], [6.2, 2.0], [-1.0, 1.0]])
+    exact = Evaluation("multilabel", 2)._utility(logits, targets)
+    published = Evaluation("multilabel", 2, precision="bf16")._utility(logits, targets)
+    probabilities = logits.to(torch.bfloat16).sigmoid().float()
+    expected = 100 * multilabel_average_precision(probabilities, targets, num_labels=2)
+    assert published == pytest.approx(float(expected))
+    assert published != pytest.approx(exact)

@@ -258,6 +258,7 @@ class Runner:
         return {
             "method": method.class_path(),
             "reads": results["reads"],
+            "mia_selection": results["mia_selection"],
             "metric": metric,
             "split": method.split.fingerprint,
             "metrics": {

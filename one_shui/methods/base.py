@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import unicodedata
 from collections.abc import Sequence
+from typing import Literal
 
 import lightning as L
 import torch
@@ -57,6 +58,9 @@ class UnlearningMethod(L.LightningModule):
             defaults it to the run layout's pretrain checkpoint of the data, N and seed).
         retrain_ckpt: the retrained model of the same split, for ToW (optional).
         num_classes, task, image_size: linked from the data by the CLI; checked against the checkpoint.
+        mia: the loss-based attack, ``balanced`` (ours) or ``published`` (its selection on the evaluated
+            pools; see :class:`~one_shui.metrics.evaluation.Evaluation`).
+        metric_precision: ``float32`` (ours) or ``bf16`` (the published metrics on bfloat16 outputs).
 
     What a method needs is declared once, in three class attributes with safe defaults (an instance
     may narrow them from its options): :attr:`reads`, :attr:`reads_targets` and :attr:`train_pool`.
@@ -77,6 +81,8 @@ class UnlearningMethod(L.LightningModule):
         num_classes: int | None = None,
         task: str | None = None,
         image_size: int | None = None,
+        mia: Literal["balanced", "published"] = "balanced",
+        metric_precision: Literal["float32", "bf16"] = "float32",
     ):
         super().__init__()
         if pretrain_ckpt is None:
@@ -101,7 +107,11 @@ class UnlearningMethod(L.LightningModule):
         self._retrained = {}  # not a submodule: kept out of this method's checkpoints
         self._prepared = False  # whether fit ran or a prepared checkpoint was loaded
         self._forget_seconds = float("nan")
-        self.evaluation = Evaluation(self.model.hparams.task, self.model.hparams.num_classes)
+        self.evaluation = self._evaluation(self.model)
+
+    def _evaluation(self, model: Classifier) -> Evaluation:
+        hp = self.hparams
+        return Evaluation(model.hparams.task, model.hparams.num_classes, hp.mia, hp.metric_precision)
 
     @classmethod
     def class_path(cls) -> str:
@@ -204,7 +214,7 @@ class UnlearningMethod(L.LightningModule):
             retrained = Classifier.from_checkpoint(self.hparams.retrain_ckpt, split=self.split)
             self._retrained = {
                 "model": retrained.to(self.device),
-                "evaluation": Evaluation(retrained.hparams.task, retrained.hparams.num_classes),
+                "evaluation": self._evaluation(retrained),
             }
 
     def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -220,4 +230,5 @@ class UnlearningMethod(L.LightningModule):
             retrained = self._retrained["evaluation"].utilities()
         self.results = self.evaluation.log(self, retrained)
         self.results["reads"] = ",".join(self.reads)
+        self.results["mia_selection"] = self.hparams.mia
         self.results["forget_seconds"] = self._forget_seconds

@@ -6,13 +6,14 @@ models."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal
 
 import lightning as L
 import numpy as np
 import torch
 
 from ..data.sources import Task
-from .mia import MIAResult, loss_mia
+from .mia import MIAResult, loss_mia, published_loss_mia
 from .rmia import true_label_probability
 from .tow import UTILITY_POOLS, tug_of_war
 from .utility import metric_name, task_loss, utility_metric
@@ -25,10 +26,22 @@ class Evaluation:
     """Collects a model's outputs on the evaluation pools and turns them into the protocol's metrics.
 
     Outputs are kept in float32 on the CPU; one process sees every sample (evaluate on one device).
+
+    Args:
+        mia: ``balanced`` (our attack, :func:`loss_mia`) or ``published`` (:func:`published_loss_mia`).
+        precision: ``float32`` metrics, or ``bf16`` as published: the outputs rounded to bfloat16 and the
+            probabilities that mAP ranks taken in bfloat16 (their ties kept).
     """
 
-    def __init__(self, task: Task, num_classes: int):
+    def __init__(
+        self,
+        task: Task,
+        num_classes: int,
+        mia: Literal["balanced", "published"] = "balanced",
+        precision: Literal["float32", "bf16"] = "float32",
+    ):
         self.task, self.num_classes, self.metric = task, num_classes, metric_name(task)
+        self.mia_kind, self.precision = mia, precision
         self.outputs: dict[str, list[tuple[torch.Tensor, ...]]] = {pool: [] for pool in EVAL_POOLS}
         self.mia: MIAResult | None = None
         self.probabilities: dict[str, np.ndarray] = {}  # RMIA's pools -> Pr(true label), after compute
@@ -36,7 +49,10 @@ class Evaluation:
     def update(
         self, pool: str, logits: torch.Tensor, targets: torch.Tensor, identities: torch.Tensor
     ) -> None:
-        self.outputs[pool].append((logits.detach().float().cpu(), targets.cpu(), identities.cpu()))
+        logits = logits.detach()
+        if self.precision == "bf16":
+            logits = logits.to(torch.bfloat16)
+        self.outputs[pool].append((logits.float().cpu(), targets.cpu(), identities.cpu()))
 
     def reset(self) -> None:
         for outputs in self.outputs.values():
@@ -53,8 +69,9 @@ class Evaluation:
         for identity in identities.unique().tolist():
             mine = identities == identity
             results[f"forget/{self.metric}/{identity}"] = self._utility(logits[mine], targets[mine])
-        self.mia = loss_mia(
-            *(self._losses(*pools[pool][:2]) for pool in ("retain", "val", "forget", "test")), seed=seed
+        losses = [self._losses(*pools[pool][:2]) for pool in ("retain", "val", "forget", "test")]
+        self.mia = (
+            loss_mia(*losses, seed=seed) if self.mia_kind == "balanced" else published_loss_mia(*losses)
         )
         results["mia_auc"], results["mia_forget_non_member"] = self.mia.auc, self.mia.forget_non_member
         self.probabilities = {
@@ -90,6 +107,8 @@ class Evaluation:
         return tuple(torch.cat(parts) for parts in zip(*self.outputs[pool], strict=True))
 
     def _utility(self, logits: torch.Tensor, targets: torch.Tensor) -> float:
+        if self.precision == "bf16" and self.task == "multilabel":
+            logits = logits.to(torch.bfloat16).sigmoid().float()  # probabilities: ranked as they are
         return float(utility_metric(self.task, self.num_classes)(logits, targets.long()))
 
     def _losses(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
