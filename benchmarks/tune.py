@@ -80,7 +80,9 @@ def val_tow(method: UnlearningMethod, data, requests: int) -> float:
     return statistics.mean(scores)
 
 
-def score(method: str, data: str, seed: int, out: Path, setting: dict[str, str], requests: int) -> float:
+def prepared(method: str, data: str, seed: int, out: Path, setting: dict[str, str]) -> OneShuiCLI:
+    """``configs/methods/<method>.yaml`` with ``setting`` on the pretrain of seed ``seed`` under ``out``,
+    prepared (its fit run in this process; nothing for a method without preparation)."""
     pretrain = layout.checkpoint_dir(run_dir(data, seed, out, layout.PRETRAIN)) / layout.BEST
     args = [
         "--config", str(CONFIGS / "data" / f"{data}.yaml"),
@@ -93,12 +95,17 @@ def score(method: str, data: str, seed: int, out: Path, setting: dict[str, str],
         *(f"--{k if '.' in k else 'model.init_args.' + k}={v}" for k, v in setting.items()),
     ]  # fmt: skip
     cli = OneShuiCLI(args, run=False, layout_defaults=False)
+    if cli.model.train_pool is not None:
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return cli
+
+
+def score(method: str, data: str, seed: int, out: Path, setting: dict[str, str], requests: int) -> float:
+    cli = prepared(method, data, seed, out, setting)
     if cli.model.reads != ("support",):
         raise SystemExit(
             f"{method} reads {', '.join(cli.model.reads)}: only 1-SHUI methods are scored on VAL"
         )
-    if cli.model.train_pool is not None:
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     return val_tow(cli.model, cli.datamodule, requests)
 
 

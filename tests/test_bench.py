@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -339,13 +340,26 @@ def test_every_bench_config_is_valid_and_its_method_arguments_parse(path, monkey
     monkeypatch.chdir(CONFIGS.parent)
     bench = parse(["--config", str(path)])
     assert len(bench.seeds) == 3 and bench.methods
-    for method in bench.methods:
-        if method.args:  # a method's own arguments must be ones its `one-shui fit` accepts
-            with pytest.raises(SystemExit) as exit:
-                OneShuiCLI(
-                    ["fit", "--config", bench.data, "--config", method.config, *method.args, "--print_config"]
-                )
-            assert exit.value.code in (None, 0)
+    rows = [(bench.evaluate, []), *((method.config, method.args) for method in bench.methods)]
+    for config, args in rows:  # the arguments of every row must be ones its `one-shui fit` accepts
+        with pytest.raises(SystemExit) as exit:
+            OneShuiCLI(
+                ["fit", "--config", bench.data, "--config", config, *bench.evaluation_args, *args,
+                 "--print_config"]
+            )  # fmt: skip
+        assert exit.value.code in (None, 0)
+
+
+def test_evaluation_arguments_reach_every_row_and_no_training(monkeypatch):
+    monkeypatch.chdir(CONFIGS.parent)
+    bench = parse(["--config", str(CONFIGS / "bench/synthetic.yaml"), "--seeds=[0]"])
+    bench = replace(bench, evaluation_args=["--model.init_args.mia=published"])
+    runner = object.__new__(cells_module.Runner)  # its arguments only: no data read, nothing run
+    runner.bench = bench
+    runner.record = lambda seed, kind, label: {"checkpoint": f"{label}/best.ckpt"}
+    for cell in cells_module.plan(bench):
+        args = runner._arguments(cell)[0]
+        assert ("--model.init_args.mia=published" in args) == (cell.kind != "stage"), cell
 
 
 def test_the_embedded_default_runs_every_method_of_one_shui(monkeypatch):

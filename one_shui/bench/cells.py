@@ -231,6 +231,7 @@ class Runner:
             f"--model.init_args.pretrain_ckpt={self.record(seed, 'stage', original)['checkpoint']}",
             # ToW needs the retrained model; a reference only serves RMIA
             f"--model.init_args.retrain_ckpt={retrain if cell.kind == 'row' else 'null'}",
+            *bench.evaluation_args,
             *(() if cell.label in ORIGINAL else (*bench.method_args, *cell.args)),
         ]
         return args, configs, original

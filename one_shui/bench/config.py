@@ -73,6 +73,9 @@ class Bench:
         args: `one-shui` arguments added to every run, e.g. ``--data.init_args.root=/datasets``.
         method_args: `one-shui` arguments added to the runs of every method (not to the Pretrain and
             Retrain rows), before the method's own ``args``.
+        evaluation_args: `one-shui` arguments added to the runs of every method and of the Pretrain and
+            Retrain rows (not to the training), e.g. the published metrics
+            (``--model.init_args.mia=published``).
         out: the output folder; the bench writes to ``<out>/<name>``.
         rmia_offline_a: RMIA's offline ``a``, set here (0.3, the RMIA authors' default), never chosen
             on the forget set or TEST.
@@ -89,6 +92,7 @@ class Bench:
     trainer: list[str] = field(default_factory=list)
     args: list[str] = field(default_factory=list)
     method_args: list[str] = field(default_factory=list)
+    evaluation_args: list[str] = field(default_factory=list)
     out: str = "outputs/bench"
     rmia_offline_a: float = 0.3
     wandb: Wandb = field(default_factory=Wandb)
