@@ -11,18 +11,35 @@ from ..metrics.utility import task_loss
 from .base import Batch, MethodSetupError, UnlearningMethod
 
 
+def dampened(
+    weights: torch.Tensor,
+    train_importance: torch.Tensor,
+    support_importance: torch.Tensor,
+    *,
+    selection_weighting: float,
+    dampening_constant: float,
+) -> torch.Tensor:
+    """The SSD rule: where I_S > alpha * I_D, theta * min(1, lambda * I_D / I_S); elsewhere theta."""
+    selected = support_importance > selection_weighting * train_importance
+    factor = (dampening_constant * train_importance / support_importance).clamp(max=1)
+    return torch.where(selected, weights * factor, weights)
+
+
 class SSD(UnlearningMethod):
-    """Importance I = mean squared gradient of the task loss, per parameter. ``fit`` computes I_D over the
-    training data (one pass, one gradient per batch; kept in the prepared checkpoint, so that ``forget``
-    needs only the support set); ``forget`` computes I_S on the support batch and, where
-    I_S > alpha * I_D, multiplies the parameter by min(1, lambda * I_D / I_S).
+    """Importance I = squared gradient of the batch's mean task loss, per parameter, averaged over batches,
+    with the model in eval mode. ``fit`` computes I_D in one pass over the training data, read with the test
+    transform (no augmentation) in batches of ``data.init_args.batch_size`` (128 in the paper); it is kept
+    in the prepared checkpoint, so that ``forget`` needs only the support set. ``forget`` computes I_S over
+    the support images in batches of ``support_batch_size`` and dampens every parameter by :func:`dampened`.
 
     Args:
         dampening_constant: lambda.
         selection_weighting: alpha.
+        support_batch_size: support images per batch of I_S (128 in the paper).
     """
 
     train_pool = "train"  # fit: one pass over the training data
+    augment_train_pool = False  # as published: I_D is measured on the images as they are tested
 
     def __init__(
         self,
@@ -30,6 +47,7 @@ class SSD(UnlearningMethod):
         *,
         dampening_constant: float = 0.1,
         selection_weighting: float = 50.0,
+        support_batch_size: int = 128,
         **kwargs,
     ):
         at_least(
@@ -38,6 +56,7 @@ class SSD(UnlearningMethod):
             dampening_constant=dampening_constant,
             selection_weighting=selection_weighting,
         )
+        at_least("model.init_args", 1, support_batch_size=support_batch_size)
         super().__init__(pretrain_ckpt, **kwargs)
         self.automatic_optimization = False  # fit measures; it never updates the model
         size = sum(p.numel() for p in self.model.network.parameters())
@@ -50,7 +69,9 @@ class SSD(UnlearningMethod):
         images, _, targets = batch
         params = list(self.model.network.parameters())
         loss = task_loss(self.model.hparams.task, self.model(images), targets)
-        return parameters_to_vector(torch.autograd.grad(loss, params)).square()
+        # A parameter the loss does not reach has no importance (0), as in the authors' code.
+        grads = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
+        return parameters_to_vector(grads).square()
 
     # --- fit: I_D over the training data -------------------------------------------------------
 
@@ -76,6 +97,12 @@ class SSD(UnlearningMethod):
 
     # --- forget: I_S on the support set, then dampening ------------------------------------------
 
+    def support_importance(self, support: Batch) -> torch.Tensor:
+        """I_S: the squared gradient of each batch of ``support_batch_size`` support images, averaged over
+        the batches."""
+        batches = list(zip(*(part.split(self.hparams.support_batch_size) for part in support), strict=True))
+        return sum(self._squared_gradient(batch) for batch in batches) / len(batches)
+
     def forget(self, support: Batch) -> None:
         if self.batches == 0:
             raise MethodSetupError(
@@ -83,12 +110,13 @@ class SSD(UnlearningMethod):
                 "checkpoints/last.ckpt it writes"
             )
         self.model.eval()
-        train = self.importance_sum / self.batches
-        forget = self._squared_gradient(support)
-        selected = forget > self.hparams.selection_weighting * train
-        factor = (self.hparams.dampening_constant * train / forget).clamp(max=1)
-        weights = parameters_to_vector(self.model.network.parameters()).detach()
+        params = list(self.model.network.parameters())
+        weights = dampened(
+            parameters_to_vector(params).detach(),
+            self.importance_sum / self.batches,
+            self.support_importance(support),
+            selection_weighting=self.hparams.selection_weighting,
+            dampening_constant=self.hparams.dampening_constant,
+        )
         with torch.no_grad():
-            vector_to_parameters(
-                torch.where(selected, weights * factor, weights), self.model.network.parameters()
-            )
+            vector_to_parameters(weights, params)
