@@ -10,6 +10,7 @@ subspaces hold.
 from __future__ import annotations
 
 import argparse
+import statistics
 from pathlib import Path
 
 import torch
@@ -17,19 +18,30 @@ from pretrain_retrain import OUT
 from torch.nn.utils import parameters_to_vector
 from tune import prepared
 
+from one_shui.methods.pgu import PGU, kept_energy
+
 METHODS = ("meta_unlearn", "ssd", "pgu", "jit", "scrub", "bad_teacher")
+
+
+def kept_energy_shares(method: PGU, data) -> str:
+    """Per layer, the share of the training inputs' energy inside the directions PGU protects."""
+    support = next(iter(data.loader("support", batch_size=len(data.rows["support"]))))
+    bases = method.protected_bases(support[0])
+    shares = sorted(100 * kept_energy(method.train_moment(name), basis) for name, basis in bases.items())
+    median = statistics.median(shares)
+    return f"kept energy share per layer {shares[0]:.0f} to {shares[-1]:.0f} % (median {median:.0f} %)"
 
 
 def relative_change(method: str, data: str, seed: int, out: Path, setting: dict[str, str]) -> str:
     cli = prepared(method, data, seed, out, setting)
     network = cli.model.model.network
+    line = ""
+    if isinstance(cli.model, PGU):
+        line = "   " + kept_energy_shares(cli.model, cli.datamodule)
     before = parameters_to_vector(network.parameters()).detach().clone()
     cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
     change = parameters_to_vector(network.parameters()).detach() - before
-    line = f"{method:12s} ||delta theta|| / ||theta|| = {float(change.norm() / before.norm()):.3e}"
-    if hasattr(cli.model, "kept_energy"):
-        line += f"   kept energy share = {100 * cli.model.kept_energy():.1f} %"
-    return line
+    return f"{method:12s} ||delta theta|| / ||theta|| = {float(change.norm() / before.norm()):.3e}{line}"
 
 
 def main() -> None:

@@ -1,45 +1,157 @@
-"""The distillation KL of the full-data methods against the divergences it stands for, by brute force."""
+"""The distillation helpers of the full-data methods (SCRUB, Bad Teacher) against hand computations, and a
+harness that runs either method's ``forget`` on a few samples while recording every pass it makes."""
 
 from __future__ import annotations
 
-import itertools
+import math
+from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 import torch
+from torch.utils.data import DataLoader, Subset
+from torchvision.transforms import v2
 
-from one_shui.methods.distillation import distillation_kl
+from one_shui.data import IdentityDataModule
+from one_shui.methods.base import UnlearningMethod
+from one_shui.methods.classifier import NonFiniteLossError
+from one_shui.methods.distillation import cosine_sgd, distillation_kl, train_epoch
 
-
-def joint_kl(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
-    """KL between the distributions over whole attribute vectors (independent Bernoullis), enumerated."""
-    total = torch.zeros(())
-    for outcome in itertools.product([0.0, 1.0], repeat=teacher.shape[1]):
-        y = torch.tensor(outcome)
-        p = (torch.sigmoid(teacher) ** y * torch.sigmoid(-teacher) ** (1 - y)).prod(1)
-        q = (torch.sigmoid(student) ** y * torch.sigmoid(-student) ** (1 - y)).prod(1)
-        total = total + (p * (p.log() - q.log())).sum()
-    return total / teacher.shape[0]
+# --- the KL: softmax over all outputs, at a temperature, summed over the batch / batch size, times T^2 --
 
 
-def test_multilabel_kl_is_the_kl_of_the_joint_attribute_distribution():
+def test_kl_matches_a_hand_computation_at_temperature_4():
+    # Softened by T = 4, the teacher is uniform and the student puts 1/4, 3/4 on the two outputs:
+    # KL = 1/2 ln((1/2)/(1/4)) + 1/2 ln((1/2)/(3/4)) = 1/2 ln(4/3), times T^2 = 16.
+    teacher = torch.zeros(2, 2)
+    student = torch.tensor([[0.0, 4 * math.log(3)]] * 2)
+    assert distillation_kl(student, teacher, temperature=4) == pytest.approx(8 * math.log(4 / 3), rel=1e-6)
+    assert distillation_kl(teacher, teacher, temperature=4) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_kl_of_attribute_outputs_is_over_a_softmax_of_all_of_them():
+    # Forty attribute logits: the teacher uniform over the 40, the student with one of them 4x as likely.
+    # Over the softmax: KL = 39/40 ln(43/40) + 1/40 ln(43/160); no per-attribute Bernoulli KL gives this.
+    teacher = torch.zeros(1, 40)
+    student = torch.zeros(1, 40)
+    student[0, 7] = 2 * math.log(4)  # at T = 2
+    expected = 4 * (39 / 40 * math.log(43 / 40) + 1 / 40 * math.log(43 / 160))
+    assert distillation_kl(student, teacher, temperature=2) == pytest.approx(expected, rel=1e-5)
+
+
+def test_kl_is_summed_over_the_batch_and_divided_by_its_size():
     torch.manual_seed(0)
-    teacher, student = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
-    expected = joint_kl(teacher, student)
-    assert distillation_kl(student, teacher, "multilabel") == pytest.approx(float(expected), rel=1e-5)
-    assert distillation_kl(teacher, teacher, "multilabel") == pytest.approx(0.0, abs=1e-6)
+    teacher, student = torch.randn(3, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
+    T = 3.0
+    p = torch.exp(teacher / T) / torch.exp(teacher / T).sum(1, keepdim=True)
+    q = torch.exp(student / T) / torch.exp(student / T).sum(1, keepdim=True)
+    per_sample = (p * torch.log(p / q)).sum(1)
+    expected = T**2 * float(per_sample.sum()) / 3
+    assert distillation_kl(student, teacher, temperature=T) == pytest.approx(expected, rel=1e-5)
+    halves = [distillation_kl(student[i : i + 1], teacher[i : i + 1], T) for i in range(3)]
+    assert float(sum(halves)) / 3 == pytest.approx(expected, rel=1e-5)
 
 
-def test_classification_kl_is_over_the_classes():
-    torch.manual_seed(0)
-    teacher, student = torch.randn(6, 3), torch.randn(6, 3)
-    p, q = teacher.softmax(1), student.softmax(1)
-    expected = (p * (p.log() - q.log())).sum(1).mean()
-    assert distillation_kl(student, teacher, "classification") == pytest.approx(float(expected), rel=1e-5)
+# --- the schedule and the steps ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("task", ["multilabel", "classification"])
-def test_temperature_softens_and_scales_by_its_square(task):
-    torch.manual_seed(0)
-    teacher, student = torch.randn(6, 3), torch.randn(6, 3)
-    softened = distillation_kl(student / 4, teacher / 4, task)
-    assert distillation_kl(student, teacher, task, temperature=4) == pytest.approx(16 * float(softened))
+def test_cosine_schedule_sets_each_epochs_learning_rate():
+    optimizer, schedule = cosine_sgd(
+        [torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9, weight_decay=5e-4, epochs=4
+    )
+    rates = []
+    for _ in range(4):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()  # no gradient: no change, but the schedule expects a step before its own
+        schedule.step()
+    # 0.1 * (1 + cos(pi * e / 4)) / 2 for e = 0..3
+    assert rates == pytest.approx([0.1, 0.0853553, 0.05, 0.0146447], rel=1e-5)
+    group = optimizer.param_groups[0]
+    assert (group["momentum"], group["weight_decay"]) == (0.9, 5e-4)
+
+
+def huge_step(max_grad_norm: float | None) -> float:
+    """The norm of one step of plain SGD (lr 10) on a loss whose gradient has norm 1000 * sqrt(2)."""
+    weights = torch.nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.SGD([weights], lr=10.0)
+    train_epoch(
+        lambda batch: 1000 * weights.sum(), [(torch.zeros(1),)], optimizer, torch.device("cpu"), max_grad_norm
+    )
+    return float(weights.detach().norm())
+
+
+def test_clipping_bounds_the_applied_step():
+    assert huge_step(None) == pytest.approx(10 * 1000 * math.sqrt(2), rel=1e-6)
+    assert huge_step(1.0) == pytest.approx(10.0, rel=1e-5)
+
+
+def test_a_non_finite_loss_stops_before_the_step():
+    weights = torch.nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.SGD([weights], lr=1.0)
+    with pytest.raises(NonFiniteLossError, match="lower model.init_args.lr"):
+        train_epoch(
+            lambda batch: weights.sum() * float("nan"), [(torch.zeros(1),)], optimizer, torch.device("cpu")
+        )
+    assert torch.equal(weights.detach(), torch.ones(2))
+
+
+# --- a harness for the methods' forget ----------------------------------------------------------------
+
+
+class Few(Subset):
+    """The first samples of one pool, as a method is served them here."""
+
+    def __init__(self, images, pool: str, samples: int):
+        super().__init__(images, range(min(samples, len(images))))
+        self.pool = pool
+
+
+@dataclass
+class Pass:
+    """One call of train_epoch by a method: the loader, the learning rate then and the clipping."""
+
+    loader: DataLoader
+    lr: float
+    max_grad_norm: float | None
+
+    @property
+    def pools(self) -> list[str]:
+        parts = getattr(self.loader.dataset, "datasets", [self.loader.dataset])
+        return [part.pool for part in parts]
+
+
+def attach(method: UnlearningMethod, data) -> None:
+    """Give ``method`` the datamodule as a test run would, without running the evaluation."""
+    data.use_split(method.split, "the pretrain checkpoint")
+    data.setup()
+    method.trainer = SimpleNamespace(datamodule=data)
+
+
+def record_passes(monkeypatch, module, samples: int = 3) -> list[Pass]:
+    """Serve the methods only the first ``samples`` of each pool, and record every call of
+    ``module.train_epoch`` (the real one still runs)."""
+    passes = []
+    real_epoch, real_images = module.train_epoch, IdentityDataModule.images
+
+    def recording_epoch(loss_of, batches, optimizer, device, max_grad_norm=None):
+        passes.append(Pass(batches, optimizer.param_groups[0]["lr"], max_grad_norm))
+        return real_epoch(loss_of, batches, optimizer, device, max_grad_norm)
+
+    def few_images(self, pool, train=False):
+        return Few(real_images(self, pool, train), pool, samples)
+
+    monkeypatch.setattr(module, "train_epoch", recording_epoch)
+    monkeypatch.setattr(IdentityDataModule, "images", few_images)
+    return passes
+
+
+def augmented(dataset) -> bool:
+    """Whether ``dataset`` (or the one under a Subset) serves images with the training transform."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return any(isinstance(t, v2.RandomResizedCrop) for t in dataset.transform.transforms)
+
+
+def cosine(lr: float, epoch: int, epochs: int) -> float:
+    """The published schedule's learning rate in ``epoch`` (from 0) of ``epochs``."""
+    return lr * (1 + math.cos(math.pi * epoch / epochs)) / 2

@@ -11,15 +11,19 @@ from torch.utils.data import ConcatDataset, DataLoader
 from ..errors import at_least, positive
 from ..models.backbones import create_backbone
 from .base import Batch, UnlearningMethod
-from .distillation import distillation_kl, train_epoch
+from .distillation import cosine_sgd, distillation_kl, train_epoch
 
 
 class BadTeacher(UnlearningMethod):
-    """``epochs`` of SGD (``lr``) on shuffled D_r and D_f samples together: KL to the competent teacher
-    (the original model) for retain samples, to an incompetent one (random weights drawn from
-    ``teacher_seed``) for forget samples, with temperature ``temperature``.
+    """Bad Teacher (Chundawat et al., 2023) as published for 1-SHUI: ``epochs`` of SGD (``lr``,
+    ``momentum``, ``weight_decay``, a cosine schedule stepped per epoch) on D_r and D_f shuffled together
+    in batches of ``unlearning_batch_size`` (the training transform when ``augment``, else the test one).
+    Each sample's teacher is the competent one (the original model) for a retain sample and the
+    incompetent one (random weights drawn from ``teacher_seed``) for a forget sample; the loss is the KL
+    over a softmax of all outputs at ``temperature`` (:func:`~one_shui.methods.distillation.distillation_kl`).
 
-    Not a 1-SHUI method: ``forget`` reads the full forget and retain sets (see :attr:`reads`).
+    The defaults are the paper's CelebA-HQ N = 20 setting. Not a 1-SHUI method: ``forget`` reads the
+    full forget and retain sets (see :attr:`reads`).
     """
 
     reads = ("support", "forget", "retain")
@@ -30,12 +34,18 @@ class BadTeacher(UnlearningMethod):
         *,
         epochs: int = 5,
         lr: float = 1e-4,
+        unlearning_batch_size: int = 32,
+        augment: bool = False,
         temperature: float = 1.0,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
         teacher_seed: int = 0,
         **kwargs,
     ):
-        at_least("model.init_args", 0, epochs=epochs, lr=lr)
-        positive("model.init_args", temperature=temperature)
+        where = "model.init_args"
+        at_least(where, 0, epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        at_least(where, 1, unlearning_batch_size=unlearning_batch_size)
+        positive(where, temperature=temperature)
         super().__init__(pretrain_ckpt, **kwargs)
 
     def _incompetent_teacher(self) -> torch.nn.Module:
@@ -46,22 +56,31 @@ class BadTeacher(UnlearningMethod):
         return model.to(self.device).eval().requires_grad_(False)
 
     def forget(self, support: Batch) -> None:
-        hp, task = self.hparams, self.model.hparams.task
+        hp = self.hparams
         competent = copy.deepcopy(self.model.network).eval().requires_grad_(False)
         incompetent = self._incompetent_teacher()
-        forget_ids = set(self.identity_ids(list(self.split.forget)).tolist())
+        forget_ids = self.identity_ids(list(self.split.forget)).to(self.device)
         student = self.model.network.train()
-        optimizer = torch.optim.SGD(student.parameters(), lr=hp.lr)
+        optimizer, schedule = cosine_sgd(
+            student.parameters(),
+            lr=hp.lr,
+            momentum=hp.momentum,
+            weight_decay=hp.weight_decay,
+            epochs=hp.epochs,
+        )
         data = self.trainer.datamodule
-        both = ConcatDataset([data.images("retain", train=True), data.images("forget", train=True)])
-        loader = DataLoader(both, batch_size=data.hparams.batch_size, shuffle=True)
+        both = ConcatDataset([data.images(pool, train=hp.augment) for pool in ("retain", "forget")])
+        loader = DataLoader(
+            both, batch_size=hp.unlearning_batch_size, shuffle=True, num_workers=data.hparams.num_workers
+        )
 
         def distil(batch):
             images, identities, _ = batch
-            forgotten = torch.tensor([int(i) in forget_ids for i in identities], device=self.device)
-            teacher = torch.where(forgotten[:, None], incompetent(images), competent(images))
-            return distillation_kl(student(images), teacher, task, hp.temperature)
+            forgotten = torch.isin(identities, forget_ids)[:, None]
+            teacher = torch.where(forgotten, incompetent(images), competent(images))
+            return distillation_kl(student(images), teacher, hp.temperature)
 
         for _ in range(hp.epochs):
             train_epoch(distil, loader, optimizer, self.device)
+            schedule.step()
         student.eval()

@@ -1,5 +1,6 @@
 """Knowledge distillation for the full-data reference methods (SCRUB, Bad Teacher): the KL divergence
-between a teacher's and a student's outputs, and one epoch of SGD over a loader."""
+between a teacher's and a student's outputs, their SGD with a per-epoch cosine schedule, and one epoch
+of steps over a loader."""
 
 from __future__ import annotations
 
@@ -8,26 +9,32 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-from ..data.sources import Task
 from .classifier import NonFiniteLossError
 
 
-def distillation_kl(student: torch.Tensor, teacher: torch.Tensor, task: Task, temperature: float = 1.0):
-    """KL(teacher || student) of the outputs softened by ``temperature``, times ``temperature``^2 (so
-    that the gradients keep their size at any temperature, as in Hinton et al.'s distillation), in
-    float32, averaged over the batch: over the classes (classification) or over the joint distribution
-    of the attributes as independent Bernoullis, i.e. the sum of the per-attribute KLs (multilabel)."""
-    student, teacher = student.float() / temperature, teacher.float() / temperature
-    if task == "multilabel":
-        p = torch.sigmoid(teacher)
-        kl = p * (F.logsigmoid(teacher) - F.logsigmoid(student))
-        kl = kl + (1 - p) * (F.logsigmoid(-teacher) - F.logsigmoid(-student))
-        divergence = kl.sum(1).mean()
-    else:
-        divergence = F.kl_div(
-            F.log_softmax(student, 1), F.log_softmax(teacher, 1), log_target=True, reduction="batchmean"
-        )
-    return temperature**2 * divergence
+def distillation_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(teacher || student) between the softmaxes over ALL outputs softened by ``temperature``, summed
+    over the batch, times ``temperature``^2, divided by the batch size; in float32.
+
+    As published, attribute (multilabel) outputs are treated as one categorical distribution too."""
+    log_q = F.log_softmax(student.float() / temperature, dim=1)
+    log_p = F.log_softmax(teacher.float() / temperature, dim=1)
+    kl = F.kl_div(log_q, log_p, log_target=True, reduction="sum")
+    return kl * temperature**2 / student.shape[0]
+
+
+def cosine_sgd(
+    parameters: Iterable[torch.nn.Parameter],
+    *,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    epochs: int,
+) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.CosineAnnealingLR]:
+    """SGD and a cosine schedule over ``epochs``, stepped once per epoch: epoch e (from 0) runs at
+    ``lr`` * (1 + cos(pi * e / epochs)) / 2."""
+    optimizer = torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
 
 
 def train_epoch(
@@ -35,17 +42,22 @@ def train_epoch(
     batches: Iterable,
     optimizer: torch.optim.Optimizer,
     device: torch.device,
+    max_grad_norm: float | None = None,
 ) -> float:
-    """One pass of ``optimizer`` steps on ``loss_of(batch)``; the mean loss (it must stay finite)."""
+    """One pass of ``optimizer`` steps on ``loss_of(batch)``, the gradients' total norm clipped at
+    ``max_grad_norm`` when given; the mean loss (it must stay finite)."""
     total, count = 0.0, 0
     for batch in batches:
         loss = loss_of(tuple(t.to(device) for t in batch))
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
-                f"the distillation loss is {float(loss)} after {count} steps; lower model.init_args.lr"
+                f"the distillation loss is {loss.item()} after {count} steps; lower model.init_args.lr"
             )
         optimizer.zero_grad()
         loss.backward()
+        if max_grad_norm is not None:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         optimizer.step()
         total, count = total + float(loss.detach()), count + 1
     return total / max(count, 1)
