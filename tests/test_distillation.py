@@ -56,9 +56,8 @@ def test_kl_is_summed_over_the_batch_and_divided_by_its_size():
 
 
 def test_cosine_schedule_sets_each_epochs_learning_rate():
-    optimizer, schedule = cosine_sgd(
-        [torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9, weight_decay=5e-4, epochs=4
-    )
+    options = {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "epochs": 4}
+    optimizer, schedule = cosine_sgd([torch.nn.Parameter(torch.zeros(1))], options)
     rates = []
     for _ in range(4):
         rates.append(optimizer.param_groups[0]["lr"])

@@ -61,13 +61,7 @@ class BadTeacher(UnlearningMethod):
         incompetent = self._incompetent_teacher()
         forget_ids = self.identity_ids(list(self.split.forget)).to(self.device)
         student = self.model.network.train()
-        optimizer, schedule = cosine_sgd(
-            student.parameters(),
-            lr=hp.lr,
-            momentum=hp.momentum,
-            weight_decay=hp.weight_decay,
-            epochs=hp.epochs,
-        )
+        optimizer, schedule = cosine_sgd(student.parameters(), hp)
         data = self.trainer.datamodule
         both = ConcatDataset([data.images(pool, train=hp.augment) for pool in ("retain", "forget")])
         loader = DataLoader(

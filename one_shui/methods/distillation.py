@@ -4,7 +4,7 @@ of steps over a loader."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -24,17 +24,15 @@ def distillation_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: f
 
 
 def cosine_sgd(
-    parameters: Iterable[torch.nn.Parameter],
-    *,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-    epochs: int,
+    parameters: Iterable[torch.nn.Parameter], options: Mapping[str, float]
 ) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.CosineAnnealingLR]:
-    """SGD and a cosine schedule over ``epochs``, stepped once per epoch: epoch e (from 0) runs at
+    """SGD with the ``lr``, ``momentum`` and ``weight_decay`` of ``options`` (a method's hyperparameters),
+    and a cosine schedule over its ``epochs``, stepped once per epoch: epoch e (from 0) runs at
     ``lr`` * (1 + cos(pi * e / epochs)) / 2."""
-    optimizer = torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+    optimizer = torch.optim.SGD(
+        parameters, lr=options["lr"], momentum=options["momentum"], weight_decay=options["weight_decay"]
+    )
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(options["epochs"], 1))
 
 
 def train_epoch(

@@ -54,13 +54,7 @@ class SCRUB(UnlearningMethod):
         hp, task = self.hparams, self.model.hparams.task
         teacher = copy.deepcopy(self.model.network).eval().requires_grad_(False)
         student = self.model.network.train()
-        optimizer, schedule = cosine_sgd(
-            student.parameters(),
-            lr=hp.lr,
-            momentum=hp.momentum,
-            weight_decay=hp.weight_decay,
-            epochs=hp.epochs,
-        )
+        optimizer, schedule = cosine_sgd(student.parameters(), hp)
         data = self.trainer.datamodule
 
         def away(batch):  # max-step on the forget set
