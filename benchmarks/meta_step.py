@@ -17,6 +17,7 @@ peak resident memory on the CPU (each step measured first, in a fresh process).
 from __future__ import annotations
 
 import argparse
+import itertools
 import resource
 import statistics
 import subprocess
@@ -85,7 +86,9 @@ def step_fn(name: str, method: MetaUnlearn, args: argparse.Namespace, device: to
 
         def meta():
             optimizer.zero_grad()
-            method.meta_objective(request, validation).backward()
+            method.meta_objective(
+                request, itertools.repeat(validation)
+            ).backward()  # a VAL batch per forget batch
             optimizer.step()
 
         return meta
