@@ -124,6 +124,18 @@ def test_results_md_is_the_paper_table_with_the_best_1shui_value_in_bold(bench):
     assert "±" in lines[1]
 
 
+def test_the_table_says_which_rows_report_the_published_mia_selection(bench):
+    folder, _ = bench
+    rows = read(folder / "outputs/tiny/results.csv")
+    assert {row["mia_selection"] for row in rows} == {"balanced"}
+    assert "published selection" not in report.markdown(rows, "tiny")
+    published = [{**row, "mia_selection": "published"} if row["row"] == "JiT" else row for row in rows]
+    assert (
+        "for JiT with the published selection: the forest chosen on the evaluated pools"
+        in report.markdown(published, "tiny")
+    )
+
+
 def test_plots_and_the_per_identity_file_are_written(bench):
     folder, _ = bench
     for name in ("tow.png", "roc.png", "forget_per_identity.png"):
