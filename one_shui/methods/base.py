@@ -62,8 +62,9 @@ class UnlearningMethod(L.LightningModule):
             pools; see :class:`~one_shui.metrics.evaluation.Evaluation`).
         metric_precision: ``float32`` (ours) or ``bf16`` (the published metrics on bfloat16 outputs).
 
-    What a method needs is declared once, in three class attributes with safe defaults (an instance
-    may narrow them from its options): :attr:`reads`, :attr:`reads_targets` and :attr:`train_pool`.
+    What a method needs is declared once, in class attributes with safe defaults (an instance may
+    narrow them from its options): :attr:`reads`, :attr:`reads_targets`, :attr:`train_pool` and
+    :attr:`augment_train_pool`.
     A method takes its own options keyword-only and passes the others on as ``**kwargs``
     (LightningCLI resolves them from this signature).
     """
