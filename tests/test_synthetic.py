@@ -1,10 +1,12 @@
 import hashlib
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from one_shui.data.faces import coherent, draw_face, random_face
 from one_shui.data.sources import read_table
 from one_shui.data.synthetic import ATTRIBUTES, SyntheticSpec, write_synthetic
 
@@ -91,3 +93,48 @@ def test_a_person_seen_before_is_predicted_better(tmp_path, layout):
     table = read_table(layout, tmp_path)
     seen, unseen = label_agreement(table, True), label_agreement(table, False)
     assert seen - unseen > 0.05, (seen, unseen)
+
+
+FACES = SyntheticSpec(identities=24, image_size=16, style="faces")
+
+
+@pytest.mark.parametrize("layout", ["celebahq", "mufac"])
+def test_faces_are_written_from_the_spec_alone_and_read_by_the_real_reader(tmp_path, layout):
+    a = write_synthetic(tmp_path / "a", layout, FACES, progress=False)
+    b = write_synthetic(tmp_path / "b", layout, FACES, progress=False)
+    textures = write_synthetic(tmp_path / "c", layout, replace(FACES, style="textures"), progress=False)
+    assert digest(a) == digest(b) != digest(textures)
+    table = read_table(layout, tmp_path / "a")
+    assert len(set(table.identities)) == 24
+
+
+def test_a_face_shows_each_of_its_attributes_where_it_is_drawn():
+    """Glasses darken the eyes' band, a hat the top of the head, a necktie the chest: same person, pose
+    and light (the same random draws), with and without the attribute."""
+    face = random_face(np.random.default_rng(0))
+
+    def photo(*shown: str) -> np.ndarray:
+        return draw_face(face, "Black_Hair", frozenset(shown), 0.3, np.random.default_rng(1), 64).astype(
+            float
+        )
+
+    plain = photo()
+    for attribute, rows in (
+        ("Eyeglasses", slice(22, 40)),
+        ("Wearing_Hat", slice(0, 24)),
+        ("Wearing_Necktie", slice(48, 64)),
+    ):
+        change = np.abs(photo(attribute) - plain).sum(axis=2)
+        assert change.sum() > 0, attribute
+        assert change[rows].sum() > 0.8 * change.sum(), attribute  # localised
+
+
+def test_photos_show_what_a_person_can_show_together():
+    assert coherent({"Bald", "Bangs", "Black_Hair"}) == {"Bald", "No_Beard"}
+    assert coherent({"Black_Hair", "Blond_Hair", "Wavy_Hair", "Straight_Hair", "Male"}) == {
+        "Black_Hair",
+        "Wavy_Hair",
+        "Male",
+    }
+    assert coherent({"Goatee", "Mustache", "Wearing_Lipstick"}) == {"Wearing_Lipstick", "No_Beard"}
+    assert coherent({"Male", "Goatee", "Heavy_Makeup"}) == {"Male", "Goatee"}

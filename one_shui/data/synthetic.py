@@ -30,6 +30,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import OutputExistsError, SettingError
+from . import faces
 from .sources import AGE_GROUPS
 
 SYNTHETIC_FORMAT = 1
@@ -66,6 +67,7 @@ class SyntheticSpec:
     label_strength: float = 0.3  # amplitude of a visible label's pattern
     jitter: float = 0.25  # per-image change of the appearance, relative to identity_strength
     noise: float = 0.04  # pixel noise (images in [0, 1])
+    style: Literal["textures", "faces"] = "textures"  # cosine textures, or procedural faces (data/faces.py)
 
 
 def write_synthetic(
@@ -114,6 +116,7 @@ class _People:
     appearance: np.ndarray  # (P, K_id) coefficients of the identity patterns
     counts: np.ndarray  # (P,) images per person
     rng: np.random.Generator
+    faces: list[faces.Face] | None = None  # style "faces": each person's fixed look
 
 
 def _people(spec: SyntheticSpec) -> _People:
@@ -123,7 +126,8 @@ def _people(spec: SyntheticSpec) -> _People:
     extra = rng.lognormal(np.log(max(spec.mean_images - 2, 0.5)) - 0.9**2 / 2, 0.9, spec.identities)
     counts = np.clip(np.round(2 + extra), 2, spec.max_images).astype(int)
     appearance = rng.standard_normal((spec.identities, len(_identity_patterns(spec.image_size))))
-    return _People(appearance, counts, rng)
+    looks = [faces.random_face(rng) for _ in range(spec.identities)] if spec.style == "faces" else None
+    return _People(appearance, counts, rng, looks)
 
 
 def _basis(size: int, u: int, v: int) -> np.ndarray:
@@ -208,14 +212,22 @@ def _write_celebahq(folder: Path, people: _People, spec: SyntheticSpec, progress
     for person in tqdm(range(n_people), desc="synthetic CelebA-HQ", disable=not progress, unit="id"):
         n = people.counts[person]
         visible = np.where(per_image, rng.random((n, n_attr)) < propensity[person], person_level[person])
+        if people.faces is not None:
+            shown = [
+                faces.coherent({a for a, v in zip(ATTRIBUTES, row, strict=True) if v}) for row in visible
+            ]
+            visible = np.array([[a in photo for a in ATTRIBUTES] for photo in shown])
+            images = np.stack(
+                [faces.draw_face(people.faces[person], faces.hair_of(photo), photo,
+                                 0.3 if "Young" in photo else 0.8, rng, size) for photo in shown]
+            )  # fmt: skip
+        else:
+            images = _render(people, person, visible, spec, labels_bank, identity_bank)
         quirks = rng.choice(quirk_choices, spec.quirks, replace=False)
         labels = visible.copy()
         labels[:, quirks] = ~labels[:, quirks]
         names = [f"{k}.jpg" for k in order[start : start + n]]
-        _save(
-            _render(people, person, visible, spec, labels_bank, identity_bank),
-            [images_dir / m for m in names],
-        )
+        _save(images, [images_dir / m for m in names])
         for name, k, row in zip(names, order[start : start + n], labels, strict=True):
             rows[k] = f"{name} " + " ".join("1" if v else "-1" for v in row)
             identity_rows[k] = f"{name} {person}"
@@ -250,9 +262,16 @@ def _write_mufac(folder: Path, people: _People, spec: SyntheticSpec, progress: b
         sheet = ("train", "val", "test")[sheet_of[person]]
         names = [f"img_{counter + j:05d}.jpg" for j in range(n)]
         counter += n
-        visible = np.eye(groups, dtype=bool)[ages]
         paths = [folder / f"{sheet}_images" / m for m in names]
-        _save(_render(people, person, visible, spec, labels_bank, identity_bank), paths)
+        if people.faces is not None:
+            looks = faces.coherent(set(rng.choice(ATTRIBUTES, 5, replace=False)) - {"Young", "Blurry"})
+            hair, face = faces.hair_of(looks), people.faces[person]
+            images = np.stack([faces.draw_face(face, hair, looks, a / (groups - 1), rng, size) for a in ages])
+        else:
+            images = _render(
+                people, person, np.eye(groups, dtype=bool)[ages], spec, labels_bank, identity_bank
+            )
+        _save(images, paths)
         sheets[sheet] += [[family, role, AGE_GROUPS[age], m] for age, m in zip(labels, names, strict=True)]
     for name, rows in sheets.items():
         with (folder / f"custom_{name}_dataset.csv").open("w", newline="") as handle:
