@@ -1,4 +1,5 @@
 import hashlib
+import json
 from collections import Counter
 from dataclasses import replace
 
@@ -138,3 +139,13 @@ def test_photos_show_what_a_person_can_show_together():
     }
     assert coherent({"Goatee", "Mustache", "Wearing_Lipstick"}) == {"Wearing_Lipstick", "No_Beard"}
     assert coherent({"Male", "Goatee", "Heavy_Makeup"}) == {"Male", "Goatee"}
+
+
+def test_a_folder_written_before_faces_existed_is_the_textures_one(tmp_path):
+    folder = write_synthetic(tmp_path, "celebahq", SMALL, progress=False)
+    stamp = json.loads((folder / "synthetic.json").read_text())
+    del stamp["style"]  # as written before the option existed
+    (folder / "synthetic.json").write_text(json.dumps(stamp))
+    assert write_synthetic(tmp_path, "celebahq", SMALL, progress=False) == folder
+    with pytest.raises(FileExistsError, match="style"):
+        write_synthetic(tmp_path, "celebahq", replace(SMALL, style="faces"), progress=False)

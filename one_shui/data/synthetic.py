@@ -86,6 +86,8 @@ def write_synthetic(
     stamp = {"format": SYNTHETIC_FORMAT, "layout": layout, **asdict(spec)}
     if folder.exists():
         found = _read_stamp(folder)
+        if found is not None:  # a field added since the folder was written has its default there
+            found = {**asdict(SyntheticSpec()), **found}
         if found == stamp:
             return folder
         raise OutputExistsError(
