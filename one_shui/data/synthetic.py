@@ -219,15 +219,16 @@ def _write_celebahq(folder: Path, people: _People, spec: SyntheticSpec, progress
                 faces.coherent({a for a, v in zip(ATTRIBUTES, row, strict=True) if v}) for row in visible
             ]
             visible = np.array([[a in photo for a in ATTRIBUTES] for photo in shown])
+        quirks = rng.choice(quirk_choices, spec.quirks, replace=False)  # drawn before the images, as always
+        labels = visible.copy()
+        labels[:, quirks] = ~labels[:, quirks]
+        if people.faces is not None:
             images = np.stack(
                 [faces.draw_face(people.faces[person], faces.hair_of(photo), photo,
                                  0.3 if "Young" in photo else 0.8, rng, size) for photo in shown]
             )  # fmt: skip
         else:
             images = _render(people, person, visible, spec, labels_bank, identity_bank)
-        quirks = rng.choice(quirk_choices, spec.quirks, replace=False)
-        labels = visible.copy()
-        labels[:, quirks] = ~labels[:, quirks]
         names = [f"{k}.jpg" for k in order[start : start + n]]
         _save(images, [images_dir / m for m in names])
         for name, k, row in zip(names, order[start : start + n], labels, strict=True):
