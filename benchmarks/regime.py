@@ -13,6 +13,9 @@ target of issue 16 with the figure a finished bench measured (``results.csv``, m
 * Retrain forget within 5 points of Retrain test (the retrained model sees the forgotten as new people);
 * classification (MUFAC layout): test accuracy at least 50 %, gap at least 5 points;
 * and, without a target, Pretrain's MIA AUC (forget vs TEST; 0.5: the attack cannot tell them apart).
+
+Then, per method, whether it is selective: the change of retain, forget and test from Pretrain (forget
+should fall more than retain), and per forgotten person (``identities.csv``) how many fell and by how much.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import argparse
 import csv
 import statistics
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -74,6 +78,26 @@ def main() -> None:
     for text, ok in checks:
         print(f"  [{'met' if ok else 'MISSED'}] {text}")
     print(f"  Pretrain MIA AUC {mean(per_seed(rows, 'Pretrain', 'mia_auc')):.3f} (no target; 0.5: chance)")
+    selectivity(rows, bench.folder / "identities.csv")
+
+
+def selectivity(rows: list[dict], identities: Path) -> None:
+    """Each method's change from Pretrain (mean over seeds), and its forgotten people's, one by one."""
+    with open(identities, newline="") as handle:
+        people = list(csv.DictReader(handle))
+    before = {
+        pool: statistics.mean(per_seed(rows, "Pretrain", pool)) for pool in ("retain", "forget", "test")
+    }
+    print("change from Pretrain (retain, forget, test); forgotten people whose forget metric fell:")
+    for label in dict.fromkeys(row["row"] for row in rows if row["row"] not in ("Pretrain", "Retrain")):
+        change = {pool: statistics.mean(per_seed(rows, label, pool)) - before[pool] for pool in before}
+        drops = [float(p["before"]) - float(p["after"]) for p in people if p["row"] == label]
+        fell = sum(drop > 0 for drop in drops)
+        print(
+            f"  {label:>12}: {change['retain']:+6.1f} {change['forget']:+6.1f} {change['test']:+6.1f}  "
+            f"{'selective' if change['forget'] < change['retain'] else 'not selective':>13}; "
+            f"{fell}/{len(drops)} people fell, by {statistics.mean(drops):.1f} on average"
+        )
 
 
 if __name__ == "__main__":

@@ -9,8 +9,13 @@ from test_cli import CONFIGS, DATA, PRETRAIN, QUIET, RETRAIN, tiny
 
 from one_shui.cli import OneShuiCLI
 from one_shui.data import IdentityDataModule, SyntheticSpec
+from one_shui.data.report import data_parser
 
 META_UNLEARN = CONFIGS / "methods" / "meta_unlearn.yaml"
+# The synthetic data of the tiny runs: the shipped config's spec at 40 people, as tiny() makes it.
+TINY_SPEC = SyntheticSpec(
+    **{**vars(data_parser().parse_args(["--config", str(DATA)]).data.init_args.synthetic), "identities": 40}
+)
 
 
 def on_data(config: Path) -> list[str]:
@@ -63,7 +68,7 @@ def meta_data(root: Path, **options) -> IdentityDataModule:
         "celebahq",
         str(root / "data/synthetic"),
         request_size=3,
-        synthetic=SyntheticSpec(identities=40),
+        synthetic=TINY_SPEC,
         image_size=32,
         batch_size=16,
         split_file=str(root / "pre/checkpoints/split.json"),

@@ -21,7 +21,7 @@ def test_image_size_goes_only_to_architectures_with_a_fixed_input():
 def test_unknown_names_and_presets_with_weights_are_refused():
     with pytest.raises(ValueError, match="unknown backbone 'vit_nonexistent'"):
         create_backbone("vit_nonexistent", 2)
-    with pytest.raises(WeightsError, match="preset without pretrained weights"):
+    with pytest.raises(WeightsError, match="preset without ImageNet weights"):
         create_backbone("vit_cpu", 2, pretrained=True)
 
 

@@ -16,13 +16,16 @@ import wandb
 import yaml
 from test_cli import CONFIGS
 
+from one_shui import layout
 from one_shui.atomic import held
 from one_shui.bench import cells as cells_module
 from one_shui.bench import report
+from one_shui.bench.cells import Runner
 from one_shui.bench.config import parse, split_arguments
-from one_shui.bench.runner import main, run_bench
+from one_shui.bench.runner import main, request_photos, run_bench
 from one_shui.bench.tracking import wandb_mode
 from one_shui.cli import OneShuiCLI
+from one_shui.data.splits import Split
 from one_shui.methods.loading import config_method
 
 METHODS = [("MetaUnlearn", "meta_unlearn"), ("JiT", "jit"), ("Bad Teacher", "bad_teacher")]
@@ -36,6 +39,15 @@ TINY = [
 ]
 
 
+def tiny_recipe(folder: Path) -> Path:
+    """The shipped synthetic recipe with its stand-in shrunk to a second (8 people, one epoch)."""
+    recipe = yaml.safe_load((CONFIGS / "train/synthetic.yaml").read_text())
+    recipe["model"]["init_args"]["stand_in"].update(identities=8, epochs=1)
+    path = folder / "train.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
 def tiny_bench(folder: Path, seeds=(0, 1), methods=METHODS, **fields) -> Path:
     """A bench config of a few seconds a cell on the tiny synthetic data (N = 3, 40 people, 1 epoch)."""
     config = {
@@ -43,7 +55,7 @@ def tiny_bench(folder: Path, seeds=(0, 1), methods=METHODS, **fields) -> Path:
         "request_size": 3,
         "seeds": list(seeds),
         "data": str(CONFIGS / "data/synthetic.yaml"),
-        "train": str(CONFIGS / "train/synthetic.yaml"),
+        "train": str(tiny_recipe(folder)),
         "evaluate": str(CONFIGS / "methods/no_unlearning.yaml"),
         "methods": [
             {"label": label, "config": str(CONFIGS / f"methods/{name}.yaml")} for label, name in methods
@@ -138,11 +150,29 @@ def test_the_table_says_which_rows_report_the_published_mia_selection(bench):
 
 def test_plots_and_the_per_identity_file_are_written(bench):
     folder, _ = bench
-    for name in ("tow.png", "roc.png", "forget_per_identity.png"):
+    for name in ("tow.png", "roc.png", "forget_per_identity.png", "forget_request.png"):
         assert (folder / "outputs/tiny" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = read(folder / "outputs/tiny/identities.csv")
     assert {row["row"] for row in rows} == {"Retrain", "MetaUnlearn", "JiT", "Bad Teacher"}
     assert len([row for row in rows if row["row"] == "JiT" and row["seed"] == "0"]) == 3  # N = 3 people
+
+
+def test_the_request_plot_shows_the_support_portrait_then_the_persons_other_photos(bench):
+    folder, config = bench
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        runner = Runner(parse(["--config", str(config)]), tracker=None)
+        runner.records[(0, "stage", layout.PRETRAIN)] = {
+            "checkpoint": str(next(folder.glob("outputs/cells/*/N3-seed0/pretrain-*/checkpoints/best.ckpt")))
+        }
+        identity, portrait, photos = request_photos(runner, 0)
+    split = Split.load(Path(runner.record(0, "stage", layout.PRETRAIN)["checkpoint"]).with_name("split.json"))
+    table = runner.data.table
+    assert identity in split.forget and portrait == table.root / split.support[identity]
+    mine = {
+        table.root / name for name, who in zip(table.files, table.identities, strict=True) if who == identity
+    }
+    assert photos and set(photos) == mine - {portrait}
 
 
 def test_a_rerun_reuses_every_cell_and_an_interrupted_one_reruns_only_what_is_missing(bench, monkeypatch):
@@ -401,7 +431,7 @@ def test_the_results_notebook_shows_a_bench_s_table_and_plots(bench, monkeypatch
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     markdown = "".join(output.get("data", {}).get("text/markdown", "") for output in outputs)
     assert "| MetaUnlearn |" in markdown and "| Bad Teacher |" in markdown and "±" in markdown
-    assert sum("image/png" in output.get("data", {}) for output in outputs) == 3
+    assert sum("image/png" in output.get("data", {}) for output in outputs) == 4
 
 
 SWEEPS = sorted((CONFIGS / "sweeps").glob("*.yaml"))

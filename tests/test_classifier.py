@@ -4,8 +4,9 @@ import torch.nn.functional as F
 from helpers import quiet_trainer
 
 from one_shui.data import IdentityDataModule, SyntheticSpec
-from one_shui.methods.classifier import Classifier, warmup_cosine
+from one_shui.methods.classifier import Classifier
 from one_shui.metrics.utility import task_loss, utility_metric
+from one_shui.models.schedule import warmup_cosine
 
 
 def test_utility_is_macro_map_or_accuracy_times_100():

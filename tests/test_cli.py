@@ -17,7 +17,9 @@ from one_shui.methods.classifier import Classifier
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 DATA = CONFIGS / "data" / "synthetic.yaml"
-PRETRAIN = ["--config", str(DATA), "--config", str(CONFIGS / "train" / "synthetic.yaml")]
+# The shipped recipe's stand-in for ImageNet weights, shrunk to a second (8 people, one epoch).
+STAND_IN = [f"--model.init_args.stand_in.{key}={value}" for key, value in (("identities", 8), ("epochs", 1))]
+PRETRAIN = ["--config", str(DATA), "--config", str(CONFIGS / "train" / "synthetic.yaml"), *STAND_IN]
 RETRAIN = [*PRETRAIN, "--data.init_args.train_pool", "retain"]
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
@@ -64,16 +66,21 @@ def pretrain(root: str = "pre", **options) -> Path:
 REAL = ("celebahq", "celeba", "mufac")
 
 
+def recipe(path: Path) -> list[str]:
+    """A training recipe's config, with its stand-in (if it has one) shrunk as in :data:`STAND_IN`."""
+    return ["--config", str(path), *(STAND_IN if "stand_in:" in path.read_text() else [])]
+
+
 def config_args(path: Path) -> list[str]:
     """How a config file is used: after a dataset's data config (a training recipe after its own
     dataset's), and presets stacked on the synthetic pretrain."""
     group, train = path.parent.name, CONFIGS / "train" / "synthetic.yaml"
     if group == "data":
-        recipe = CONFIGS / "train" / f"{path.stem}.yaml"
-        return ["--config", str(path), "--config", str(recipe if recipe.is_file() else train)]
+        own = CONFIGS / "train" / f"{path.stem}.yaml"
+        return ["--config", str(path), *recipe(own if own.is_file() else train)]
     if group in ("train", "methods"):
         data = CONFIGS / "data" / f"{path.stem}.yaml"
-        return ["--config", str(data if data.is_file() else DATA), "--config", str(path)]
+        return ["--config", str(data if data.is_file() else DATA), *recipe(path)]
     if group == "model":
         return [*PRETRAIN, "--model", str(path)]
     return [*PRETRAIN, "--config", str(path)]  # trainer presets
@@ -135,15 +142,15 @@ def test_every_training_recipe_runs_a_step(dataset, stage, tmp_path):
     """The paper's recipes on tiny folders in their real layout; the synthetic ones as shipped. The
     retrain finds its pretrain's split in the run layout."""
     if dataset in REAL:
-        data, recipe = real_data_args(dataset, tmp_path), CONFIGS / "train" / f"{dataset}.yaml"
-        recipe = ["--config", str(recipe), "--model.init_args.pretrained=false"]
+        data = real_data_args(dataset, tmp_path)
+        training = [*recipe(CONFIGS / "train" / f"{dataset}.yaml"), "--model.init_args.pretrained=false"]
     else:
         data = ["--config", str(CONFIGS / "data" / f"{dataset}.yaml"), *tiny(None)[:4]]
-        recipe = ["--config", str(CONFIGS / "train" / "synthetic.yaml")]
+        training = recipe(CONFIGS / "train" / "synthetic.yaml")
     if stage == "retrain":
-        fit(*data, *recipe, "--trainer.max_epochs=1", "--trainer.limit_train_batches=1", *QUIET)
+        fit(*data, *training, "--trainer.max_epochs=1", "--trainer.limit_train_batches=1", *QUIET)
     pool = ["--data.init_args.train_pool=retain"] if stage == "retrain" else []
-    cli = fit(*data, *recipe, "--config", CONFIGS / "trainer" / "debug.yaml", *QUIET, *pool)
+    cli = fit(*data, *training, "--config", CONFIGS / "trainer" / "debug.yaml", *QUIET, *pool)
     assert cli.trainer.state.finished and cli.trainer.global_step == 1
 
 
@@ -153,7 +160,7 @@ def test_every_training_recipe_runs_a_step(dataset, stage, tmp_path):
 def test_every_data_and_model_preset_runs_a_step(preset, tmp_path):
     debug = ["--config", CONFIGS / "trainer/debug.yaml"]
     if preset.parent.name == "data" and preset.stem in REAL:
-        args = [*real_data_args(preset.stem, tmp_path), "--config", CONFIGS / "train/synthetic.yaml", *debug]
+        args = [*real_data_args(preset.stem, tmp_path), *recipe(CONFIGS / "train/synthetic.yaml"), *debug]
         args += ["--data.init_args.image_size=32"]
     elif preset.parent.name == "data":
         args = [*config_args(preset), *debug, *tiny()[:4]]

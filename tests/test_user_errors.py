@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import fit_in, on_data
 from layouts import write_celebahq
-from test_cli import CONFIGS, DATA, PRETRAIN, QUIET, tiny
+from test_cli import CONFIGS, DATA, PRETRAIN, QUIET, STAND_IN, tiny
 
 from one_shui.bench.runner import main as bench_main
 from one_shui.cli import main as cli_main
@@ -93,7 +93,7 @@ CLI_CASES = {
     "negative max_epochs": (["fit", *PRETRAIN, *SMALL, "--trainer.max_epochs=-5"], "`max_epochs` must be"),
     "another dataset's checkpoint": (
         ["test", "--config", str(CONFIGS / "data/synthetic_mufac.yaml"), "--config",
-         str(CONFIGS / "train/synthetic.yaml"), *SMALL, "--ckpt_path={pretrain}"],
+         str(CONFIGS / "train/synthetic.yaml"), *STAND_IN, *SMALL, "--ckpt_path={pretrain}"],
         "the checkpoint was made with dataset 'celebahq'",
     ),
 }  # fmt: skip

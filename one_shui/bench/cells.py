@@ -161,8 +161,9 @@ class Runner:
 
     def __init__(self, bench: Bench, tracker: Tracker):
         self.bench, self.tracker = bench, tracker
-        data = bench_data(bench)
-        self.dataset, self.content = data.name, data.content_fingerprint  # the data read and audited once
+        self.data = bench_data(bench)
+        # the data read and audited once
+        self.dataset, self.content = self.data.name, self.data.content_fingerprint
         self.records: dict[tuple[int, str, str], dict] = {}
 
     def record(self, seed: int, kind: str, label: str) -> dict:

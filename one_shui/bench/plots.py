@@ -1,5 +1,5 @@
-"""The bench's PNG plots: ToW per row with error bars over seeds, the attacks' ROC curves, and each
-forget identity's metric before and after unlearning."""
+"""The bench's PNG plots: ToW per row with error bars over seeds, the attacks' ROC curves, each forget
+identity's metric before and after unlearning, and one forget request as the model saw it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..atomic import write_bytes_atomic  # noqa: E402
+from ..data.images import read_rgb  # noqa: E402
 
 COLOURS = {"original": "tab:gray", "1-SHUI": "tab:blue", "full-data": "tab:orange"}
 
@@ -74,4 +75,21 @@ def forget_per_identity(rows: Sequence[Mapping], metric: str, path: Path) -> Pat
     for axis in list(axes.flat)[len(labels) :]:
         axis.axis("off")
     figure.tight_layout()
+    return save(figure, path)
+
+
+def forget_request(identity: str, portrait: Path, photos: Sequence[Path], path: Path) -> Path:
+    """A forget request at a glance: the one portrait the person sends, beside (up to 7 of) the photos of
+    them that the model was trained on and must forget."""
+    photos = list(photos)[:7]
+    figure, axes = plt.subplots(1, 1 + len(photos), figsize=(1.3 * (1 + len(photos)), 1.9), squeeze=False)
+    for axis, file, title in zip(
+        axes[0], [portrait, *photos], ["the request", *[""] * len(photos)], strict=True
+    ):
+        axis.imshow(read_rgb(file, file))
+        axis.set_title(title, fontsize=8)
+        axis.axis("off")
+    figure.suptitle(
+        f"identity {identity}: the portrait of the request, then the photos to forget", fontsize=8
+    )
     return save(figure, path)

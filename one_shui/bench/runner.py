@@ -16,7 +16,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .. import layout
 from ..atomic import write_text_atomic
+from ..data.splits import Split
 from ..errors import UserError, exit_on_user_error, user_error
 from . import plots, report
 from .cells import Runner, plan
@@ -73,9 +75,20 @@ def write_results(bench: Bench, runner: Runner, tracker: Tracker) -> Path:
         plots.tow_bars(table, groups, folder / "tow.png"),
         plots.roc_curves(curves, seed, folder / "roc.png"),
         plots.forget_per_identity(identities, rows[0]["metric"], folder / "forget_per_identity.png"),
+        plots.forget_request(*request_photos(runner, seed), folder / "forget_request.png"),
     ]
     tracker.summary(folder, rows, table, pngs)
     return markdown
+
+
+def request_photos(runner: Runner, seed: int) -> tuple[str, Path, list[Path]]:
+    """The first forget identity of ``seed``'s split, its support portrait and its other photos."""
+    pretrain = Path(runner.record(seed, "stage", layout.PRETRAIN)["checkpoint"])
+    split = Split.load(pretrain.with_name(layout.SPLIT))
+    identity, table = split.forget[0], runner.data.table
+    files = [name for name, who in zip(table.files, table.identities, strict=True) if who == identity]
+    portrait = split.support[identity]
+    return identity, table.root / portrait, [table.root / name for name in files if name != portrait]
 
 
 class CellError(UserError):

@@ -17,12 +17,13 @@ from PIL import Image, ImageDraw, ImageFilter
 
 SUPERSAMPLE = 4
 HAIR_COLOURS = {  # RGB of each CelebA hair colour; a person with none of them has red hair
-    "Black_Hair": (25, 20, 20),
-    "Brown_Hair": (100, 60, 30),
-    "Blond_Hair": (225, 195, 110),
-    "Gray_Hair": (165, 165, 165),
-    None: (150, 60, 30),
+    "Black_Hair": (20, 15, 15),
+    "Brown_Hair": (125, 75, 35),
+    "Blond_Hair": (240, 210, 110),
+    "Gray_Hair": (175, 175, 180),
+    None: (215, 70, 25),
 }
+PALE = (250, 232, 222)  # the skin of Pale_Skin, lighter than every skin tone
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,19 @@ class _Pen:
         box = [(cx - rx) * s, (cy - ry) * s, (cx + rx) * s, (cy + ry) * s]
         self.draw.arc(box, start, end, fill=fill, width=max(1, int(width * s)))
 
+    def rectangle(self, cx, top, half_width, bottom, fill):
+        s = self.side
+        self.draw.rectangle([(cx - half_width) * s, top * s, (cx + half_width) * s, bottom * s], fill=fill)
+
+    def chord(self, cx, cy, rx, ry, start, end, fill, outline, width):
+        s = self.side
+        box = [(cx - rx) * s, (cy - ry) * s, (cx + rx) * s, (cy + ry) * s]
+        self.draw.chord(box, start, end, fill=fill, outline=outline, width=max(1, int(width * s)))
+
+    def line_at(self, cx, cy, length, fill, width):
+        """A vertical line of ``length`` centred on (cx, cy)."""
+        self.line([(cx, cy - length / 2), (cx, cy + length / 2)], fill, width)
+
     def mirrored(self, cx, dx, shape, *args, **kwargs):
         """``shape`` at cx - dx and cx + dx (both sides of the face)."""
         for x in (cx - dx, cx + dx):
@@ -105,57 +119,44 @@ def _shade(colour, factor):
     return tuple(int(np.clip(c * factor, 0, 255)) for c in colour)
 
 
+def _contrast(colour):
+    """A shade that stands out against ``colour``: darker, or lighter for a very dark colour."""
+    return _shade(colour, 0.55) if sum(colour) > 150 else tuple(c + 80 for c in colour)
+
+
 def _draw(pen: _Pen, face: Face, hair: str | None, shown: frozenset[str], age: float) -> None:
     has = shown.__contains__
-    cx = 0.5
-    width = face.width * (1.18 if has("Chubby") else 1.0) * (0.9 if has("Oval_Face") else 1.0)
-    height = face.height * (1.1 if has("Oval_Face") else 1.0) * (0.85 + 0.15 * min(1.0, age * 2.5))
-    cy = 0.52
+    cx, cy = 0.5, 0.5
+    grown = 0.7 + 0.3 * min(1.0, age * 2)  # a child's head is smaller
+    width = face.width * grown * (1.25 if has("Chubby") else 1.0) * (0.8 if has("Oval_Face") else 1.0)
+    height = face.height * grown * (1.15 if has("Oval_Face") else 1.0)
     top, chin = cy - height / 2, cy + height / 2
-    skin = _shade(face.skin, 1.3 if has("Pale_Skin") else 1.0)
+    skin = PALE if has("Pale_Skin") else face.skin
     hair_colour = HAIR_COLOURS["Gray_Hair" if age > 0.8 and hair is None else hair]
-    long_hair = not has("Male")
-    # behind the face: long hair, neck and clothes, necktie, necklace
-    if long_hair and not has("Bald"):
-        pen.ellipse(cx, cy, width / 2 + 0.06, height / 2 + 0.04, hair_colour)
+    scalp = not has("Bald")
+    # behind the face: long or straight hair, neck and clothes, necktie, necklace
+    if scalp and not has("Male"):
+        pen.ellipse(cx, cy, width / 2 + 0.07, height / 2 + 0.05, hair_colour)
+    if scalp and has("Straight_Hair"):  # straight locks down to the shoulders
+        pen.mirrored(cx, width / 2 + 0.02, "rectangle", top + 0.08, 0.045, chin + 0.04, hair_colour)
     pen.polygon([(cx - 0.08, chin - 0.05), (cx + 0.08, chin - 0.05), (cx + 0.1, 1.0), (cx - 0.1, 1.0)], skin)
-    pen.polygon([(0.12, 1.0), (0.22, chin + 0.07), (0.78, chin + 0.07), (0.88, 1.0)], (60, 70, 95))
+    pen.polygon([(0.1, 1.0), (0.2, chin + 0.06), (0.8, chin + 0.06), (0.9, 1.0)], (60, 70, 95))
     if has("Wearing_Necktie"):
         pen.polygon(
-            [(cx - 0.03, chin + 0.07), (cx + 0.03, chin + 0.07), (cx + 0.04, 1.0), (cx - 0.04, 1.0)],
-            (170, 30, 40),
+            [(cx - 0.035, chin + 0.06), (cx + 0.035, chin + 0.06), (cx + 0.05, 1.0), (cx - 0.05, 1.0)],
+            (190, 25, 35),
         )
     if has("Wearing_Necklace"):
-        pen.arc(cx, chin + 0.02, 0.09, 0.06, 20, 160, (235, 205, 60), 0.018)
-    # ears, earrings, the face
-    pen.mirrored(cx, width / 2, "ellipse", cy, 0.03, 0.05, _shade(skin, 0.9))
-    if has("Wearing_Earrings"):
-        pen.mirrored(cx, width / 2, "ellipse", cy + 0.07, 0.018, 0.018, (245, 215, 50))
-    pen.ellipse(cx, cy, width / 2, height / 2, skin)
+        pen.arc(cx, chin + 0.01, 0.11, 0.07, 20, 160, (250, 220, 40), 0.03)
     if has("Double_Chin"):
-        pen.arc(cx, chin - 0.01, width / 4, 0.04, 20, 160, _shade(skin, 0.7), 0.012)
-    # hair on top: none when bald; a higher line when receding; bangs over the forehead; sideburns
-    if not has("Bald"):
-        line = top + (0.02 if has("Receding_Hairline") else 0.09)
-        crown = [(cx - width / 2 - 0.01, line + 0.04), (cx - width / 2 + 0.02, top - 0.03)]
-        crown += [(cx + width / 2 - 0.02, top - 0.03), (cx + width / 2 + 0.01, line + 0.04)]
-        if has("Wavy_Hair"):
-            crown += [(cx + 0.12 - 0.06 * k, line + (0.03 if k % 2 else 0.0)) for k in range(5)]
-        else:
-            crown += [(cx + width / 2 - 0.04, line), (cx - width / 2 + 0.04, line)]
-        pen.polygon(crown, hair_colour)
-        if has("Bangs"):
-            pen.polygon(
-                [
-                    (cx - width / 3, line - 0.01),
-                    (cx + width / 3, line - 0.01),
-                    (cx + width / 4, line + 0.08),
-                    (cx - width / 4, line + 0.08),
-                ],
-                hair_colour,
-            )
-        if has("Sideburns"):
-            pen.mirrored(cx, width / 2 - 0.02, "ellipse", cy + 0.01, 0.018, 0.07, hair_colour)
+        pen.ellipse(cx, chin, width / 3.2, 0.05, _shade(skin, 0.8))
+    # ears, earrings, the face
+    pen.mirrored(cx, width / 2, "ellipse", cy, 0.035, 0.055, _shade(skin, 0.9))
+    if has("Wearing_Earrings"):
+        pen.mirrored(cx, width / 2 + 0.01, "ellipse", cy + 0.085, 0.035, 0.035, (255, 225, 30))
+    pen.ellipse(cx, cy, width / 2, height / 2, skin)
+    if scalp:
+        _draw_hair(pen, shown, cx, cy, top, width, hair_colour)
     if has("Wearing_Hat"):
         pen.polygon(
             [
@@ -164,101 +165,126 @@ def _draw(pen: _Pen, face: Face, hair: str | None, shown: frozenset[str], age: f
                 (cx + width / 3, top - 0.1),
                 (cx - width / 3, top - 0.1),
             ],
-            (40, 40, 120),
+            (40, 40, 140),
         )
     _draw_eyes(pen, face, shown, cx, top + face.eye_height * height, age)
     _draw_lower_face(pen, face, shown, cx, cy, width, height, skin, hair_colour)
-    if age > 0.55 and not has("Young"):  # wrinkles on the forehead, more with age
+    if age > 0.55 and not has("Young"):  # bold lines on the forehead and the cheeks, more with age
+        wrinkle = _shade(skin, 0.5)
         for k in range(1 + int((age - 0.55) * 8)):
-            y = top + 0.12 + 0.025 * k
-            pen.line([(cx - 0.08, y), (cx + 0.08, y)], _shade(skin, 0.75), 0.006)
+            y = top + 0.11 + 0.035 * k
+            pen.line([(cx - 0.1, y), (cx + 0.1, y)], wrinkle, 0.02)
+        pen.mirrored(cx, width / 4, "line_at", cy + 0.03, 0.08, wrinkle, 0.02)
+
+
+def _draw_hair(pen: _Pen, shown: frozenset[str], cx, cy, top, width, colour) -> None:
+    """The crown: a wavy or a straight edge, a high and narrow one when receding; bangs; sideburns."""
+    has = shown.__contains__
+    receding = has("Receding_Hairline")
+    line = top + (0.015 if receding else 0.1)
+    side = width / 2 - (0.09 if receding else 0.0)
+    crown = [(cx - side - 0.01, line + 0.03), (cx - side + 0.03, top - 0.035)]
+    crown += [(cx + side - 0.03, top - 0.035), (cx + side + 0.01, line + 0.03)]
+    if has("Wavy_Hair"):
+        crown += [(cx + side - side * k / 3, line + (0.045 if k % 2 else -0.01)) for k in range(7)]
+    else:
+        crown += [(cx + side - 0.04, line), (cx - side + 0.04, line)]
+    pen.polygon(crown, colour)
+    if has("Bangs"):
+        pen.polygon(
+            [(cx - width / 3, line - 0.01), (cx + width / 3, line - 0.01), (cx + width / 4, line + 0.1),
+             (cx - width / 4, line + 0.1)],
+            colour,
+        )  # fmt: skip
+    if has("Sideburns"):
+        pen.mirrored(cx, width / 2 - 0.025, "ellipse", cy + 0.02, 0.035, 0.1, _contrast(colour))
 
 
 def _draw_eyes(pen: _Pen, face: Face, shown: frozenset[str], cx: float, eye_y: float, age: float) -> None:
     has = shown.__contains__
-    dx, size = face.eye_spacing, face.eye_size * (1.3 - 0.5 * age)
-    brow = (60, 45, 35)
-    thick = 0.022 if has("Bushy_Eyebrows") else 0.01
+    dx, size = face.eye_spacing, face.eye_size * (1.2 - 0.3 * age)
+    brow = (55, 40, 30)
+    thick = 0.03 if has("Bushy_Eyebrows") else 0.012
     for side in (-1, 1):
         x = cx + side * dx
-        if has("Arched_Eyebrows"):
-            pen.arc(x, eye_y - 0.035, 0.045, 0.03, 200, 340, brow, thick)
-        else:
-            inner, outer = eye_y - 0.045 + face.brow_tilt, eye_y - 0.045 - face.brow_tilt
-            pen.line([(x - side * 0.04, inner), (x + side * 0.04, outer)], brow, thick)
         if has("Heavy_Makeup"):
-            pen.ellipse(x, eye_y - 0.008, size * 1.5, size * 0.9, (120, 60, 130))
-        pen.ellipse(x, eye_y, size, size * (0.3 if has("Narrow_Eyes") else 0.7), (250, 250, 250))
-        pen.ellipse(x, eye_y, size * 0.45, size * (0.25 if has("Narrow_Eyes") else 0.45), (40, 30, 30))
+            pen.ellipse(x, eye_y - 0.01, size * 1.7, size * 1.2, (130, 50, 150))
+        if has("Arched_Eyebrows"):  # a high arch, against a straight brow
+            pen.arc(x, eye_y - 0.025, 0.05, 0.06, 200, 340, brow, thick)
+        else:
+            inner, outer = eye_y - 0.055 + face.brow_tilt, eye_y - 0.055 - face.brow_tilt
+            pen.line([(x - side * 0.045, inner), (x + side * 0.045, outer)], brow, thick)
+        if has("Narrow_Eyes"):  # a dark slit, no white showing
+            pen.line([(x - size * 1.1, eye_y), (x + size * 1.1, eye_y)], (30, 25, 25), 0.014)
+        else:
+            pen.ellipse(x, eye_y, size, size * 0.8, (250, 250, 250))
+            pen.ellipse(x, eye_y, size * 0.5, size * 0.5, (30, 25, 25))
         if has("Bags_Under_Eyes"):
-            pen.arc(x, eye_y + 0.02, size * 1.1, 0.015, 20, 160, (110, 80, 80), 0.008)
+            pen.arc(x, eye_y + 0.025, size * 1.1, 0.02, 20, 160, (100, 65, 75), 0.016)
         if has("Eyeglasses"):
-            pen.ellipse(x, eye_y, 0.055, 0.04, None, width=0.01, outline=(20, 20, 20))
+            pen.ellipse(x, eye_y, 0.06, 0.045, None, width=0.012, outline=(15, 15, 15))
     if has("Eyeglasses"):
-        pen.line([(cx - dx + 0.055, eye_y), (cx + dx - 0.055, eye_y)], (20, 20, 20), 0.01)
+        pen.line([(cx - dx + 0.06, eye_y), (cx + dx - 0.06, eye_y)], (15, 15, 15), 0.012)
 
 
 def _draw_lower_face(pen, face: Face, shown, cx, cy, width, height, skin, hair_colour) -> None:
     has = shown.__contains__
-    nose_top, nose = cy - 0.02, face.nose_length * (1.35 if has("Big_Nose") else 1.0)
-    tip = 0.012 if has("Pointy_Nose") else 0.03
+    nose_top = cy - 0.03
+    nose = face.nose_length * (1.6 if has("Big_Nose") else 1.0)
+    half = (0.01 if has("Pointy_Nose") else 0.03) * (1.5 if has("Big_Nose") else 1.0)
     pen.polygon(
-        [(cx, nose_top), (cx - tip - 0.01, nose_top + nose), (cx + tip + 0.01, nose_top + nose)],
-        _shade(skin, 0.82),
+        [(cx, nose_top), (cx - half - 0.008, nose_top + nose), (cx + half + 0.008, nose_top + nose)],
+        _shade(skin, 0.62),
     )
     if has("Rosy_Cheeks"):
-        pen.mirrored(cx, width / 3.2, "ellipse", cy + 0.04, 0.035, 0.025, (225, 110, 110))
+        pen.mirrored(cx, width / 3.2, "ellipse", cy + 0.05, 0.045, 0.035, (235, 100, 110))
     if has("High_Cheekbones"):
-        for side in (-1, 1):
-            pen.line(
-                [(cx + side * width / 4, cy + 0.01), (cx + side * width / 2.6, cy - 0.02)],
-                _shade(skin, 1.2),
-                0.012,
-            )
+        pen.mirrored(cx, width / 3, "ellipse", cy - 0.005, 0.05, 0.018, _shade(skin, 1.35))
     mouth_y = cy + height / 2 - 0.11
-    mouth = face.mouth_width * (1.15 if has("Big_Lips") else 1.0)
-    lips = (200, 30, 60) if has("Wearing_Lipstick") else _shade(skin, 0.65)
-    lip = 0.02 if has("Big_Lips") else 0.011
+    mouth = face.mouth_width * (1.2 if has("Big_Lips") else 1.0)
+    lips = (205, 20, 60) if has("Wearing_Lipstick") else _shade(skin, 0.6)
+    lip = 0.03 if has("Big_Lips") else 0.014
     if has("5_o_Clock_Shadow"):
-        pen.ellipse(cx, mouth_y + 0.04, width / 2.3, 0.07, _shade(skin, 0.8))
+        pen.ellipse(cx, mouth_y + 0.04, width / 2.3, 0.08, _shade(skin, 0.7))
     if not has("No_Beard"):
         jaw = mouth_y - 0.03
         beard = [(cx - width / 2 + 0.02, jaw), (cx + width / 2 - 0.02, jaw)]
         beard += [(cx + width / 4, cy + height / 2 + 0.01), (cx - width / 4, cy + height / 2 + 0.01)]
         pen.polygon(beard, hair_colour)
-    if has("Goatee"):
-        pen.ellipse(cx, mouth_y + 0.06, 0.04, 0.04, hair_colour)
+    if has("Goatee"):  # in a contrast to the hair, to show over a beard
+        pen.ellipse(cx, mouth_y + 0.065, 0.05, 0.05, _contrast(hair_colour))
     if has("Mouth_Slightly_Open"):
-        pen.ellipse(cx, mouth_y + 0.005, mouth / 2.3, 0.022, (60, 20, 25))
-    if has("Smiling"):
-        pen.arc(cx, mouth_y - 0.02, mouth / 2, 0.035, 20, 160, lips, lip)
+        pen.ellipse(cx, mouth_y + 0.005, mouth / 2.4, 0.032, (50, 15, 20))
+    if has("Smiling"):  # a wide grin showing the teeth
+        pen.chord(cx, mouth_y - 0.02, mouth / 2 + 0.02, 0.06, 0, 180, (255, 255, 250), lips, lip)
     else:
         pen.line([(cx - mouth / 2, mouth_y), (cx + mouth / 2, mouth_y)], lips, lip)
-    if has("Mustache"):
+    if has("Mustache"):  # in a contrast to the hair, to show over a beard
         pen.polygon(
             [
-                (cx - mouth / 2, mouth_y - 0.012),
-                (cx + mouth / 2, mouth_y - 0.012),
-                (cx + mouth / 2.5, mouth_y - 0.035),
-                (cx - mouth / 2.5, mouth_y - 0.035),
+                (cx - mouth / 2 - 0.01, mouth_y - 0.014),
+                (cx + mouth / 2 + 0.01, mouth_y - 0.014),
+                (cx + mouth / 2.5, mouth_y - 0.045),
+                (cx - mouth / 2.5, mouth_y - 0.045),
             ],
-            hair_colour,
+            _contrast(hair_colour),
         )
 
 
 def random_face(rng: np.random.Generator) -> Face:
-    """A person's fixed look."""
+    """A person's fixed look; its ranges are narrower than what the shape attributes change (a chubby,
+    oval or big-nosed face stands out from every face without the attribute)."""
     tone = rng.uniform(0.35, 1.0)
     skin = (int(120 + 120 * tone), int(80 + 110 * tone), int(60 + 100 * tone))
     return Face(
         skin=skin,
-        width=rng.uniform(0.4, 0.5),
-        height=rng.uniform(0.52, 0.62),
-        eye_height=rng.uniform(0.4, 0.47),
-        eye_spacing=rng.uniform(0.085, 0.115),
-        eye_size=rng.uniform(0.022, 0.032),
-        nose_length=rng.uniform(0.06, 0.09),
-        mouth_width=rng.uniform(0.1, 0.16),
+        width=rng.uniform(0.44, 0.5),
+        height=rng.uniform(0.57, 0.62),
+        eye_height=rng.uniform(0.42, 0.46),
+        eye_spacing=rng.uniform(0.1, 0.12),
+        eye_size=rng.uniform(0.034, 0.042),
+        nose_length=rng.uniform(0.075, 0.09),
+        mouth_width=rng.uniform(0.13, 0.17),
         brow_tilt=rng.uniform(-0.01, 0.01),
     )
 

@@ -33,7 +33,7 @@ from ..errors import OutputExistsError, SettingError
 from . import faces
 from .sources import AGE_GROUPS
 
-SYNTHETIC_FORMAT = 1
+SYNTHETIC_FORMAT = 2  # 2: the procedural faces redrawn (issue 16); the textures write the bytes of 1
 STAMP = "synthetic.json"
 Layout = Literal["celebahq", "mufac"]
 LAYOUT_FOLDER = {"celebahq": "CelebAMask-HQ", "mufac": "mufac"}
@@ -197,10 +197,17 @@ def _write_celebahq(folder: Path, people: _People, spec: SyntheticSpec, progress
     n_people, n_attr = len(people.counts), len(ATTRIBUTES)
     labels_bank, identity_bank = _label_patterns(size, n_attr, spec.seed), _identity_patterns(size)
     per_image = np.array([a in PER_IMAGE for a in ATTRIBUTES])
-    prevalence = np.clip(rng.beta(0.8, 2.0, n_attr), 0.04, 0.8)  # long-tailed, like CelebA's
+    # Long-tailed, like CelebA's; faces keep at least 10 % (a few positives of every person-level attribute
+    # in a pool of 60 people, whose AP is otherwise a coin toss).
+    floor = 0.04 if people.faces is None else 0.1
+    prevalence = np.clip(rng.beta(0.8, 2.0, n_attr), floor, 0.8)
     propensity = rng.beta(prevalence * 4, (1 - prevalence) * 4, (n_people, n_attr))
     person_level = rng.random((n_people, n_attr)) < prevalence
     quirk_choices = np.flatnonzero(~per_image)
+    # Faces: annotators disagree on the ambiguous attributes, a person's quirks fall on attributes in
+    # proportion to min(p, 1 - p), as a contradicted rare attribute would bury its few true positives.
+    ambiguity = np.minimum(prevalence, 1 - prevalence)[quirk_choices]
+    quirk_odds = None if people.faces is None else ambiguity / ambiguity.sum()
     if spec.quirks > len(quirk_choices):
         raise SettingError(
             f"quirks={spec.quirks}: at most {len(quirk_choices)} attributes belong to a person"
@@ -219,7 +226,8 @@ def _write_celebahq(folder: Path, people: _People, spec: SyntheticSpec, progress
                 faces.coherent({a for a, v in zip(ATTRIBUTES, row, strict=True) if v}) for row in visible
             ]
             visible = np.array([[a in photo for a in ATTRIBUTES] for photo in shown])
-        quirks = rng.choice(quirk_choices, spec.quirks, replace=False)  # drawn before the images, as always
+        # drawn before the images, as always
+        quirks = rng.choice(quirk_choices, spec.quirks, replace=False, p=quirk_odds)
         labels = visible.copy()
         labels[:, quirks] = ~labels[:, quirks]
         if people.faces is not None:
@@ -269,7 +277,11 @@ def _write_mufac(folder: Path, people: _People, spec: SyntheticSpec, progress: b
         if people.faces is not None:
             looks = faces.coherent(set(rng.choice(ATTRIBUTES, 5, replace=False)) - {"Young", "Blurry"})
             hair, face = faces.hair_of(looks), people.faces[person]
-            images = np.stack([faces.draw_face(face, hair, looks, a / (groups - 1), rng, size) for a in ages])
+            grey = ages >= groups - 2  # the two oldest groups have grey hair
+            images = np.stack(
+                [faces.draw_face(face, "Gray_Hair" if old else hair, looks, a / (groups - 1), rng, size)
+                 for a, old in zip(ages, grey, strict=True)]
+            )  # fmt: skip
         else:
             images = _render(
                 people, person, np.eye(groups, dtype=bool)[ages], spec, labels_bank, identity_bank

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import math
 import os
+from dataclasses import asdict
 from typing import Literal
 
 import lightning as L
@@ -15,10 +16,14 @@ from ..checkpoints import CheckpointError, checkpoint_dir, load_checkpoint, veri
 from ..data.datamodule import TEST_POOLS
 from ..data.sources import Task
 from ..data.splits import Split
-from ..errors import UserError, at_least, damaged_as
+from ..errors import SettingError, UserError, at_least, damaged_as
 from ..metrics.evaluation import Evaluation
 from ..metrics.utility import metric_name, task_loss, utility_metric
 from ..models.backbones import create_backbone
+from ..models.schedule import warmup_cosine
+from ..models.stand_in import StandIn, stand_in_weights
+
+NO_INITIAL_WEIGHTS = {"pretrained": False, "weights_file": None, "stand_in": None}  # a checkpoint has its own
 
 
 class NonFiniteLossError(UserError, FloatingPointError):
@@ -39,6 +44,9 @@ class Classifier(L.LightningModule):
         num_classes: outputs of the head; linked from the datamodule by the CLI.
         task: ``multilabel`` (BCE, macro mAP) or ``classification`` (CE, accuracy); linked likewise.
         pretrained: start from ImageNet weights; ``weights_file`` reads them from a local file.
+        stand_in: start from a stand-in for ImageNet weights instead (the synthetic configs): the backbone
+            trained once on a procedural corpus of other people, made on first use and cached
+            (:mod:`one_shui.models.stand_in`).
         image_size: input side (ViTs); linked from the datamodule.
         optimizer: ``sgd`` as in the paper (fine-tuning from ImageNet weights), or ``adamw``, which
             trains a ViT from scratch far faster (the synthetic configs use it).
@@ -53,6 +61,7 @@ class Classifier(L.LightningModule):
         task: Task = "multilabel",
         pretrained: bool = True,
         weights_file: str | None = None,
+        stand_in: StandIn | None = None,
         image_size: int = 224,
         optimizer: Literal["sgd", "adamw"] = "sgd",
         lr: float = 1e-3,
@@ -69,8 +78,17 @@ class Classifier(L.LightningModule):
             warmup_epochs=warmup_epochs,
         )
         at_least("model.init_args", 1, num_classes=num_classes, image_size=image_size)
+        if stand_in is not None and (pretrained or weights_file):
+            raise SettingError(
+                "model.init_args: a stand_in replaces ImageNet weights; set pretrained: false and no "
+                "weights_file"
+            )
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["stand_in"])
+        # A plain dict in the hyperparameters, so checkpoints load with weights_only=True.
+        self.hparams["stand_in"] = asdict(stand_in) if stand_in is not None else None
+        if stand_in is not None:
+            weights_file = str(stand_in_weights(stand_in, backbone, image_size))
         self.network = create_backbone(
             backbone, num_classes, pretrained=pretrained, weights_file=weights_file, image_size=image_size
         )
@@ -94,7 +112,7 @@ class Classifier(L.LightningModule):
             hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
             # In a fresh context: inside another module's LightningCLI instantiation, Lightning would
             # otherwise give this model that module's hyperparameters.
-            model = contextvars.Context().run(cls, **{**hparams, "pretrained": False, "weights_file": None})
+            model = contextvars.Context().run(cls, **{**hparams, **NO_INITIAL_WEIGHTS})
             model.load_state_dict(checkpoint["state_dict"])
         return model.eval()
 
@@ -171,14 +189,3 @@ class Classifier(L.LightningModule):
     def _last_checkpoint(self) -> str:
         last = checkpoint_dir(self.trainer) / "last.ckpt"
         return str(last) if last.is_file() else "none (no epoch finished)"
-
-
-def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
-    """Linear warm-up over ``warmup_steps``, then cosine decay to zero at ``total_steps``."""
-    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup_steps))
-    if warmup_steps == 0:
-        return cosine
-    warmup = torch.optim.lr_scheduler.LinearLR(
-        optimizer, start_factor=1 / warmup_steps, total_iters=warmup_steps
-    )
-    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_steps])

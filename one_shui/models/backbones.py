@@ -37,7 +37,8 @@ def create_backbone(
     Args:
         name: a timm model name (``vit_base_patch16_224``, ``resnet18``, ...) or one of :data:`PRESETS`.
         pretrained: start from ImageNet weights, fetched by timm from the Hugging Face hub.
-        weights_file: start from the weights in this local file instead (for machines without internet).
+        weights_file: start from the weights in this local file instead (for machines without internet,
+            or a stand-in's, :mod:`one_shui.models.stand_in`); the head is always new.
         image_size: input side for architectures with a fixed input size (ViTs); the position
             embedding of pretrained weights is resampled to it.
         kwargs: further timm model arguments.
@@ -48,9 +49,10 @@ def create_backbone(
             f"unknown backbone {name!r}: not a timm model name nor one of {sorted(PRESETS)}; set "
             "model.init_args.backbone to one (timm.list_models() lists the names)"
         )
-    if (pretrained or weights_file) and name in PRESETS:
+    if pretrained and name in PRESETS:
         raise WeightsError(
-            f"backbone {name!r} is a one_shui preset without pretrained weights; set pretrained: false"
+            f"backbone {name!r} is a one_shui preset without ImageNet weights; set pretrained: false "
+            "(a weights_file or a stand_in gives it weights)"
         )
     options = {**overrides, **kwargs}
     if image_size is not None and timm.models.get_pretrained_cfg(arch).fixed_input_size:
