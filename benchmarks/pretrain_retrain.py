@@ -2,7 +2,7 @@
 models on retain / forget / test and the memorisation gap (forget metric of pretrain minus retrain).
 
     python benchmarks/pretrain_retrain.py                      # the embedded default, seeds 0 1 2
-    python benchmarks/pretrain_retrain.py --data synthetic_mufac --seeds 0 1 2
+    python benchmarks/pretrain_retrain.py --data synthetic_mufac --train synthetic_mufac --seeds 0 1 2
 
 The runs go to the run layout under ``--out`` (outputs/benchmarks/pretrain_retrain/<dataset>/N<N>-seed<s>/),
 where benchmarks/tune.py finds them.
