@@ -73,8 +73,10 @@ def stand_in_weights(stand_in: StandIn, backbone: str, image_size: int, progress
         network = _train(stand_in, backbone, image_size, progress)
     tmp = weights.with_name(f".{weights.name}.tmp")
     save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(tmp))
-    tmp.replace(weights)
+    # The stamp first: a crash between the two leaves a stamp without weights, which trains again, never
+    # weights without a stamp, which would be refused as another stand-in's.
     write_text_atomic(stamp_file, json.dumps(stamp, indent=1))
+    tmp.replace(weights)
     return weights
 
 
