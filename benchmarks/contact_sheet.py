@@ -19,6 +19,7 @@ from one_shui.atomic import write_bytes_atomic
 from one_shui.data.images import read_rgb
 from one_shui.data.report import data_parser
 from one_shui.data.sources import read_table
+from one_shui.data.splits import images_by_identity
 from one_shui.data.synthetic import SyntheticSpec, write_synthetic
 
 CONFIGS = Path(__file__).parents[1] / "configs"
@@ -42,15 +43,12 @@ def main() -> None:
         table = read_table(
             options.dataset, write_synthetic(tmp, options.dataset, spec, progress=False).parent
         )
-        people = sorted(set(table.identities), key=int)[: args.people]  # the first people of the data
+        by_person = images_by_identity(table.identities)
+        people = sorted(by_person, key=int)[: args.people]  # the first people of the data
         rows = []
         for person in people:
-            photos = [
-                read_rgb(table.path(i), table.path(i))
-                for i, who in enumerate(table.identities)
-                if who == person
-            ]
-            tiles = [np.asarray(photo) for photo in photos[: args.photos]]
+            paths = [table.path(row) for row in by_person[person][: args.photos]]
+            tiles = [np.asarray(read_rgb(path, path)) for path in paths]
             tiles += [np.full_like(tiles[0], 255)] * (args.photos - len(tiles))
             rows.append(np.concatenate(tiles, axis=1))
     sheet = Image.fromarray(np.concatenate(rows, axis=0))

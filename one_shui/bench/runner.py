@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from .. import layout
 from ..atomic import write_text_atomic
-from ..data.splits import Split
+from ..data.splits import Split, images_by_identity
 from ..errors import UserError, exit_on_user_error, user_error
 from . import plots, report
 from .cells import Runner, plan
@@ -86,9 +86,9 @@ def request_photos(runner: Runner, seed: int) -> tuple[str, Path, list[Path]]:
     pretrain = Path(runner.record(seed, "stage", layout.PRETRAIN)["checkpoint"])
     split = Split.load(pretrain.with_name(layout.SPLIT))
     identity, table = split.forget[0], runner.data.table
-    files = [name for name, who in zip(table.files, table.identities, strict=True) if who == identity]
-    portrait = split.support[identity]
-    return identity, table.root / portrait, [table.root / name for name in files if name != portrait]
+    portrait = table.root / split.support[identity]
+    photos = [table.path(row) for row in images_by_identity(table.identities)[identity]]
+    return identity, portrait, [photo for photo in photos if photo != portrait]
 
 
 class CellError(UserError):
