@@ -9,7 +9,7 @@ from PIL import Image
 
 from one_shui.data.faces import coherent, draw_face, random_face
 from one_shui.data.sources import read_table
-from one_shui.data.synthetic import ATTRIBUTES, SyntheticSpec, write_synthetic
+from one_shui.data.synthetic import ATTRIBUTES, SyntheticSpec, mufac_face, write_synthetic
 
 SMALL = SyntheticSpec(identities=60, image_size=16)
 
@@ -128,6 +128,18 @@ def test_a_face_shows_each_of_its_attributes_where_it_is_drawn():
         change = np.abs(photo(attribute) - plain).sum(axis=2)
         assert change.sum() > 0, attribute
         assert change[rows].sum() > 0.8 * change.sum(), attribute  # localised
+
+
+def test_each_mufac_age_group_looks_older_than_the_one_before():
+    """Same person, pose and light: every step up an age group changes the photo, the young groups the
+    head (its outline grows), the old ones its inside (lines, bags, grey hair, a receding hairline)."""
+    face, looks = random_face(np.random.default_rng(0)), coherent({"Black_Hair", "Smiling"})
+    photos = [
+        mufac_face(face, looks, group, np.random.default_rng(1), 64).astype(float) for group in range(8)
+    ]
+    for group in range(1, 8):
+        change = np.abs(photos[group] - photos[group - 1]).sum(axis=2)
+        assert change.mean() > 3, group  # a grey level of 1 per channel and pixel on average
 
 
 def test_photos_show_what_a_person_can_show_together():

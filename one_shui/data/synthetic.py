@@ -33,7 +33,7 @@ from ..errors import OutputExistsError, SettingError
 from . import faces
 from .sources import AGE_GROUPS
 
-SYNTHETIC_FORMAT = 2  # 2: the procedural faces redrawn (issue 16); the textures write the bytes of 1
+SYNTHETIC_FORMAT = 3  # 2: the procedural faces (issue 16); 3: their MUFAC age cues; textures: the bytes of 1
 STAMP = "synthetic.json"
 Layout = Literal["celebahq", "mufac"]
 LAYOUT_FOLDER = {"celebahq": "CelebAMask-HQ", "mufac": "mufac"}
@@ -252,6 +252,25 @@ def _write_celebahq(folder: Path, people: _People, spec: SyntheticSpec, progress
 # --- MUFAC layout --------------------------------------------------------------------------------
 
 
+# A MUFAC person's own looks leave out what tells an age or changes the head's shape, which the age group
+# shows in: the head's size (a to d), lines (e on), bags under the eyes (f on), grey hair (g, h) and a
+# receding hairline (h).
+MUFAC_LOOKS = sorted(set(ATTRIBUTES) - {"Young", "Blurry", "Chubby", "Oval_Face", "Double_Chin", "Bald",
+                                        "Gray_Hair", "Bags_Under_Eyes", "Receding_Hairline"})  # fmt: skip
+AGE_SIGNS = {"Bags_Under_Eyes": 5, "Receding_Hairline": 7}  # the first group that shows each
+GREY_FROM = 6
+ADULT_FROM = 3  # d (20 to 30): the younger groups wear no beard and no make-up
+
+
+def mufac_face(face: faces.Face, looks: frozenset[str], group: int, rng, size: int) -> np.ndarray:
+    """One photo of a MUFAC person with their ``looks``, in age group ``group`` (0: a, 7: h)."""
+    signs = frozenset(name for name, first in AGE_SIGNS.items() if group >= first)
+    if group < ADULT_FROM:
+        looks = looks - set(faces.FACIAL_HAIR) - set(faces.MAKEUP) | {"No_Beard"}
+    hair = "Gray_Hair" if group >= GREY_FROM else faces.hair_of(looks)
+    return faces.draw_face(face, hair, looks | signs, group / (len(AGE_GROUPS) - 1), rng, size)
+
+
 def _write_mufac(folder: Path, people: _People, spec: SyntheticSpec, progress: bool) -> None:
     rng, size = people.rng, spec.image_size
     groups = len(AGE_GROUPS)
@@ -275,13 +294,8 @@ def _write_mufac(folder: Path, people: _People, spec: SyntheticSpec, progress: b
         counter += n
         paths = [folder / f"{sheet}_images" / m for m in names]
         if people.faces is not None:
-            looks = faces.coherent(set(rng.choice(ATTRIBUTES, 5, replace=False)) - {"Young", "Blurry"})
-            hair, face = faces.hair_of(looks), people.faces[person]
-            grey = ages >= groups - 2  # the two oldest groups have grey hair
-            images = np.stack(
-                [faces.draw_face(face, "Gray_Hair" if old else hair, looks, a / (groups - 1), rng, size)
-                 for a, old in zip(ages, grey, strict=True)]
-            )  # fmt: skip
+            looks = faces.coherent(set(rng.choice(MUFAC_LOOKS, 5, replace=False)))
+            images = np.stack([mufac_face(people.faces[person], looks, age, rng, size) for age in ages])
         else:
             images = _render(
                 people, person, np.eye(groups, dtype=bool)[ages], spec, labels_bank, identity_bank
