@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from one_shui.data.faces import coherent, draw_face, random_face
+from one_shui.data.faces import before_coherence, coherent, draw_face, random_face
 from one_shui.data.sources import read_table
 from one_shui.data.synthetic import ATTRIBUTES, SyntheticSpec, mufac_face, write_synthetic
 
@@ -151,6 +151,22 @@ def test_photos_show_what_a_person_can_show_together():
     }
     assert coherent({"Goatee", "Mustache", "Wearing_Lipstick"}) == {"Wearing_Lipstick", "No_Beard"}
     assert coherent({"Male", "Goatee", "Heavy_Makeup"}) == {"Male", "Goatee"}
+
+
+def test_attributes_show_as_often_as_asked_once_incoherent_ones_are_dropped():
+    """A beard only on men, one hair colour: drawn more often, each still shows with its prevalence."""
+    rng = np.random.default_rng(0)
+    asked = dict(zip(ATTRIBUTES, rng.uniform(0.1, 0.25, len(ATTRIBUTES)), strict=True)) | {"Male": 0.4}
+    drawn = before_coherence(asked)
+    odds = np.array([drawn[name] for name in ATTRIBUTES])
+    photos = [
+        coherent({a for a, v in zip(ATTRIBUTES, row, strict=True) if v})
+        for row in rng.random((20000, 40)) < odds
+    ]
+    for name in ("Sideburns", "Gray_Hair", "Straight_Hair", "Wearing_Lipstick", "Smiling"):
+        shown = np.mean([name in photo for photo in photos])
+        assert abs(shown - asked[name]) < 0.015, (name, shown, asked[name])
+    assert drawn["Sideburns"] == pytest.approx(asked["Sideburns"] / 0.4)  # on the 40 % who are men
 
 
 def test_a_folder_written_before_faces_existed_is_the_textures_one(tmp_path):

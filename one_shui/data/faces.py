@@ -128,8 +128,8 @@ def _draw(pen: _Pen, face: Face, hair: str | None, shown: frozenset[str], age: f
     has = shown.__contains__
     cx, cy = 0.5, 0.5
     grown = 0.7 + 0.3 * min(1.0, age * 2)  # a child's head is smaller
-    width = face.width * grown * (1.25 if has("Chubby") else 1.0) * (0.8 if has("Oval_Face") else 1.0)
-    height = face.height * grown * (1.15 if has("Oval_Face") else 1.0)
+    width = face.width * grown * (1.35 if has("Chubby") else 1.0) * (0.75 if has("Oval_Face") else 1.0)
+    height = face.height * grown * (1.2 if has("Oval_Face") else 1.0)
     top, chin = cy - height / 2, cy + height / 2
     skin = PALE if has("Pale_Skin") else face.skin
     hair_colour = HAIR_COLOURS["Gray_Hair" if age > 0.8 and hair is None else hair]
@@ -137,10 +137,10 @@ def _draw(pen: _Pen, face: Face, hair: str | None, shown: frozenset[str], age: f
     # behind the face: long or straight hair, neck and clothes, necktie, necklace
     if scalp and not has("Male"):
         pen.ellipse(cx, cy, width / 2 + 0.07, height / 2 + 0.05, hair_colour)
-    if scalp and has("Straight_Hair"):  # straight locks down to the shoulders
-        pen.mirrored(cx, width / 2 + 0.02, "rectangle", top + 0.08, 0.045, chin + 0.04, hair_colour)
     pen.polygon([(cx - 0.08, chin - 0.05), (cx + 0.08, chin - 0.05), (cx + 0.1, 1.0), (cx - 0.1, 1.0)], skin)
     pen.polygon([(0.1, 1.0), (0.2, chin + 0.06), (0.8, chin + 0.06), (0.9, 1.0)], (60, 70, 95))
+    if scalp and has("Straight_Hair"):  # straight locks down onto the shoulders
+        pen.mirrored(cx, width / 2 + 0.06, "rectangle", top + 0.08, 0.045, chin + 0.14, hair_colour)
     if has("Wearing_Necktie"):
         pen.polygon(
             [(cx - 0.035, chin + 0.06), (cx + 0.035, chin + 0.06), (cx + 0.05, 1.0), (cx - 0.05, 1.0)],
@@ -153,7 +153,7 @@ def _draw(pen: _Pen, face: Face, hair: str | None, shown: frozenset[str], age: f
     # ears, earrings, the face
     pen.mirrored(cx, width / 2, "ellipse", cy, 0.035, 0.055, _shade(skin, 0.9))
     if has("Wearing_Earrings"):
-        pen.mirrored(cx, width / 2 + 0.01, "ellipse", cy + 0.085, 0.035, 0.035, (255, 225, 30))
+        pen.mirrored(cx, width / 2 + 0.01, "ellipse", cy + 0.1, 0.05, 0.05, (255, 225, 30))
     pen.ellipse(cx, cy, width / 2, height / 2, skin)
     if scalp:
         _draw_hair(pen, shown, cx, cy, top, width, hair_colour)
@@ -173,8 +173,8 @@ def _draw(pen: _Pen, face: Face, hair: str | None, shown: frozenset[str], age: f
         wrinkle = _shade(skin, 0.5)
         for k in range(1 + int((age - 0.55) * 8)):
             y = top + 0.11 + 0.035 * k
-            pen.line([(cx - 0.1, y), (cx + 0.1, y)], wrinkle, 0.02)
-        pen.mirrored(cx, width / 4, "line_at", cy + 0.03, 0.08, wrinkle, 0.02)
+            pen.line([(cx - 0.1, y), (cx + 0.1, y)], wrinkle, 0.025)
+        pen.mirrored(cx, width / 4, "line_at", cy + 0.03, 0.08, wrinkle, 0.025)
 
 
 def _draw_hair(pen: _Pen, shown: frozenset[str], cx, cy, top, width, colour) -> None:
@@ -204,23 +204,23 @@ def _draw_eyes(pen: _Pen, face: Face, shown: frozenset[str], cx: float, eye_y: f
     has = shown.__contains__
     dx, size = face.eye_spacing, face.eye_size * (1.2 - 0.3 * age)
     brow = (55, 40, 30)
-    thick = 0.03 if has("Bushy_Eyebrows") else 0.012
+    thick = 0.035 if has("Bushy_Eyebrows") else 0.018
     for side in (-1, 1):
         x = cx + side * dx
         if has("Heavy_Makeup"):
-            pen.ellipse(x, eye_y - 0.01, size * 1.7, size * 1.2, (130, 50, 150))
+            pen.ellipse(x, eye_y - 0.01, size * 2.1, size * 1.5, (130, 50, 150))
         if has("Arched_Eyebrows"):  # a high arch, against a straight brow
             pen.arc(x, eye_y - 0.025, 0.05, 0.06, 200, 340, brow, thick)
         else:
             inner, outer = eye_y - 0.055 + face.brow_tilt, eye_y - 0.055 - face.brow_tilt
             pen.line([(x - side * 0.045, inner), (x + side * 0.045, outer)], brow, thick)
         if has("Narrow_Eyes"):  # a dark slit, no white showing
-            pen.line([(x - size * 1.1, eye_y), (x + size * 1.1, eye_y)], (30, 25, 25), 0.014)
+            pen.line([(x - size * 1.1, eye_y), (x + size * 1.1, eye_y)], (30, 25, 25), 0.025)
         else:
             pen.ellipse(x, eye_y, size, size * 0.8, (250, 250, 250))
             pen.ellipse(x, eye_y, size * 0.5, size * 0.5, (30, 25, 25))
         if has("Bags_Under_Eyes"):
-            pen.arc(x, eye_y + 0.025, size * 1.1, 0.02, 20, 160, (100, 65, 75), 0.016)
+            pen.arc(x, eye_y + 0.025, size * 1.1, 0.02, 20, 160, (100, 65, 75), 0.024)
         if has("Eyeglasses"):
             pen.ellipse(x, eye_y, 0.06, 0.045, None, width=0.012, outline=(15, 15, 15))
     if has("Eyeglasses"):
@@ -231,7 +231,7 @@ def _draw_lower_face(pen, face: Face, shown, cx, cy, width, height, skin, hair_c
     has = shown.__contains__
     nose_top = cy - 0.03
     nose = face.nose_length * (1.6 if has("Big_Nose") else 1.0)
-    half = (0.01 if has("Pointy_Nose") else 0.03) * (1.5 if has("Big_Nose") else 1.0)
+    half = (0.008 if has("Pointy_Nose") else 0.04) * (1.5 if has("Big_Nose") else 1.0)
     pen.polygon(
         [(cx, nose_top), (cx - half - 0.008, nose_top + nose), (cx + half + 0.008, nose_top + nose)],
         _shade(skin, 0.62),
@@ -316,3 +316,29 @@ def coherent(shown: set[str]) -> frozenset[str]:
 def hair_of(shown: frozenset[str]) -> str | None:
     """The hair colour a photo shows (None: red)."""
     return next((name for name in HAIR if name in shown), None)
+
+
+# What ``coherent`` drops each attribute for (besides facial hair, which only men show), in an order that
+# settles each attribute before those it drops.
+DROPPED_BY = {
+    "Bald": (),
+    **{name: ("Bald", *HAIR[:k]) for k, name in enumerate(HAIR)},
+    "Bangs": ("Bald",),
+    "Receding_Hairline": ("Bald",),
+    "Wavy_Hair": ("Bald",),
+    "Straight_Hair": ("Bald", "Wavy_Hair"),
+    **{name: ("Male",) for name in MAKEUP},
+}
+
+
+def before_coherence(prevalence: dict[str, float]) -> dict[str, float]:
+    """The prevalence to draw each attribute with so that, after ``coherent`` drops what cannot be drawn
+    together, it shows about as often as ``prevalence`` asks (at most 0.95; independent draws): a beard
+    that only men can show is drawn more often when men are few."""
+    drawn = dict(prevalence)
+    for name, dropped_by in DROPPED_BY.items():
+        shows = float(np.prod([1 - drawn[other] for other in dropped_by]))
+        drawn[name] = min(0.95, prevalence[name] / shows)
+    for name in FACIAL_HAIR:
+        drawn[name] = min(0.95, prevalence[name] / drawn["Male"])
+    return drawn

@@ -33,7 +33,8 @@ from ..errors import OutputExistsError, SettingError
 from . import faces
 from .sources import AGE_GROUPS
 
-SYNTHETIC_FORMAT = 3  # 2: the procedural faces (issue 16); 3: their MUFAC age cues; textures: the bytes of 1
+# 2: the procedural faces; 3: bolder, MUFAC age signs, prevalence as shown. The textures write the bytes of 1.
+SYNTHETIC_FORMAT = 3
 STAMP = "synthetic.json"
 Layout = Literal["celebahq", "mufac"]
 LAYOUT_FOLDER = {"celebahq": "CelebAMask-HQ", "mufac": "mufac"}
@@ -201,8 +202,13 @@ def _write_celebahq(folder: Path, people: _People, spec: SyntheticSpec, progress
     # in a pool of 60 people, whose AP is otherwise a coin toss).
     floor = 0.04 if people.faces is None else 0.1
     prevalence = np.clip(rng.beta(0.8, 2.0, n_attr), floor, 0.8)
-    propensity = rng.beta(prevalence * 4, (1 - prevalence) * 4, (n_people, n_attr))
-    person_level = rng.random((n_people, n_attr)) < prevalence
+    drawn = prevalence
+    if people.faces is not None:  # what a photo cannot show is dropped, so drawn more often to show as often
+        drawn = np.array(
+            list(faces.before_coherence(dict(zip(ATTRIBUTES, prevalence, strict=True))).values())
+        )
+    propensity = rng.beta(drawn * 4, (1 - drawn) * 4, (n_people, n_attr))
+    person_level = rng.random((n_people, n_attr)) < drawn
     quirk_choices = np.flatnonzero(~per_image)
     # Faces: annotators disagree on the ambiguous attributes, a person's quirks fall on attributes in
     # proportion to min(p, 1 - p), as a contradicted rare attribute would bury its few true positives.
