@@ -15,6 +15,12 @@ model checkpoint (read by ``Classifier.from_checkpoint`` and ``one-shui test``),
 layout's ``unlearned`` folder of the original model's setting, named after the request, with a JSON
 receipt beside it: who was forgotten, by which method and version, the SHA-256 of every input and of
 the output, and the time taken. On any error nothing is written.
+
+Requests arrive one after another: ``--on`` serves a request on the model an earlier request wrote (by
+default it is served on the original model). Each receipt names its parent, the model it was served on,
+with that model's receipt, so the receipts chain back to the original model; ``one-shui-verify`` checks a
+chain. A model outside this method's chain, and a request naming someone forgotten earlier in the chain,
+are refused.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, layout
+from . import __version__, layout, receipts
 from .atomic import publish
 from .checkpoints import RECORD_KEY, load_checkpoint, sha256_of
 from .data.datamodule import build_transform
@@ -180,9 +186,16 @@ def forget(args: argparse.Namespace) -> dict:
     rows = read_request(request, Path(args.root or request.parent).resolve())
     device = serving_device(args.device)
     method = load_method(Path(args.method), args.pretrain_ckpt)
+    parent, before = serve_on(method, Path(args.on) if args.on else None)
     out, receipt_path = outputs(Path(args.out) if args.out else default_out(method, request))
     hp = method.model.hparams
     identities = method.identity_ids([row["identity"] for row in rows])
+    again = sorted({method.identities[i] for i in identities.tolist()} & set(before))
+    if again:
+        raise RequestError(
+            f"{', '.join(map(repr, again))} already forgotten earlier in the chain of {args.on}: nothing "
+            "of them is left to forget; drop them from the request"
+        )
     targets = parse_targets(rows, hp.task, hp.num_classes, method.reads_targets)
     images, hashes = load_portraits(rows, hp.image_size)
     method.to(device)
@@ -197,6 +210,8 @@ def forget(args: argparse.Namespace) -> dict:
         "split": method.split.fingerprint,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": str(device),
+        "parent": parent,
+        "forgotten_before": before,
         "inputs": {
             ("method_config" if is_config(args.method) else "method_checkpoint"): {
                 "path": str(args.method),
@@ -207,6 +222,7 @@ def forget(args: argparse.Namespace) -> dict:
                 "sha256": method.original_sha256,
             },
             "request": {"path": str(request), "sha256": sha256_of(request)},
+            "root": str(Path(args.root or request.parent).resolve()),
             "portraits": [
                 {"image": row["image"], "identity": row["identity"], "sha256": digest}
                 for row, digest in zip(rows, hashes, strict=True)
@@ -216,6 +232,32 @@ def forget(args: argparse.Namespace) -> dict:
     }
     _write(method.cpu(), receipt, out, receipt_path, start)
     return receipt
+
+
+def serve_on(method: UnlearningMethod, model: Path | None) -> tuple[dict, list[str]]:
+    """Put the deployed ``model`` in ``method`` (by default its original model stays): the original or
+    the last model of a chain of requests served by this method on this split. Returns the receipt's
+    ``parent`` entry and the people forgotten earlier in the chain."""
+    if model is not None and not model.is_file():
+        raise MissingFileError(f"--on {model} does not exist: give the deployed model, an earlier --out")
+    links = receipts.chain(model, method.original_sha256) if model is not None else []
+    if not links:
+        original = str(Path(method.hparams.pretrain_ckpt).resolve())
+        return {"path": original, "sha256": method.original_sha256, "receipt": None}, []
+    last = links[-1].receipt
+    for field, value in (("method", method.class_path()), ("split", method.split.fingerprint)):
+        if last.get(field) != value:
+            raise receipts.ChainError(
+                f"{model} was written by a request of another {field} ({last.get(field)}, not {value})"
+            )
+    method.model.load_state_dict(load_checkpoint(model)["state_dict"])
+    receipt = receipts.receipt_path(model)
+    parent = {
+        "path": str(model.resolve()),
+        "sha256": last["output"]["sha256"],
+        "receipt": {"path": str(receipt.resolve()), "sha256": sha256_of(receipt)},
+    }
+    return parent, receipts.forgotten(links)
 
 
 def serving_device(name: str | None) -> torch.device:
@@ -316,6 +358,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", help="folder of the portraits (default: the CSV's folder); nothing outside")
     parser.add_argument(
         "--pretrain-ckpt", help="the original model (default for a prepared method: the path recorded by fit)"
+    )
+    parser.add_argument(
+        "--on",
+        help="the deployed model to serve the request on: the original model (the default) or the last "
+        "model of its chain of requests (an earlier --out, its receipt beside it)",
     )
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when there is one)")
     args = parser.parse_args(argv)

@@ -20,10 +20,11 @@ from PIL import Image
 from test_cli import CONFIGS
 
 from one_shui.checkpoints import load_checkpoint, sha256_of
-from one_shui.forget import main
+from one_shui.forget import load_portraits, main, parse_targets, read_request
 from one_shui.methods.classifier import Classifier
 from one_shui.methods.jit import JiT
 from one_shui.methods.loading import load_prepared
+from one_shui.receipts import main as verify_main
 
 
 def write_request(folder: Path, rows: list[dict[str, str]], columns=("image", "identity", "targets")) -> Path:
@@ -462,3 +463,128 @@ def test_an_image_too_large_to_decode_safely_is_refused(prepared, request_rows, 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # a portrait here stands for a 20000 x 20000 one
     error = forget(prepared, write_request(tmp_path, request_rows), "--out", tmp_path / "u.ckpt")
     assert error is not None and "DecompressionBombError" in error and "\n" not in error
+
+
+# --- requests one after another: a chain of receipts ------------------------------------------------
+
+
+def verify(model: Path) -> str | None:
+    """Run `one-shui-verify`; its one-line error, or None when the chain is intact."""
+    try:
+        verify_main([str(model)])
+    except SystemExit as exit:
+        return str(exit.code)
+    return None
+
+
+@pytest.fixture
+def chain(prepared, request_rows, tmp_path) -> tuple[Path, Path, list[dict[str, str]]]:
+    """Two requests served one after the other: the first two people, then the third on that output."""
+    for name, rows in (("first", request_rows[:2]), ("second", request_rows[2:])):
+        (tmp_path / name).mkdir()
+        for row in rows:
+            shutil.copy(tmp_path / row["image"], tmp_path / name / row["image"])
+        write_request(tmp_path / name, rows)
+    one, two = tmp_path / "one.ckpt", tmp_path / "two.ckpt"
+    assert forget(prepared, tmp_path / "first/request.csv", "--out", one) is None
+    assert forget(prepared, tmp_path / "second/request.csv", "--on", one, "--out", two) is None
+    return one, two, request_rows
+
+
+def test_a_request_is_served_on_the_previous_output_and_its_receipt_names_it(prepared, chain, tmp_path):
+    one, two, rows = chain
+    receipt = json.loads(two.with_suffix(".json").read_text())
+    assert receipt["parent"]["sha256"] == sha256_of(one)
+    assert receipt["parent"]["receipt"]["sha256"] == sha256_of(one.with_suffix(".json"))
+    assert receipt["forgotten_before"] == sorted(row["identity"] for row in rows[:2])
+    assert receipt["identities"] == [rows[2]["identity"]]
+    first = json.loads(one.with_suffix(".json").read_text())
+    method = load_prepared(prepared)
+    assert first["parent"] == {
+        "path": str(runs_original(prepared)),
+        "sha256": method.original_sha256,
+        "receipt": None,
+    }
+
+    # The second request started from the first one's output, not from the original model.
+    request = read_request(tmp_path / "second/request.csv", (tmp_path / "second").resolve())
+    images, _ = load_portraits(request, 32)
+    ids = method.identity_ids([row["identity"] for row in request])
+    targets = parse_targets(request, "multilabel", 40, method.reads_targets)
+    method.model.load_state_dict(Classifier.from_checkpoint(one).state_dict())
+    method.forget((images, ids, targets))
+    served = Classifier.from_checkpoint(two).state_dict()
+    assert all(torch.allclose(method.model.state_dict()[k], v, atol=1e-6) for k, v in served.items())
+
+
+def runs_original(prepared: Path) -> Path:
+    return Path(load_prepared(prepared).hparams.pretrain_ckpt).resolve()
+
+
+def test_verify_follows_the_chain_and_names_everyone_forgotten(chain, capsys, tmp_path):
+    one, two, rows = chain
+    assert verify(two) is None
+    out = capsys.readouterr().out
+    assert "chain intact: 2 request(s), 3 people forgotten" in out
+    assert all(row["identity"] in out for row in rows)
+    (tmp_path / "second" / rows[2]["image"]).unlink()  # a deleted portrait is reported, not a break
+    assert verify(two) is None
+    assert "not found, not checked: portrait" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("first receipt", "one.json was altered after"),
+        ("first model", "one.ckpt was altered after"),
+        ("first model gone", "which is not there (nor beside it)"),
+        ("portrait", "differs from the one"),
+    ],
+)
+def test_a_broken_link_fails_verify_and_is_never_served_on(prepared, chain, tmp_path, damage, message):
+    one, two, rows = chain
+    if damage == "first receipt":
+        receipt = json.loads(one.with_suffix(".json").read_text())
+        receipt["identities"] = receipt["identities"][:1]  # someone quietly dropped from the record
+        one.with_suffix(".json").write_text(json.dumps(receipt))
+    elif damage == "first model":
+        with open(one, "ab") as file:
+            file.write(b"\0")
+    elif damage == "first model gone":
+        one.unlink()
+    else:
+        Image.new("RGB", (32, 32)).save(tmp_path / "first" / rows[0]["image"])
+    error = verify(two)
+    assert error is not None and message in error
+    if damage != "portrait":
+        request = write_request(tmp_path, rows[2:])
+        error = forget(prepared, request, "--on", two, "--out", tmp_path / "three.ckpt")
+        assert error is not None and message in error
+        assert not (tmp_path / "three.ckpt").exists() and not (tmp_path / "three.json").exists()
+
+
+def test_models_outside_the_chain_and_people_forgotten_before_are_refused(prepared, runs, chain, tmp_path):
+    one, two, rows = chain
+    out = tmp_path / "three.ckpt"
+    cases = [
+        (write_request(tmp_path, rows[:1]), two, "already forgotten earlier in the chain"),
+        (write_request(tmp_path, rows[:1]), runs[2], "no receipt best.json beside it"),
+        (write_request(tmp_path, rows[:1]), tmp_path / "nowhere.ckpt", "nowhere.ckpt does not exist"),
+    ]
+    jit = tmp_path / "jit.ckpt"
+    assert (
+        forget(
+            method_config(tmp_path),
+            write_request(tmp_path, rows[:1]),
+            "--pretrain-ckpt",
+            runs[1],
+            "--out",
+            jit,
+        )
+        is None
+    )
+    cases.append((write_request(tmp_path, rows[1:2]), jit, "written by a request of another method"))
+    for request, model, message in cases:
+        error = forget(prepared, request, "--on", model, "--out", out)
+        assert error is not None and message in error, error
+        assert not out.exists() and not out.with_suffix(".json").exists()
