@@ -42,9 +42,9 @@ def parent_of(receipt: dict) -> dict:
     return receipt.get("parent") or {**receipt["inputs"]["pretrain_checkpoint"], "receipt": None}
 
 
-def read_link(model: Path) -> Link:
-    """The receipt beside ``model``, checked against it: the model's SHA-256 and the receipt's copy
-    inside the checkpoint."""
+def read_link(model: Path, digest: str) -> Link:
+    """The receipt beside ``model`` (SHA-256 ``digest``), checked against it: the model's hash and the
+    receipt's copy inside the checkpoint."""
     path = receipt_path(model)
     if not path.is_file():
         raise ChainError(
@@ -58,7 +58,7 @@ def read_link(model: Path) -> Link:
             raise TypeError("hashes and identities")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise ChainError(f"{path}: not a one-shui-forget receipt ({err!r})") from None
-    if sha256_of(model) != receipt["output"]["sha256"]:
+    if digest != receipt["output"]["sha256"]:
         raise ChainError(f"{model} was altered after {path.name} was written: its SHA-256 differs")
     try:
         embedded = load_checkpoint(model, mmap=True)[RECORD_KEY].get("unlearned")
@@ -75,13 +75,16 @@ def _signed(receipt: dict) -> dict:
     return {k: v for k, v in receipt.items() if k not in ("output", "seconds")}
 
 
-def chain(model: Path, original_sha256: str) -> list[Link]:
-    """The requests from the original model (SHA-256 ``original_sha256``) to ``model``, oldest first;
-    empty when ``model`` is the original. A model outside such a chain, or a broken link, is refused."""
-    links: list[Link] = []
+def chain(model: Path, original_sha256: str | None = None) -> list[Link]:
+    """The requests from the original model (the first request's parent) to ``model``, oldest first.
+    With ``original_sha256``, the chain must start from that model, and that model itself has no links.
+    A model outside a chain, or a broken link, is refused."""
     digest = sha256_of(model)
-    while digest != original_sha256:
-        link = read_link(model)
+    if digest == original_sha256:
+        return []
+    links: list[Link] = []
+    while True:
+        link = read_link(model, digest)
         links.insert(0, link)
         parent = parent_of(link.receipt)
         model = _find(Path(parent["path"]), model)
@@ -91,13 +94,14 @@ def chain(model: Path, original_sha256: str) -> list[Link]:
                 f"{model} was altered after {link.model} was served on it: its SHA-256 differs from the one "
                 f"{receipt_path(link.model).name} recorded"
             )
-        recorded = parent.get("receipt")
-        if recorded is not None and sha256_of(receipt_path(model)) != recorded["sha256"]:
+        if parent.get("receipt") is None:  # the original model
+            break
+        if sha256_of(receipt_path(model)) != parent["receipt"]["sha256"]:
             raise ChainError(f"{receipt_path(model)} was altered after {link.model} was served on it")
-        if recorded is None and digest != original_sha256:
-            raise ChainError(
-                f"{link.model} was served on {model}, which is not the original model of this method"
-            )
+    if original_sha256 is not None and digest != original_sha256:
+        raise ChainError(
+            f"{links[0].model} was served on {model}, which is not the original model of this method"
+        )
     _same_setting(links)
     return links
 
@@ -132,11 +136,7 @@ def verify(model: Path) -> tuple[list[Link], list[str]]:
     """Follow ``model``'s chain back to the original (the first receipt's parent): every model and
     receipt re-hashed, every portrait found under its request's folder re-hashed. Returns the links and
     the portraits that could not be found (not a break: a request's portraits may be deleted)."""
-    step, parent = model, parent_of(read_link(model).receipt)
-    while parent.get("receipt") is not None:  # back to the first request, served on the original
-        step = _find(Path(parent["path"]), step)
-        parent = parent_of(read_link(step).receipt)
-    links = chain(model, parent["sha256"])
+    links = chain(model)
     missing = []
     for link in links:
         inputs = link.receipt["inputs"]
