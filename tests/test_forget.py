@@ -517,6 +517,15 @@ def test_a_request_is_served_on_the_previous_output_and_its_receipt_names_it(pre
     assert all(torch.allclose(method.model.state_dict()[k], v, atol=1e-6) for k, v in served.items())
 
 
+def test_the_original_named_with_on_is_served_as_without_it(prepared, runs, request_rows, tmp_path):
+    request = write_request(tmp_path, request_rows)
+    for name, on in (("default", []), ("named", ["--on", runs[1]])):
+        assert forget(prepared, request, *on, "--out", tmp_path / f"{name}.ckpt") is None
+    default, named = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("default", "named"))
+    assert named["parent"] == default["parent"] and named["parent"]["receipt"] is None
+    assert named["forgotten_before"] == [] and sha256_of(tmp_path / "named.ckpt") != sha256_of(runs[1])
+
+
 def runs_original(prepared: Path) -> Path:
     return Path(load_prepared(prepared).hparams.pretrain_ckpt).resolve()
 
