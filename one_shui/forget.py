@@ -183,7 +183,8 @@ def forget(args: argparse.Namespace) -> dict:
     request = Path(args.request)
     if not request.is_file():
         raise MissingFileError(f"request {request} does not exist")
-    rows = read_request(request, Path(args.root or request.parent).resolve())
+    root = Path(args.root or request.parent).resolve()
+    rows = read_request(request, root)
     device = serving_device(args.device)
     method = load_method(Path(args.method), args.pretrain_ckpt)
     parent, before = serve_on(method, Path(args.on) if args.on else None)
@@ -222,7 +223,7 @@ def forget(args: argparse.Namespace) -> dict:
                 "sha256": method.original_sha256,
             },
             "request": {"path": str(request), "sha256": sha256_of(request)},
-            "root": str(Path(args.root or request.parent).resolve()),
+            "root": str(root),
             "portraits": [
                 {"image": row["image"], "identity": row["identity"], "sha256": digest}
                 for row, digest in zip(rows, hashes, strict=True)
@@ -278,7 +279,7 @@ def serving_device(name: str | None) -> torch.device:
 def outputs(out: Path) -> tuple[Path, Path]:
     """The checkpoint and its receipt (the same name with .json); refused when either exists, when they
     would be one file, or when a folder on the way is a file."""
-    receipt = out.with_suffix(".json")
+    receipt = receipts.receipt_path(out)
     if receipt == out:
         raise SettingError(
             f"--out {out}: its receipt is written beside it as <name>.json; give the checkpoint another "
@@ -369,5 +370,5 @@ def main(argv: list[str] | None = None) -> None:
     receipt = exit_on_user_error("one-shui-forget", lambda: forget(args))
     print(
         f"forgot {len(receipt['identities'])} identities in {receipt['seconds']['forget']:.3f} s: "
-        f"{receipt['output']['path']} (receipt {Path(receipt['output']['path']).with_suffix('.json')})"
+        f"{receipt['output']['path']} (receipt {receipts.receipt_path(Path(receipt['output']['path']))})"
     )
