@@ -67,6 +67,17 @@ class OneShuiCLI(LightningCLI):
         if self.layout_defaults:
             _fill_from_layout(config, self.config.get("subcommand"))
 
+    def _parse_ckpt_path(self) -> None:
+        """Lightning puts the options a checkpoint was saved with over the command line's; those of a
+        method's run (:attr:`UnlearningMethod.run_options`) stay the command line's, so a test of a prepared
+        method against another retrain, or served on another model, is what it says."""
+        model = self._subcommand_config().get("model")
+        method = model is not None and _is_method(model.class_path)
+        given = {key: model.init_args.get(key) for key in UnlearningMethod.run_options} if method else {}
+        super()._parse_ckpt_path()
+        for key, value in given.items():
+            self._subcommand_config().model.init_args[key] = value
+
     def before_instantiate_classes(self) -> None:
         config = self._subcommand_config()
         if config.get("weights_only") is None and self.subcommand is not None:
@@ -106,6 +117,11 @@ def _resumable(last: Path) -> bool:
 def _is_identity_data(config) -> bool:
     data = config.get("data")
     return data is not None and issubclass(_class(data.class_path), IdentityDataModule)
+
+
+def _is_method(path: str) -> bool:
+    cls = _class(path)
+    return isinstance(cls, type) and issubclass(cls, UnlearningMethod)
 
 
 def _class(path: str) -> type:

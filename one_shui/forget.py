@@ -21,6 +21,11 @@ default it is served on the original model). Each receipt names its parent, the 
 with that model's receipt, so the receipts chain back to the original model; ``one-shui-verify`` checks a
 chain. A model outside this method's chain, and a request naming someone forgotten earlier in the chain,
 are refused.
+
+A guard stops a destructive step: the model is scored on the method's check set (VAL images no request
+touches; a prepared method carries it, a method given by its config draws it from ``--data``) before and
+after the request, and a drop of more than ``--max-drop`` points refuses to write, unless ``--force``. The
+figures go into the receipt.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import argparse
 import csv
 import hashlib
 import json
+import math
 import os
 import time
 from datetime import datetime, timezone
@@ -36,9 +42,9 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, layout, receipts
+from . import __version__, guard, layout, receipts
 from .atomic import publish
-from .checkpoints import RECORD_KEY, load_checkpoint, sha256_of
+from .checkpoints import load_checkpoint, sha256_of
 from .data.datamodule import build_transform
 from .data.images import ImageError, read_rgb
 from .errors import (
@@ -138,21 +144,6 @@ def parse_targets(rows: list[dict[str, str]], task: str, num_classes: int, neede
     return torch.tensor(targets, dtype=torch.float32 if task == "multilabel" else torch.long)
 
 
-def unlearned_checkpoint(method: UnlearningMethod, receipt: dict) -> dict:
-    """The original model's checkpoint with the unlearned weights, its record naming the request."""
-    original = load_checkpoint(method.hparams.pretrain_ckpt, mmap=True)
-    record = {**original[RECORD_KEY], "unlearned": receipt}
-    keep = (
-        "epoch",
-        "global_step",
-        "pytorch-lightning_version",
-        "hyper_parameters",
-        "datamodule_hyper_parameters",
-    )
-    checkpoint = {key: original[key] for key in keep if key in original}
-    return {**checkpoint, "state_dict": method.model.state_dict(), RECORD_KEY: record}
-
-
 def is_config(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in (".yaml", ".yml")
 
@@ -180,6 +171,8 @@ def load_method(path: Path, pretrain_ckpt: str | None) -> UnlearningMethod:
 def forget(args: argparse.Namespace) -> dict:
     """Serve the request; returns the receipt (also written beside the output)."""
     start = time.perf_counter()
+    if not (math.isfinite(args.max_drop) and args.max_drop >= 0):
+        raise SettingError(f"--max-drop {args.max_drop}: give a number of points, at least 0")
     request = Path(args.request)
     if not request.is_file():
         raise MissingFileError(f"request {request} does not exist")
@@ -188,6 +181,7 @@ def forget(args: argparse.Namespace) -> dict:
     device = serving_device(args.device)
     method = load_method(Path(args.method), args.pretrain_ckpt)
     parent, before = serve_on(method, Path(args.on) if args.on else None)
+    check = guard.check_set_of(method, args.data, args.method, is_config(args.method))
     out, receipt_path = outputs(Path(args.out) if args.out else default_out(method, request))
     hp = method.model.hparams
     identities = method.identity_ids([row["identity"] for row in rows])
@@ -200,10 +194,13 @@ def forget(args: argparse.Namespace) -> dict:
     targets = parse_targets(rows, hp.task, hp.num_classes, method.reads_targets)
     images, hashes = load_portraits(rows, hp.image_size)
     method.to(device)
+    method.check_set = check[0]
+    score_before = method.check_score()
     step = time.perf_counter()
     method.forget((images.to(device), identities.to(device), targets.to(device)))
     seconds = time.perf_counter() - step
     require_finite(method)
+    verdict = guard.judge(method, check, score_before, method.check_score(), args.max_drop, args.force)
     receipt = {
         "identities": sorted({method.identities[i] for i in identities.tolist()}),  # as trained
         "method": method.class_path(),
@@ -213,6 +210,7 @@ def forget(args: argparse.Namespace) -> dict:
         "device": str(device),
         "parent": parent,
         "forgotten_before": before,
+        "guard": verdict,
         "inputs": {
             ("method_config" if is_config(args.method) else "method_checkpoint"): {
                 "path": str(args.method),
@@ -323,7 +321,7 @@ def _write(method: UnlearningMethod, receipt: dict, out: Path, receipt_path: Pat
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         try:
-            torch.save(unlearned_checkpoint(method, receipt), tmp)
+            torch.save(method.unlearned_checkpoint({"unlearned": receipt}), tmp)
         except RuntimeError as err:  # how torch's writer reports a full disk
             raise StorageError(
                 f"cannot write {out}: {err}; free some space or choose another --out"
@@ -364,6 +362,22 @@ def main(argv: list[str] | None = None) -> None:
         "--on",
         help="the deployed model to serve the request on: the original model (the default) or the last "
         "model of its chain of requests (an earlier --out, its receipt beside it)",
+    )
+    parser.add_argument(
+        "--data",
+        help="for a method given by its config: the data config of the model (the check set of the guard is "
+        "drawn from its VAL); a prepared method carries its own",
+    )
+    parser.add_argument(
+        "--max-drop",
+        type=float,
+        default=guard.MAX_DROP,
+        help="the guard: refuse to write when the unlearned model loses more than this many points of the "
+        "metric (mAP or accuracy x100) on the check set, against the model it was served on (default: "
+        "%(default)s)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="write the unlearned model even when the guard refuses it"
     )
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when there is one)")
     args = parser.parse_args(argv)

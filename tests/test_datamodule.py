@@ -8,6 +8,7 @@ from helpers import quiet_trainer
 from PIL import Image
 
 from one_shui.data import audit, images
+from one_shui.data.check_set import CheckSet, CheckSetError, take_check_set
 from one_shui.data.datamodule import TEST_POOLS, IdentityDataModule, RequestBatch
 from one_shui.data.images import ImageError
 from one_shui.data.sources import DataWarning
@@ -248,3 +249,31 @@ def test_the_content_fingerprint_follows_the_labels_and_the_image_bytes(tmp_path
 def test_sizes_out_of_range_are_one_setting_error(tmp_path, option, value):
     with pytest.raises(SettingError, match=f"data.init_args.{option} must be"):
         make(tmp_path, **{option: value})
+
+
+def test_the_check_set_is_a_fixed_sample_of_val_read_as_tested(tmp_path):
+    data = make(tmp_path)
+    check = take_check_set(data, 5)
+    assert len(check) == 5 and check.images.dtype == torch.uint8
+    assert torch.equal(take_check_set(make(tmp_path), 5).images, check.images)  # the same for every run
+    val = list(data.images("val"))
+    for image, target in zip(
+        check.inputs(), check.targets, strict=True
+    ):  # VAL as the test transform reads it
+        assert any(torch.allclose(x, image, atol=1e-6) and torch.equal(t, target) for x, _, t in val)
+    assert len(take_check_set(data, 10_000)) == len(data.rows["val"])  # all of VAL when it has fewer
+    assert CheckSet.from_record(check.to_record(), 16, "x").sha256 == check.sha256
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        None,
+        {"images": torch.zeros(2, 3, 16, 16), "targets": torch.zeros(2, 40)},
+        {"images": torch.zeros(2, 3, 8, 8, dtype=torch.uint8), "targets": torch.zeros(2, 40)},
+    ],
+    ids=["missing", "float", "other size"],
+)
+def test_a_damaged_check_set_is_refused(record):
+    with pytest.raises(CheckSetError, match="its check set is damaged"):
+        CheckSet.from_record(record, 16, "method.ckpt")

@@ -15,15 +15,17 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import meta_data
+from conftest import TINY_SPEC, meta_data
 from PIL import Image
 from test_cli import CONFIGS
 
 from one_shui.checkpoints import load_checkpoint, sha256_of
+from one_shui.data.check_set import take_check_set
 from one_shui.forget import load_portraits, main, parse_targets, read_request
 from one_shui.methods.classifier import Classifier
 from one_shui.methods.jit import JiT
 from one_shui.methods.loading import load_prepared
+from one_shui.methods.meta_unlearn import MetaUnlearn
 from one_shui.receipts import main as verify_main
 
 
@@ -165,15 +167,15 @@ def test_a_request_without_the_columns_the_method_reads_is_refused(prepared, req
 
 
 def test_targets_are_required_exactly_when_the_method_declares_it_reads_them(
-    runs, request_rows, tmp_path, monkeypatch
+    original, request_rows, tmp_path, monkeypatch
 ):
     """JiT declares it reads no targets, so it serves a request without them; the same method declaring
     it reads them is refused that request instead of being served zeros."""
     request = write_request(tmp_path, request_rows, columns=("image", "identity"))
-    config, pretrain = method_config(tmp_path), runs[1]
-    assert forget(config, request, "--pretrain-ckpt", pretrain, "--out", tmp_path / "a.ckpt") is None
+    config = method_config(tmp_path)
+    assert forget(config, request, *original, "--out", tmp_path / "a.ckpt") is None
     monkeypatch.setattr(JiT, "reads_targets", True)
-    error = forget(config, request, "--pretrain-ckpt", pretrain, "--out", tmp_path / "b.ckpt")
+    error = forget(config, request, *original, "--out", tmp_path / "b.ckpt")
     assert error is not None and "reads the targets" in error
     assert not (tmp_path / "b.ckpt").exists()
 
@@ -218,6 +220,19 @@ def test_an_existing_output_is_never_overwritten(prepared, request_rows, tmp_pat
     assert out.read_text() == "keep me"
 
 
+@pytest.fixture
+def original(runs, tmp_path) -> list[str]:
+    """The arguments that give a method served from its config the original model and the data config
+    (of the tiny runs) that its check set is drawn from."""
+    init_args = dict(meta_data(runs[0]).hparams) | {"synthetic": dataclasses.asdict(TINY_SPEC)}
+    init_args = {k: v for k, v in init_args.items() if k not in ("split_file", "train_pool")}
+    config = tmp_path / "data.yaml"
+    config.write_text(
+        yaml.safe_dump({"data": {"class_path": "one_shui.data.IdentityDataModule", "init_args": init_args}})
+    )
+    return ["--pretrain-ckpt", str(runs[1]), "--data", str(config)]
+
+
 def method_config(tmp_path: Path, name: str = "jit", **options) -> Path:
     """The config of method ``name``, with ``options`` set in its model section."""
     config = yaml.safe_load((CONFIGS / "methods" / f"{name}.yaml").read_text())
@@ -227,19 +242,22 @@ def method_config(tmp_path: Path, name: str = "jit", **options) -> Path:
     return path
 
 
-def test_a_method_with_nothing_to_prepare_serves_from_its_config(runs, request_rows, tmp_path):
+def test_a_method_with_nothing_to_prepare_serves_from_its_config(runs, original, request_rows, tmp_path):
     _, pretrain, _ = runs
     request = write_request(tmp_path, request_rows)
-    original = Classifier.from_checkpoint(pretrain).state_dict()
+    weights = Classifier.from_checkpoint(pretrain).state_dict()
     for lr, moved in ((0.01, True), (0.0, False)):  # the config's options are the ones used
         config, out = method_config(tmp_path, lr=lr), tmp_path / f"lr{lr}.ckpt"
-        assert forget(config, request, "--pretrain-ckpt", pretrain, "--out", out) is None
+        assert forget(config, request, *original, "--out", out) is None
         receipt = json.loads(out.with_suffix(".json").read_text())
         assert receipt["method"] == "one_shui.methods.jit.JiT"
         assert receipt["inputs"]["method_config"]["sha256"] == sha256_of(config)
         assert receipt["inputs"]["pretrain_checkpoint"]["sha256"] == sha256_of(pretrain)
         unlearned = Classifier.from_checkpoint(out).state_dict()
-        assert any(not torch.equal(original[k], v) for k, v in unlearned.items()) == moved
+        assert any(not torch.equal(weights[k], v) for k, v in unlearned.items()) == moved
+        guard = receipt["guard"]  # the check set drawn from the VAL of the data config
+        assert guard["check_set"]["source"] == original[-1] and guard["check_set"]["images"] > 0
+        assert (guard["before"] == guard["after"]) == (not moved) and guard["passed"] and not guard["forced"]
 
 
 @pytest.mark.parametrize(
@@ -300,17 +318,15 @@ def test_a_run_never_overwrites_an_output_that_another_run_wrote_meanwhile(
 ):
     """Two runs on one --out both pass the check at their start; the one that writes second must fail
     and keep the first one's files."""
-    import one_shui.forget as forget_module
-
     out = tmp_path / "u.ckpt"
-    real = forget_module.unlearned_checkpoint
+    real = MetaUnlearn.unlearned_checkpoint
 
-    def the_other_run_writes_first(method, receipt):
+    def the_other_run_writes_first(method, record):
         out.write_text("the other run's model")
         out.with_suffix(".json").write_text("the other run's receipt")
-        return real(method, receipt)
+        return real(method, record)
 
-    monkeypatch.setattr(forget_module, "unlearned_checkpoint", the_other_run_writes_first)
+    monkeypatch.setattr(MetaUnlearn, "unlearned_checkpoint", the_other_run_writes_first)
     error = forget(prepared, write_request(tmp_path, request_rows), "--out", out)
     assert error is not None and "written meanwhile by another run" in error
     assert out.read_text() == "the other run's model"
@@ -337,7 +353,7 @@ def test_a_model_with_nan_or_infinite_weights_is_never_written(prepared, runs, r
     assert not (tmp_path / "u.ckpt").exists() and not (tmp_path / "v.ckpt").exists()
 
 
-def test_high_bit_depth_and_float_portraits_are_read_as_what_they_show(runs, request_rows, tmp_path):
+def test_high_bit_depth_and_float_portraits_are_read_as_what_they_show(original, request_rows, tmp_path):
     """A portrait saved as 16-bit PNG or float TIFF serves the same request as its 8-bit version."""
     rows = [dict(row) for row in request_rows]
     with Image.open(tmp_path / rows[0]["image"]) as image:
@@ -351,7 +367,7 @@ def test_high_bit_depth_and_float_portraits_are_read_as_what_they_show(runs, req
         out = tmp_path / f"{name}.ckpt"
         request = write_request(tmp_path, rows)
         torch.manual_seed(0)  # JiT's noise
-        assert forget(config, request, "--pretrain-ckpt", runs[1], "--out", out, "--device", "cpu") is None
+        assert forget(config, request, *original, "--out", out, "--device", "cpu") is None
         models[name] = Classifier.from_checkpoint(out).state_dict()
     for name in ("grey16.png", "grey.tiff"):
         assert all(torch.equal(models["grey8.png"][k], v) for k, v in models[name].items()), name
@@ -572,7 +588,9 @@ def test_a_broken_link_fails_verify_and_is_never_served_on(prepared, chain, tmp_
         assert not (tmp_path / "three.ckpt").exists() and not (tmp_path / "three.json").exists()
 
 
-def test_models_outside_the_chain_and_people_forgotten_before_are_refused(prepared, runs, chain, tmp_path):
+def test_models_outside_the_chain_and_people_forgotten_before_are_refused(
+    prepared, runs, original, chain, tmp_path
+):
     one, two, rows = chain
     out = tmp_path / "three.ckpt"
     cases = [
@@ -581,19 +599,83 @@ def test_models_outside_the_chain_and_people_forgotten_before_are_refused(prepar
         (write_request(tmp_path, rows[:1]), tmp_path / "nowhere.ckpt", "nowhere.ckpt does not exist"),
     ]
     jit = tmp_path / "jit.ckpt"
-    assert (
-        forget(
-            method_config(tmp_path),
-            write_request(tmp_path, rows[:1]),
-            "--pretrain-ckpt",
-            runs[1],
-            "--out",
-            jit,
-        )
-        is None
-    )
+    assert forget(method_config(tmp_path), write_request(tmp_path, rows[:1]), *original, "--out", jit) is None
     cases.append((write_request(tmp_path, rows[1:2]), jit, "written by a request of another method"))
     for request, model, message in cases:
         error = forget(prepared, request, "--on", model, "--out", out)
         assert error is not None and message in error, error
         assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+def ruin(method, support) -> None:
+    """A destructive step: the head's ranking of every attribute turned upside down."""
+    with torch.no_grad():
+        for param in method.model.network.get_classifier().parameters():
+            param.neg_()
+
+
+def test_the_guard_refuses_a_destructive_step_unless_forced(prepared, request_rows, tmp_path, monkeypatch):
+    request, out = write_request(tmp_path, request_rows), tmp_path / "u.ckpt"
+    monkeypatch.setattr(MetaUnlearn, "forget", ruin)
+    error = forget(prepared, request, "--out", out, "--max-drop", "1")  # the tiny model is near chance
+    assert error is not None and "refused by the guard" in error and "--force" in error, error
+    assert nothing_written(tmp_path)
+    for flags, passed in ((["--max-drop", "1", "--force"], False), (["--max-drop", "100"], True)):
+        out = tmp_path / f"{flags[-1]}.ckpt"
+        assert forget(prepared, request, "--out", out, *flags) is None
+        guard = json.loads(out.with_suffix(".json").read_text())["guard"]
+        assert guard["passed"] == passed and guard["forced"] == ("--force" in flags)
+        assert (
+            guard["drop"] == pytest.approx(guard["before"] - guard["after"], abs=1e-3) and guard["drop"] > 0
+        )
+        assert guard["check_set"]["source"] == "the prepared checkpoint" and guard["metric"] == "mAP"
+
+
+def test_the_prepared_method_carries_its_check_set(prepared, runs):
+    carried = load_prepared(prepared).check_set
+    assert carried is not None
+    assert torch.equal(carried.images, take_check_set(meta_data(runs[0]), len(carried)).images)
+
+
+@pytest.mark.parametrize("flags", [[], ["--force"]], ids=["unforced", "forced"])
+def test_without_a_check_set_nothing_is_served_even_forced(prepared, request_rows, tmp_path, flags):
+    old = load_checkpoint(prepared)
+    del old["check_set"]  # prepared before methods carried one
+    torch.save(old, tmp_path / "old.ckpt")
+    error = forget(
+        tmp_path / "old.ckpt", write_request(tmp_path, request_rows), "--out", tmp_path / "u.ckpt", *flags
+    )
+    assert error is not None and "no check set" in error and "prepare the method again" in error
+    assert not (tmp_path / "u.ckpt").exists() and not (tmp_path / "u.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--max-drop", "-1"], "--max-drop -1.0: give a number of points"),
+        (["--max-drop", "nan"], "--max-drop nan"),
+        (["--data", "configs/data/synthetic.yaml"], "carries its own check set"),
+    ],
+)
+def test_guard_options_that_cannot_work_are_refused(prepared, request_rows, tmp_path, flags, message):
+    error = forget(prepared, write_request(tmp_path, request_rows), "--out", tmp_path / "u.ckpt", *flags)
+    assert error is not None and message in error, error
+    assert nothing_written(tmp_path)
+
+
+def test_a_method_from_its_config_needs_the_data_of_its_check_set(runs, original, request_rows, tmp_path):
+    request, out = write_request(tmp_path, request_rows), tmp_path / "u.ckpt"
+    error = forget(method_config(tmp_path), request, "--pretrain-ckpt", runs[1], "--out", out)
+    assert error is not None and "give the data config of the model (--data" in error
+    error = forget(
+        method_config(tmp_path),
+        request,
+        "--pretrain-ckpt",
+        runs[1],
+        "--data",
+        tmp_path / "no.yaml",
+        "--out",
+        out,
+    )
+    assert error is not None and "no.yaml does not exist" in error
+    assert nothing_written(tmp_path)

@@ -105,6 +105,21 @@ def test_the_prepared_method_is_meta_unlearn_through_the_cli_and_tests_from_its_
     assert 0 <= cli.model.results["tow"] <= 100 and cli.model.results["reads"] == "support"
 
 
+def test_a_test_keeps_its_own_run_options_over_those_the_method_was_prepared_with(prepared, runs):
+    """Lightning puts a checkpoint's options over the command line's: not the options of a run (which
+    retrain, which MIA), or a test against another retrain would silently score against the first."""
+    root, pretrain, _ = runs
+    run = ["--model.init_args.mia=published", f"--model.init_args.retrain_ckpt={pretrain}"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        cli = OneShuiCLI(
+            ["test", *on_data(META_UNLEARN), *method_args(root, "mu"), *run, f"--ckpt_path={prepared}"]
+        )
+    hparams = cli.model.hparams
+    assert (hparams.mia, hparams.retrain_ckpt) == ("published", str(pretrain))
+    assert hparams.hidden == 32  # what the preparation was fitted with, from its checkpoint
+
+
 def test_no_unlearning_is_the_pretrain_row_and_the_retrained_model_scores_tow_100(runs):
     root, _, retrain = runs
     config = on_data(CONFIGS / "methods" / "no_unlearning.yaml")

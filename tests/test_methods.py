@@ -174,6 +174,7 @@ def test_every_method_config_fits_and_tests_on_the_synthetic_data(config, runs, 
     results = fit_and_test(config, [*on_data(config), *method_args(root, config.stem)])
     assert 0 <= results["tow"] <= 100 and 0 <= results["mia_auc"] <= 1
     assert results["forget_seconds"] > 0
+    assert 0 <= results["check/after"] <= 100 and 0 <= results["check/before"] <= 100  # the guard's figures
 
 
 @pytest.mark.slow

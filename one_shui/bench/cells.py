@@ -51,6 +51,7 @@ SILENCED = (
     ".*no `validation_step`. Skipping val loop",  # a method's fit
     r"Found \d+ module\(s\) in eval mode",  # the frozen original model
     "No positive samples found in target",  # an attribute nobody among a few people has
+    "The dirpath has changed from",  # a request of the sequential bench tested from the preparation of k = 1
 )
 
 
@@ -64,22 +65,33 @@ class Cell:
     label: str  # the stage ("pretrain", "retrain") or the row's label
     config: str
     args: tuple[str, ...] = ()  # the method's own `one-shui` arguments
+    request: int = (
+        0  # in the sequential bench, the request k it is at (1 to K); 0 in the bench of one request
+    )
 
     @property
     def name(self) -> str:
         suffix = " (reference)" if self.kind == "reference" else ""
-        return f"{self.label}{suffix}, seed {self.seed}"
+        at = f", request {self.request}" if self.request else ""
+        return f"{self.label}{suffix}, seed {self.seed}{at}"
 
     @property
     def tag(self) -> str:
-        """The label, marked ``@retrain`` for a reference: its W&B run's name and, as a file name, its
-        folder's."""
-        return f"{self.label}@retrain" if self.kind == "reference" else self.label
+        """The label, marked ``@retrain`` for a reference and ``@k<request>`` at a request of the sequential
+        bench: its W&B run's name and, as a file name, its folder's."""
+        tag = f"{self.label}@retrain" if self.kind == "reference" else self.label
+        return f"{tag}@k{self.request}" if self.request else tag
 
     @property
     def wandb_run(self) -> dict:
         """The name, job type and config of the cell's W&B run."""
-        config = {"seed": self.seed, "cell": self.label, "kind": self.kind, "config": self.config}
+        config = {
+            "seed": self.seed,
+            "cell": self.label,
+            "kind": self.kind,
+            "config": self.config,
+            "request": self.request,
+        }
         job_type = self.label if self.kind == "stage" else self.kind  # pretrain, retrain, row or reference
         return {
             "name": f"{self.tag}/seed{self.seed}",
@@ -104,6 +116,14 @@ def plan(bench: Bench) -> list[Cell]:
                 for kind in ("row", "reference")
             ]
     return cells
+
+
+def retrain_on(pretrain: Path) -> list[str]:
+    """The data arguments of a retrain: the retain pool of its pretrain's split."""
+    return [
+        "--data.init_args.train_pool=retain",
+        f"--data.init_args.split_file={pretrain.with_name(layout.SPLIT)}",
+    ]
 
 
 def run_cli(subcommand: str, args: list[str]) -> tuple[OneShuiCLI, float]:
@@ -169,6 +189,10 @@ class Runner:
     def record(self, seed: int, kind: str, label: str) -> dict:
         return self.records[(seed, kind, label)]
 
+    def key(self, cell: Cell) -> tuple:
+        """What :attr:`records` keeps the cell's record under."""
+        return (cell.seed, cell.kind, cell.label)
+
     def run(self, cell: Cell) -> dict:
         """The cell's record: read from its folder when it is done and whole, else made by running it,
         under the cell's lock (a second bench on the same cell waits for it, then reuses it)."""
@@ -177,14 +201,14 @@ class Runner:
         split = None if first else self.record(cell.seed, "stage", layout.PRETRAIN)["split"]
         key = digest(args, configs, split, self.content)
         name, cells = f"{cell.slug}-{key[:12]}", Path(self.bench.out) / "cells"
-        folder = layout.run_dir(self.dataset, self.bench.request_size, cell.seed, name, cells)
+        folder = layout.run_dir(self.dataset, self.bench.split_size, cell.seed, name, cells)
         with held(folder / LOCK, busy=lambda: say(f"{cell.name}: another bench runs it; waiting")):
             record = reusable(cell, folder)
             if record is None:
                 record = self._execute(cell, [*args, f"--trainer.default_root_dir={folder}"], folder)
                 record.update(key=key, seed=cell.seed, kind=cell.kind, label=cell.label, original=original)
                 write_text_atomic(folder / RECORD, json.dumps(record))
-        self.records[(cell.seed, cell.kind, cell.label)] = record
+        self.records[self.key(cell)] = record
         return record
 
     def attacks(self) -> dict[tuple[str, int], RMIAResult]:
@@ -212,20 +236,12 @@ class Runner:
         """The cell's `one-shui` arguments (without its folder), the configs they read, and the stage
         whose model the cell starts from."""
         bench, seed = self.bench, cell.seed
-        configs = [*bench.trainer, bench.data, cell.config]
-        args = [arg for path in configs for arg in ("--config", path)] + QUIET
-        args += [f"--seed_everything={seed}", f"--data.init_args.seed={seed}"]
-        args += [f"--data.init_args.request_size={bench.request_size}", *bench.args]
+        args, configs = self._common(cell)
         if cell.label == layout.PRETRAIN:
             return args, configs, None
         pretrain = Path(self.record(seed, "stage", layout.PRETRAIN)["checkpoint"])
         if cell.kind == "stage":
-            split = pretrain.with_name(layout.SPLIT)
-            return (
-                [*args, "--data.init_args.train_pool=retain", f"--data.init_args.split_file={split}"],
-                configs,
-                None,
-            )
+            return [*args, *retrain_on(pretrain)], configs, None
         retrain = self.record(seed, "stage", layout.RETRAIN)["checkpoint"]
         original = layout.RETRAIN if cell.kind == "reference" or cell.label == "Retrain" else layout.PRETRAIN
         args += [
@@ -236,6 +252,19 @@ class Runner:
             *(() if cell.label in ORIGINAL else (*bench.method_args, *cell.args)),
         ]
         return args, configs, original
+
+    def _common(self, cell: Cell) -> tuple[list[str], list[str]]:
+        """The `one-shui` arguments of every cell (configs, seed, the data's request) and the configs read."""
+        bench = self.bench
+        configs = [*bench.trainer, bench.data, cell.config]
+        args = [arg for path in configs for arg in ("--config", path)] + QUIET
+        args += [f"--seed_everything={cell.seed}", f"--data.init_args.seed={cell.seed}"]
+        args.append(f"--data.init_args.request_size={bench.split_size}")
+        if bench.requests > 1:
+            args.append(f"--data.init_args.requests={bench.requests}")
+        if cell.request:
+            args.append(f"--data.init_args.request={cell.request}")
+        return [*args, *bench.args], configs
 
     def _stage(self, args: list[str], folder: Path) -> dict:
         _, seconds = run_cli("fit", [*args, "--ckpt_path=last"])
@@ -248,12 +277,24 @@ class Runner:
         }
 
     def _row(self, cell: Cell, args: list[str], folder: Path) -> dict:
-        seconds, resume = {}, []
-        if config_method(cell.config).train_pool is not None:
-            _, seconds["fit"] = run_cli("fit", [*args, "--ckpt_path=last"])
-            resume = [f"--ckpt_path={layout.checkpoint_dir(folder) / layout.LAST}"]
+        seconds: dict[str, float] = {}
+        prepared = self._prepare(cell, args, folder, seconds)
+        resume = [f"--ckpt_path={prepared}"] if prepared else []
         cli, seconds["test"] = run_cli("test", [*args, *resume, "--verbose=false"])
-        method = cli.model
+        record = self._row_record(cell, cli.model, seconds, folder)
+        return {**record, "prepared": str(prepared) if prepared else None}
+
+    def _prepare(self, cell: Cell, args: list[str], folder: Path, seconds: dict[str, float]) -> Path | None:
+        """The prepared method's checkpoint, fitted in the cell's folder; None for a method with nothing to
+        prepare."""
+        if config_method(cell.config).train_pool is None:
+            return None
+        _, seconds["fit"] = run_cli("fit", [*args, "--ckpt_path=last"])
+        return layout.checkpoint_dir(folder) / layout.LAST
+
+    def _row_record(self, cell: Cell, method, seconds: dict[str, float], folder: Path) -> dict:
+        """What a row's test gives: its metrics (the check set's scores before and after forget among
+        them), the per-identity forget metric, the MIA's curve and RMIA's probabilities."""
         results, metric, evaluation = method.results, method.evaluation.metric, method.evaluation
         seconds["forget"] = results["forget_seconds"]
         prefix = f"forget/{metric}/"
@@ -268,6 +309,9 @@ class Runner:
                 **{
                     key: results[key] for key in ("tow", "mia_auc", "mia_forget_non_member") if key in results
                 },
+                "request": results.get(f"request/{metric}"),  # the forget utility of the request served
+                "check_before": results.get("check/before"),  # the guard's figures
+                "check_after": results.get("check/after"),
             },
             "seconds": seconds,
             "identities": {k.removeprefix(prefix): v for k, v in results.items() if k.startswith(prefix)},

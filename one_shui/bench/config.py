@@ -67,7 +67,10 @@ class Bench:
         train: the training recipe (``configs/train/...``) of the pretrain and, on D_r only, the retrain.
         methods: the methods' rows, 1-SHUI and full-data alike (the table sorts them by what they read).
         evaluate: the config that tests a model as it is (NoUnlearning): the Pretrain and Retrain rows.
-        request_size: N, the number of people in the forget request.
+        request_size: N, the number of people in the forget request (in each, with ``requests``).
+        requests: K; above 1, the sequential bench: K requests of N people each, served one after another,
+            each on the model the one before wrote (one split of K x N forget people, cut in its order),
+            the table by request against a model retrained without everyone forgotten so far.
         seeds: one split, pretrain and retrain per seed.
         trainer: configs stacked in front of every run (e.g. ``configs/trainer/gpu.yaml``).
         args: `one-shui` arguments added to every run, e.g. ``--data.init_args.root=/datasets``.
@@ -88,6 +91,7 @@ class Bench:
     methods: list[Method]
     evaluate: str = "configs/methods/no_unlearning.yaml"
     request_size: int = 20
+    requests: int = 1
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     trainer: list[str] = field(default_factory=list)
     args: list[str] = field(default_factory=list)
@@ -100,6 +104,11 @@ class Bench:
     @property
     def folder(self) -> Path:
         return Path(self.out) / self.name
+
+    @property
+    def split_size(self) -> int:
+        """The split's request size: everyone the bench forgets, over all its requests."""
+        return self.request_size * self.requests
 
 
 def parser() -> ArgumentParser:
@@ -151,6 +160,11 @@ def check(bench: Bench) -> Bench:
     for key, path in configs.items():
         if not Path(path).is_file():
             raise BenchConfigError(f"bench {bench.name}: {key} config {path} does not exist")
+    if bench.request_size < 1 or bench.requests < 1:
+        raise BenchConfigError(
+            f"bench {bench.name}: request_size and requests must be at least 1 (got {bench.request_size} "
+            f"and {bench.requests})"
+        )
     if not bench.seeds or len(set(bench.seeds)) != len(bench.seeds):
         raise BenchConfigError(
             f"bench {bench.name}: seeds must be distinct and at least one (got {bench.seeds})"
@@ -163,6 +177,13 @@ def check(bench: Bench) -> Bench:
             raise BenchConfigError(
                 f"bench {bench.name}, method {method.label or method.config}: {err}"
             ) from None
+        beyond = [pool for pool in runs.reads if pool != "support"]
+        if bench.requests > 1 and beyond:
+            raise BenchConfigError(
+                f"bench {bench.name}, method {method.label or method.config}: {runs.__name__} reads the full "
+                f"{' and '.join(beyond)} sets, which requests do not bring: it cannot serve requests one "
+                "after another"
+            )
         methods.append(replace(method, label=method.label or runs.__name__))
     labels = [method.label for method in methods]
     repeated = {label for label in labels if labels.count(label) > 1 or label in ORIGINAL}

@@ -93,3 +93,32 @@ def forget_request(identity: str, portrait: Path, photos: Sequence[Path], path: 
         f"identity {identity}: the portrait of the request, then the photos to forget", fontsize=8
     )
     return save(figure, path)
+
+
+def by_request(
+    table: Mapping[tuple[str, int], Mapping[str, tuple[float, float]]], metric: str, path: Path
+) -> Path:
+    """ToW, retain and forget (everyone forgotten so far) of every row after each request k, mean with the
+    standard deviation over seeds as error bars."""
+    panels = {
+        "tow": "ToW (100 = retrained)",
+        "retain": f"retain {metric}",
+        "forget": f"forget {metric} (all so far)",
+    }
+    labels = list(dict.fromkeys(label for label, _ in table))
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    for axis, (key, title) in zip(axes[0], panels.items(), strict=True):
+        for label in labels:
+            points = sorted(
+                (k, values[key]) for (name, k), values in table.items() if name == label and key in values
+            )
+            if points:
+                ks, stats = zip(*points, strict=True)
+                axis.errorbar(
+                    ks, [m for m, _ in stats], yerr=[s for _, s in stats], label=label, capsize=3, marker="o"
+                )
+        axis.set_xlabel("request k")
+        axis.set_ylabel(title)
+        axis.set_xticks(sorted({k for _, k in table}))
+    axes[0][-1].legend(fontsize="small", loc="best")
+    return save(figure, path)

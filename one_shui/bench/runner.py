@@ -20,7 +20,7 @@ from .. import layout
 from ..atomic import write_text_atomic
 from ..data.splits import Split, images_by_identity
 from ..errors import UserError, exit_on_user_error, user_error
-from . import plots, report
+from . import plots, report, sequential
 from .cells import Runner, plan
 from .config import Bench, parse
 from .tracking import Tracker
@@ -29,8 +29,9 @@ from .tracking import Tracker
 def run_bench(bench: Bench) -> Path:
     """Run (or reuse) every cell, then write the results; returns the results.md path."""
     tracker = Tracker(bench)
-    runner = Runner(bench, tracker)
-    cells = plan(bench)
+    sequential_bench = bench.requests > 1
+    runner = (sequential.SequentialRunner if sequential_bench else Runner)(bench, tracker)
+    cells = (sequential.plan if sequential_bench else plan)(bench)
     quiet = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
     levels = [logger.level for logger in quiet]
     for logger in quiet:
@@ -49,7 +50,7 @@ def run_bench(bench: Bench) -> Path:
     finally:
         for logger, level in zip(quiet, levels, strict=True):
             logger.setLevel(level)
-    return write_results(bench, runner, tracker)
+    return (sequential.write_results if sequential_bench else write_results)(bench, runner, tracker)
 
 
 def write_results(bench: Bench, runner: Runner, tracker: Tracker) -> Path:

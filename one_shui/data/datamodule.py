@@ -21,7 +21,14 @@ from ..errors import SettingError, at_least, at_most, positive
 from .audit import AuditReport, OnDuplicates, apply_duplicate_policy, audit_images
 from .images import read_rgb
 from .sources import Table, read_table
-from .splits import SimulatedRequest, Split, SplitMismatchError, make_split, pools, simulated_requests
+from .splits import (
+    SimulatedRequest,
+    Split,
+    SplitMismatchError,
+    make_split,
+    sequential_pools,
+    simulated_requests,
+)
 from .synthetic import SyntheticSpec, write_synthetic
 
 POOLS = ("train", "retain", "forget", "support", "val", "test")  # every pool the datamodule serves
@@ -101,6 +108,11 @@ class IdentityDataModule(L.LightningDataModule):
         dataset: ``celebahq``, ``celeba`` or ``mufac``: the on-disk layout read under ``root``.
         root: the data root; nothing outside it is read.
         request_size: N, the number of identities that ask to be forgotten.
+        requests: serve the forget request as this many requests one after another, of
+            ``request_size / requests`` people each (the sequential bench); 1: one request.
+        request: which of them this run is at (1 to ``requests``; default the last): the people of the
+            requests up to it are forgotten (the forget pool, left out of a retrain's retain pool), and
+            its portraits are the support pool.
         seed: the split seed (identity shuffles, forget request, support images).
         split_file: a Split to use instead of making one: its JSON file (a run writes it beside its
             checkpoints, ``checkpoints/split.json``). It must match the data.
@@ -124,6 +136,8 @@ class IdentityDataModule(L.LightningDataModule):
         dataset: str = "celebahq",
         root: str = "data/synthetic",
         request_size: int = 20,
+        requests: int = 1,
+        request: int | None = None,
         seed: int = 0,
         split_file: str | None = None,
         train_pool: TrainPool = "train",
@@ -144,6 +158,13 @@ class IdentityDataModule(L.LightningDataModule):
             "data.init_args", 1, **sizes, image_size=image_size, simulated_request_size=simulated_request_size
         )
         at_least("data.init_args", 0, num_workers=num_workers)
+        at_least("data.init_args", 1, requests=requests, request=request)
+        at_most("data.init_args", requests, request=request)
+        if request_size % requests:
+            raise SettingError(
+                f"data.init_args.requests {requests} must divide data.init_args.request_size {request_size}: "
+                "the requests are of equal size"
+            )
         positive("data.init_args", crop_scale=min(crop_scale))
         at_most("data.init_args", 1, crop_scale=max(crop_scale))
         super().__init__()
@@ -238,7 +259,8 @@ class IdentityDataModule(L.LightningDataModule):
             )
         else:
             self.split.verify(table.name, fingerprint, source=hp.split_file or "the checkpoint's split")
-        self.rows = pools(self.split, table.files, table.identities)
+        served = hp.request or hp.requests
+        self.rows = sequential_pools(self.split, table.files, table.identities, hp.requests, served)
 
     def use_split(self, split: Split, source: str) -> None:
         """Serve ``split``, the one ``source`` was trained with, instead of making one (a method hands

@@ -227,6 +227,36 @@ def pools(split: Split, files: Sequence[str], identities: Sequence[str]) -> dict
     return out
 
 
+def requests_of(split: Split, requests: int) -> list[tuple[str, ...]]:
+    """The forget request cut into ``requests`` requests served one after another: consecutive slices of
+    ``split.forget`` (in its order), of ``request_size / requests`` people each."""
+    size = len(split.forget) // requests
+    if requests < 1 or size * requests != len(split.forget):
+        raise SettingError(
+            f"the forget request of {len(split.forget)} people cannot be cut into {requests} requests of "
+            "equal size; set data.requests to a divisor of data.request_size"
+        )
+    return [split.forget[k * size : (k + 1) * size] for k in range(requests)]
+
+
+def sequential_pools(
+    split: Split, files: Sequence[str], identities: Sequence[str], requests: int, request: int
+) -> dict[str, list[int]]:
+    """The pools after request ``request`` (1-based) of :func:`requests_of`: the people of requests 1 to
+    ``request`` are forgotten (the forget pool), the others retained, as in a retrain without them;
+    ``support`` holds the portraits of request ``request``. Train, VAL and TEST are :func:`pools`'."""
+    served = requests_of(split, requests)
+    if not 1 <= request <= requests:
+        raise SettingError(f"data.request must be between 1 and data.requests ({requests}), not {request}")
+    forgotten = {person for people in served[:request] for person in people}
+    rows = pools(split, files, identities)
+    retain, forget = [], []
+    for row in sorted(rows["retain"] + rows["forget"]):
+        (forget if identities[row] in forgotten else retain).append(row)
+    support = [row for row in rows["support"] if identities[row] in served[request - 1]]
+    return {**rows, "retain": retain, "forget": forget, "support": support}
+
+
 def simulated_requests(
     split: Split, files: Sequence[str], identities: Sequence[str], *, size: int, epoch: int
 ) -> list[SimulatedRequest]:

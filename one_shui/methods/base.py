@@ -26,12 +26,15 @@ from ..checkpoints import (
     load_checkpoint,
     sha256_of,
 )
+from ..data.check_set import CheckSet, take_check_set
 from ..data.datamodule import TEST_POOLS, TrainPool
-from ..errors import UserError
+from ..errors import UserError, at_least
 from ..metrics.evaluation import Evaluation
 from ..metrics.tow import UTILITY_POOLS
+from ..metrics.utility import check_score
 from .classifier import Classifier
 
+CHECK_SET_KEY = "check_set"  # where a prepared checkpoint carries the check set
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # images, identity ids, targets
 
 
@@ -61,6 +64,11 @@ class UnlearningMethod(L.LightningModule):
         mia: the loss-based attack, ``balanced`` (ours) or ``published`` (its selection on the evaluated
             pools; see :class:`~one_shui.metrics.evaluation.Evaluation`).
         metric_precision: ``float32`` (ours) or ``bf16`` (the published metrics on bfloat16 outputs).
+        serve_on: a model that an earlier request wrote from the same original model (the sequential bench's
+            previous step): ``test`` puts its weights in place of the original's before ``forget``.
+        check_size: VAL images in the check set (:mod:`one_shui.data.check_set`), drawn when the method
+            meets its data and carried by its prepared checkpoint: the guard of `one-shui-forget` and the
+            bench's ``check/before`` and ``check/after`` score the model on it.
 
     What a method needs is declared once, in class attributes with safe defaults (an instance may
     narrow them from its options): :attr:`reads`, :attr:`reads_targets`, :attr:`train_pool` and
@@ -73,19 +81,24 @@ class UnlearningMethod(L.LightningModule):
     reads_targets: bool = True  # whether forget() reads the support images' targets (else served zeros)
     train_pool: TrainPool | None = None  # the pool fit() (the preparation) reads; None: nothing to prepare
     augment_train_pool: bool = True  # whether fit() reads its pool with the training transform
+    # Options of a run rather than of the preparation: a test keeps its own, not its prepared checkpoint's.
+    run_options = ("pretrain_ckpt", "retrain_ckpt", "serve_on", "mia", "metric_precision", "check_size")
 
     def __init__(
         self,
         pretrain_ckpt: str | None = None,
         *,
         retrain_ckpt: str | None = None,
+        serve_on: str | None = None,
         num_classes: int | None = None,
         task: str | None = None,
         image_size: int | None = None,
         mia: Literal["balanced", "published"] = "balanced",
         metric_precision: Literal["float32", "bf16"] = "float32",
+        check_size: int = 128,
     ):
         super().__init__()
+        at_least("model.init_args", 1, check_size=check_size)
         if pretrain_ckpt is None:
             raise MethodSetupError(
                 f"{type(self).__name__} needs the original model: set model.init_args.pretrain_ckpt to its "
@@ -108,6 +121,8 @@ class UnlearningMethod(L.LightningModule):
         self._retrained = {}  # not a submodule: kept out of this method's checkpoints
         self._prepared = False  # whether fit ran or a prepared checkpoint was loaded
         self._forget_seconds = float("nan")
+        self._check: dict[str, float] = {}  # the check set's scores before and after forget, in test
+        self.check_set: CheckSet | None = None  # drawn in setup, or read from the prepared checkpoint
         self.evaluation = self._evaluation(self.model)
 
     def _evaluation(self, model: Classifier) -> Evaluation:
@@ -158,6 +173,13 @@ class UnlearningMethod(L.LightningModule):
         if stage == "fit":
             data.train_on(self.train_pool, self.augment_train_pool)
         data.setup(stage)
+        if self.check_set is None:
+            self.check_set = take_check_set(data, self.hparams.check_size)
+
+    def check_score(self) -> float:
+        """The model's utility on the check set (which must be there)."""
+        hp = self.model.hparams
+        return check_score(self.model, hp.task, hp.num_classes, self.check_set)
 
     # --- the prepared method's checkpoint ---------------------------------------------------------
 
@@ -176,6 +198,8 @@ class UnlearningMethod(L.LightningModule):
         checkpoint.setdefault(RECORD_KEY, {}).update(
             method=self.class_path(), original_sha256=self.original_sha256
         )
+        if self.check_set is not None:
+            checkpoint[CHECK_SET_KEY] = self.check_set.to_record()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         record = checkpoint.get(RECORD_KEY, {})
@@ -188,10 +212,29 @@ class UnlearningMethod(L.LightningModule):
         self.split.require_same(checkpoint_split(checkpoint, source), source)
         original = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         checkpoint["state_dict"] = {**checkpoint["state_dict"], **original}
+        if CHECK_SET_KEY in checkpoint:
+            self.check_set = CheckSet.from_record(
+                checkpoint[CHECK_SET_KEY], self.model.hparams.image_size, source
+            )
         self._prepared = True
 
     def on_train_end(self) -> None:
         self._prepared = True
+
+    def unlearned_checkpoint(self, record: dict) -> dict:
+        """The original model's checkpoint with the unlearned weights (read by
+        :meth:`Classifier.from_checkpoint`), ``record`` added to its own (what was forgotten, how)."""
+        original = load_checkpoint(self.hparams.pretrain_ckpt, mmap=True)
+        kept = (
+            "epoch",
+            "global_step",
+            "pytorch-lightning_version",
+            "hyper_parameters",
+            "datamodule_hyper_parameters",
+        )
+        checkpoint = {key: original[key] for key in kept if key in original}
+        state = {key: value.cpu() for key, value in self.model.state_dict().items()}
+        return {**checkpoint, "state_dict": state, RECORD_KEY: {**original[RECORD_KEY], **record}}
 
     # --- test: forget, then the shared evaluation ---------------------------------------------
 
@@ -203,12 +246,20 @@ class UnlearningMethod(L.LightningModule):
             )
         data = self.trainer.datamodule
         support = data.loader("support", batch_size=len(data.rows["support"]))
+        if self.hparams.serve_on:
+            served = Classifier.from_checkpoint(self.hparams.serve_on, split=self.split)
+            self.model.load_state_dict(served.state_dict())
         # Lightning tests under inference mode; forget() differentiates, so its batch is made outside it.
         with torch.inference_mode(False), torch.enable_grad():
             batch = tuple(t.to(self.device) for t in next(iter(support)))
+            self.evaluation.request = set(
+                batch[1].tolist()
+            )  # this request's people, among everyone forgotten
+            self._check = {"check/before": self.check_score()}
             start = time.perf_counter()
             self.forget(batch)
             self._forget_seconds = time.perf_counter() - start
+            self._check["check/after"] = self.check_score()
         for logger in self.loggers:
             logger.log_hyperparams({"forget_reads": ",".join(self.reads)})
         if self.hparams.retrain_ckpt:
@@ -233,3 +284,4 @@ class UnlearningMethod(L.LightningModule):
         self.results["reads"] = ",".join(self.reads)
         self.results["mia_selection"] = self.hparams.mia
         self.results["forget_seconds"] = self._forget_seconds
+        self.results.update(self._check)

@@ -45,6 +45,9 @@ class Evaluation:
         self.outputs: dict[str, list[tuple[torch.Tensor, ...]]] = {pool: [] for pool in EVAL_POOLS}
         self.mia: MIAResult | None = None
         self.probabilities: dict[str, np.ndarray] = {}  # RMIA's pools -> Pr(true label), after compute
+        self.request: set[int] = (
+            set()
+        )  # the identity ids of the request served, when the forget pool has more
 
     def update(
         self, pool: str, logits: torch.Tensor, targets: torch.Tensor, identities: torch.Tensor
@@ -59,7 +62,8 @@ class Evaluation:
             outputs.clear()
 
     def compute(self, retrained: Mapping[str, float] | None = None, seed: int = 0) -> dict[str, float]:
-        """``<pool>/<metric>`` for retain, forget and test, ``forget/<metric>/<identity>``, the MIA and,
+        """``<pool>/<metric>`` for retain, forget and test, ``forget/<metric>/<identity>``, the forget
+        utility of the request served (``request/<metric>``: :attr:`request`, when set), the MIA and,
         with the retrained model's utilities (keyed by pool), ``tow``; RMIA's probabilities are kept in
         :attr:`probabilities`."""
         pools = {pool: self._cat(pool) for pool in EVAL_POOLS}
@@ -69,6 +73,9 @@ class Evaluation:
         for identity in identities.unique().tolist():
             mine = identities == identity
             results[f"forget/{self.metric}/{identity}"] = self._utility(logits[mine], targets[mine])
+        if self.request:
+            mine = torch.isin(identities, torch.tensor(sorted(self.request)))
+            results[f"request/{self.metric}"] = self._utility(logits[mine], targets[mine])
         losses = [self._losses(*pools[pool][:2]) for pool in ("retain", "val", "forget", "test")]
         self.mia = (
             loss_mia(*losses, seed=seed) if self.mia_kind == "balanced" else published_loss_mia(*losses)

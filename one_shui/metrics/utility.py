@@ -9,6 +9,7 @@ from torchmetrics.classification import MulticlassAccuracy, MultilabelAveragePre
 from torchmetrics.functional.classification import multilabel_average_precision
 from torchmetrics.utilities import dim_zero_cat
 
+from ..data.check_set import CheckSet
 from ..data.sources import Task
 
 
@@ -63,3 +64,19 @@ def task_loss(
     if task == "multilabel":
         return F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction=reduction)
     return F.cross_entropy(logits.float(), targets, reduction=reduction)
+
+
+@torch.no_grad()
+def check_score(
+    network: torch.nn.Module, task: Task, num_classes: int, check: CheckSet, batch_size: int = 64
+) -> float:
+    """The utility of ``network`` on the check set (:func:`utility_metric`, in eval mode, on its device)."""
+    device = next(network.parameters()).device
+    metric, inputs = utility_metric(task, num_classes).to(device), check.inputs()
+    training = network.training
+    network.eval()
+    for start in range(0, len(check), batch_size):
+        logits = network(inputs[start : start + batch_size].to(device))
+        metric.update(logits.float(), check.targets[start : start + batch_size].to(device).long())
+    network.train(training)
+    return float(metric.compute())

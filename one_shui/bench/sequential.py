@@ -1,0 +1,215 @@
+"""The sequential bench (a bench config with ``requests: K`` above 1): K requests of N people each,
+served one after another, request k on the model that request k - 1 wrote, per method and seed.
+
+After each request k the model is tested as in the bench (retain, forget, test, ToW, MIA) on the pools
+of that moment: everyone forgotten so far is the forget pool (and this request's people alone give
+``request``), everyone else of TRAIN is retained, and ToW is against a model retrained without everyone
+forgotten so far. Those retrains, and the Pretrain and Retrain rows at each k, are cells shared by every
+method. A method is prepared once, at k = 1, on the original model; its preparation serves every k. The
+guard's figures (the check set's score before and after each request) say whether `one-shui-forget`
+would have refused the request.
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from .. import layout
+from ..atomic import write_bytes_atomic, write_text_atomic
+from ..guard import MAX_DROP
+from . import plots, report
+from .cells import Cell, Runner, retrain_on
+from .config import ORIGINAL, Bench
+from .tracking import Tracker
+
+UNLEARNED = "unlearned.ckpt"  # the model a method's cell wrote, served on by the next request
+COLUMNS = [
+    "row", "group", "seed", "request", "method", "reads", "retain", "forget", "forget_request", "test",
+    "tow", "mia_auc", "check_before", "check_after", "check_drop", "fit_s", "forget_s", "test_s", "metric",
+    "split",
+]  # fmt: skip
+# The table's columns after k: (results.csv column, header, format)
+TABLE = [
+    ("retain", "retain", ".2f"),
+    ("forget", "forget (all so far)", ".2f"),
+    ("forget_request", "forget (request k)", ".2f"),
+    ("test", "test", ".2f"),
+    ("tow", "ToW", ".2f"),
+    ("mia_auc", "MIA AUC", ".3f"),
+    ("check_drop", "check drop", ".2f"),
+]
+
+
+def plan(bench: Bench) -> list[Cell]:
+    """Per seed: the pretrain, then per request k its retrain, the Pretrain and Retrain rows and every
+    method's row (each after the method's row at k - 1)."""
+    cells = []
+    for seed in bench.seeds:
+        cells.append(Cell(seed, "stage", layout.PRETRAIN, bench.train))
+        for k in range(1, bench.requests + 1):
+            cells.append(Cell(seed, "stage", layout.RETRAIN, bench.train, request=k))
+            cells += [Cell(seed, "row", label, bench.evaluate, request=k) for label in ORIGINAL]
+            cells += [
+                Cell(seed, "row", method.label, method.config, tuple(method.args), request=k)
+                for method in bench.methods
+            ]
+    return cells
+
+
+class SequentialRunner(Runner):
+    """The cells of the sequential bench, their records kept by (seed, kind, label, request)."""
+
+    def record(self, seed: int, kind: str, label: str, request: int = 0) -> dict:
+        return self.records[(seed, kind, label, request)]
+
+    def key(self, cell: Cell) -> tuple:
+        return (cell.seed, cell.kind, cell.label, cell.request)
+
+    def _arguments(self, cell: Cell) -> tuple[list[str], list[str], str | None]:
+        args, configs = self._common(cell)
+        if cell.label == layout.PRETRAIN:
+            return args, configs, None
+        seed, k = cell.seed, cell.request
+        pretrain = Path(self.record(seed, "stage", layout.PRETRAIN)["checkpoint"])
+        if cell.kind == "stage":
+            return [*args, *retrain_on(pretrain)], configs, None
+        retrain = self.record(seed, "stage", layout.RETRAIN, k)["checkpoint"]
+        original = layout.RETRAIN if cell.label == "Retrain" else layout.PRETRAIN
+        args += [
+            f"--model.init_args.pretrain_ckpt={retrain if original == layout.RETRAIN else pretrain}",
+            f"--model.init_args.retrain_ckpt={retrain}",
+            *self.bench.evaluation_args,
+        ]
+        if cell.label not in ORIGINAL:
+            args += [*self.bench.method_args, *cell.args]
+            if k > 1:  # served on what the request before wrote
+                args.append(
+                    f"--model.init_args.serve_on={self.record(seed, 'row', cell.label, k - 1)['unlearned']}"
+                )
+        return args, configs, original
+
+    def _prepare(self, cell: Cell, args: list[str], folder: Path, seconds: dict[str, float]) -> Path | None:
+        if cell.request == 1:
+            return super()._prepare(cell, args, folder, seconds)
+        prepared = self.record(cell.seed, "row", cell.label, 1)["prepared"]  # prepared once, on the original
+        return Path(prepared) if prepared else None
+
+    def _row_record(self, cell: Cell, method, seconds: dict[str, float], folder: Path) -> dict:
+        record = super()._row_record(cell, method, seconds, folder)
+        if cell.label not in ORIGINAL and cell.request < self.bench.requests:
+            unlearned = layout.checkpoint_dir(folder) / UNLEARNED
+            buffer = io.BytesIO()
+            torch.save(method.unlearned_checkpoint({"unlearned": {"request": cell.request}}), buffer)
+            write_bytes_atomic(unlearned, buffer.getvalue())
+            record["unlearned"] = str(unlearned)
+        return record
+
+
+def result_rows(records: Mapping[tuple, dict]) -> list[dict]:
+    """One results.csv row per table row, seed and request, in the table's order."""
+    rows = []
+    for (seed, kind, label, k), record in records.items():
+        if kind != "row":
+            continue
+        metrics, seconds = record["metrics"], record["seconds"]
+        before, after = metrics.get("check_before"), metrics.get("check_after")
+        rows.append(
+            {
+                **{key: record[key] for key in ("method", "reads", "metric", "split")},
+                "row": label,
+                "group": report.group(record),
+                "seed": seed,
+                "request": k,
+                **{key: metrics.get(key) for key in ("retain", "forget", "test", "tow", "mia_auc")},
+                "forget_request": metrics.get("request"),
+                "check_before": before,
+                "check_after": after,
+                "check_drop": before - after if before is not None and after is not None else None,
+                "fit_s": seconds.get("fit"),
+                "forget_s": seconds["forget"],
+                "test_s": seconds["test"],
+            }
+        )
+    groups, labels = list(report.GROUPS), list(dict.fromkeys(row["row"] for row in rows))
+    rows.sort(
+        key=lambda row: (groups.index(row["group"]), labels.index(row["row"]), row["request"], row["seed"])
+    )
+    return rows
+
+
+def summarise(rows: Sequence[Mapping]) -> dict[tuple[str, int], dict[str, tuple[float, float]]]:
+    """Mean and standard deviation over seeds of every table column, per row and request."""
+    table: dict[tuple[str, int], dict[str, tuple[float, float]]] = {}
+    for key in dict.fromkeys((row["row"], row["request"]) for row in rows):
+        mine = [row for row in rows if (row["row"], row["request"]) == key]
+        table[key] = {}
+        for column, *_ in TABLE:
+            values = [float(row[column]) for row in mine if row[column] is not None]
+            if values:
+                table[key][column] = (
+                    statistics.mean(values),
+                    statistics.stdev(values) if len(values) > 1 else 0.0,
+                )
+    return table
+
+
+def stopped(rows: Sequence[Mapping], max_drop: float = MAX_DROP) -> dict[tuple[str, int], int]:
+    """How many seeds' request the guard of `one-shui-forget` would have refused, per row and request."""
+    counts: dict[tuple[str, int], int] = {}
+    for row in rows:
+        key = (row["row"], row["request"])
+        refused = row["check_drop"] is not None and row["check_drop"] > max_drop
+        counts[key] = counts.get(key, 0) + refused
+    return counts
+
+
+def markdown(rows: Sequence[Mapping], title: str) -> str:
+    """The table by request: each row's metrics after each request k, mean ± std over seeds."""
+    table, refused = summarise(rows), stopped(rows)
+    seeds = sorted({int(row["seed"]) for row in rows})
+    lines = [
+        f"## {title}",
+        "",
+        "| | k | " + " | ".join(header for _, header, _ in TABLE) + " | guard stops |",
+        "|---|---:|" + "---:|" * (len(TABLE) + 1),
+    ]
+    for (label, k), values in table.items():
+        cells = [
+            f"{values[key][0]:{form}} ± {values[key][1]:{form}}" if key in values else "–"
+            for key, _, form in TABLE
+        ]
+        lines.append(
+            f"| {label if k == 1 else ''} | {k} | "
+            + " | ".join(cells)
+            + f" | {refused[(label, k)]}/{len(seeds)} |"
+        )
+    lines += [
+        "",
+        f"Mean ± std over seeds {', '.join(map(str, seeds))}; metrics as in the bench "
+        f"({rows[0]['metric']} x100), after request k, each served on the model request k - 1 wrote. Forget "
+        "(all so far): everyone forgotten by requests 1 to k; forget (request k): its people alone. ToW: "
+        "against a model retrained without everyone forgotten so far. Check drop: the check set's score "
+        "before the request minus after it; guard stops: the seeds where `one-shui-forget` would refuse the "
+        f"request (a drop above {MAX_DROP:g}).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(bench: Bench, runner: SequentialRunner, tracker: Tracker) -> Path:
+    """results.csv, results.md and the plot by request (in W&B's summary run too); the results.md path."""
+    folder = bench.folder / f"sweep-{tracker.sweep_run}" if tracker.sweep_run else bench.folder
+    rows = result_rows(runner.records)
+    report.write_csv(folder / "results.csv", rows, COLUMNS)
+    seeds = ", ".join(map(str, bench.seeds))
+    title = f"{bench.name}: {bench.requests} requests of N = {bench.request_size} people, seeds {seeds}"
+    markdown_path = write_text_atomic(folder / "results.md", markdown(rows, title))
+    table = summarise(rows)
+    png = plots.by_request(table, rows[0]["metric"], folder / "by_request.png")
+    means = {f"{label}/k{k}": values for (label, k), values in table.items()}
+    tracker.summary(folder, rows, means, [png])
+    return markdown_path

@@ -1,0 +1,140 @@
+"""Requests one after another: the pools after request k, and the sequential bench end to end (a tiny
+one): each request served on the model the one before wrote, retrains without everyone forgotten so far,
+the table by request, the guard's figures, and resuming."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import yaml
+from test_bench import tiny_bench
+
+from one_shui.bench import cells as cells_module
+from one_shui.bench.config import parse
+from one_shui.bench.runner import main, run_bench
+from one_shui.data.splits import Split, make_split, pools, requests_of, sequential_pools
+from one_shui.errors import SettingError
+
+SEED = "outputs/cells/synthetic_celebahq/N4-seed{}"  # the split holds K x N = 2 x 2 people
+
+
+def split_of(people: int = 30, request_size: int = 6) -> tuple[Split, list[str], list[str]]:
+    identities = [f"p{i // 5}" for i in range(5 * people)]
+    files = [f"{i}.jpg" for i in range(len(identities))]
+    split = make_split(
+        files, identities, dataset="x", dataset_fingerprint="f", seed=0, request_size=request_size
+    )
+    return split, files, identities
+
+
+def test_after_request_k_everyone_of_requests_1_to_k_is_forgotten_and_k_s_portraits_are_the_support():
+    split, files, identities = split_of()
+    served = requests_of(split, 3)
+    assert [len(people) for people in served] == [2, 2, 2] and sum(served, ()) == split.forget
+    whole = pools(split, files, identities)
+    assert sequential_pools(split, files, identities, 1, 1) == whole  # one request: the bench's pools
+    for k in (1, 2, 3):
+        rows = sequential_pools(split, files, identities, 3, k)
+        forgotten = set(sum(served[:k], ()))
+        assert {identities[r] for r in rows["forget"]} == forgotten
+        assert not {identities[r] for r in rows["retain"]} & forgotten
+        assert sorted(rows["retain"] + rows["forget"]) == sorted(whole["retain"] + whole["forget"])
+        assert {identities[r] for r in rows["support"]} == set(served[k - 1])
+        assert all(rows[pool] == whole[pool] for pool in ("train", "val", "test"))
+
+
+@pytest.mark.parametrize(("requests", "k"), [(4, 1), (3, 4), (3, 0)])
+def test_requests_that_do_not_cut_the_forget_request_are_refused(requests, k):
+    split, files, identities = split_of()
+    with pytest.raises(SettingError, match="data.request"):
+        sequential_pools(split, files, identities, requests, k)
+
+
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory):
+    """A tiny sequential bench (2 requests of 2 people, MetaUnlearn and JiT, seeds 0 and 1), run once."""
+    folder = tmp_path_factory.mktemp("sequential")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setenv("XDG_CACHE_HOME", str(folder / "cache"))
+        config = tiny_bench(
+            folder, methods=[("MetaUnlearn", "meta_unlearn"), ("JiT", "jit")], request_size=2, requests=2
+        )
+        run_bench(parse(["--config", str(config)]))
+    return folder, config
+
+
+def rows_of(folder: Path) -> list[dict]:
+    with open(folder / "outputs/tiny/results.csv", newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def test_each_request_is_served_on_the_model_the_request_before_wrote(sequential):
+    folder, _ = sequential
+    rows = rows_of(folder)
+    expected = [
+        (label, k, seed)
+        for label in ("Pretrain", "Retrain", "MetaUnlearn", "JiT")
+        for k in (1, 2)
+        for seed in (0, 1)
+    ]
+    assert [(row["row"], int(row["request"]), int(row["seed"])) for row in rows] == expected
+    by = {(row["row"], int(row["request"]), int(row["seed"])): row for row in rows}
+    for label in ("MetaUnlearn", "JiT"):
+        for seed in (0, 1):
+            first, second = by[(label, 1, seed)], by[(label, 2, seed)]
+            # the check set scored before request 2 is the model request 1 wrote, not the original
+            assert float(second["check_before"]) == pytest.approx(float(first["check_after"]), abs=1e-4)
+            assert float(first["check_before"]) == pytest.approx(
+                float(by[("Pretrain", 1, seed)]["check_after"])
+            )
+            assert float(first["forget_request"]) == pytest.approx(
+                float(first["forget"])
+            )  # one request so far
+    assert (
+        by[("MetaUnlearn", 2, 0)]["fit_s"] == "" and float(by[("MetaUnlearn", 1, 0)]["fit_s"]) > 0
+    )  # prepared once
+    assert {float(row["tow"]) for row in rows if row["row"] == "Retrain"} == {100.0}
+
+
+def test_each_request_has_its_retrain_without_everyone_forgotten_so_far(sequential):
+    folder, _ = sequential
+    cells = folder / SEED.format(0)
+    for k in (1, 2):
+        (retrain,) = cells.glob(f"retrain@k{k}-*")
+        data = yaml.safe_load((retrain / "config.yaml").read_text())["data"]["init_args"]
+        assert (data["train_pool"], data["requests"], data["request"]) == ("retain", 2, k)
+
+
+def test_the_table_by_request_and_its_plot(sequential):
+    folder, _ = sequential
+    table = (folder / "outputs/tiny/results.md").read_text()
+    assert "| k | retain | forget (all so far) | forget (request k) |" in table and "guard stops" in table
+    assert table.count("| MetaUnlearn | 1 |") == 1 and "|  | 2 |" in table
+    assert (folder / "outputs/tiny/by_request.png").stat().st_size > 0
+
+
+def test_a_rerun_reuses_every_cell_and_a_lost_request_reruns_it_alone(sequential, monkeypatch):
+    folder, config = sequential
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder / "cache"))
+    calls = []
+    real = cells_module.run_cli
+    monkeypatch.setattr(cells_module, "run_cli", lambda *args: calls.append(args[0]) or real(*args))
+    run_bench(parse(["--config", str(config)]))
+    assert calls == []
+    (jit,) = (folder / SEED.format(1)).glob("JiT@k2-*")
+    (jit / "cell.json").unlink()
+    run_bench(parse(["--config", str(config)]))
+    assert calls == ["test"]
+
+
+def test_a_method_that_cannot_serve_requests_is_refused_by_the_sequential_bench(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = tiny_bench(tmp_path, methods=[("SCRUB", "scrub")], request_size=2, requests=2)
+    with pytest.raises(SystemExit) as exit:
+        main(["--config", str(config)])
+    assert "SCRUB reads the full forget and retain sets" in str(exit.value.code)
+    assert not (tmp_path / "outputs").exists()
