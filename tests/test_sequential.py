@@ -129,6 +129,12 @@ def test_a_rerun_reuses_every_cell_and_a_lost_request_reruns_it_alone(sequential
     (jit / "cell.json").unlink()
     run_bench(parse(["--config", str(config)]))
     assert calls == ["test"]
+    # the model that request 2 is served on, lost: request 1 runs again (then request 2 is reused)
+    calls.clear()
+    (jit,) = (folder / SEED.format(1)).glob("JiT@k1-*")
+    (jit / "checkpoints/unlearned.ckpt").unlink()
+    run_bench(parse(["--config", str(config)]))
+    assert calls == ["test"] and (jit / "checkpoints/unlearned.ckpt").is_file()
 
 
 def test_a_method_that_cannot_serve_requests_is_refused_by_the_sequential_bench(tmp_path, monkeypatch):

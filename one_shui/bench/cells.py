@@ -65,9 +65,8 @@ class Cell:
     label: str  # the stage ("pretrain", "retrain") or the row's label
     config: str
     args: tuple[str, ...] = ()  # the method's own `one-shui` arguments
-    request: int = (
-        0  # in the sequential bench, the request k it is at (1 to K); 0 in the bench of one request
-    )
+    # In the sequential bench, the request k the cell is at (1 to K); 0 in the bench of one request.
+    request: int = 0
 
     @property
     def name(self) -> str:
@@ -159,8 +158,9 @@ def say(line: str) -> None:
 
 def reusable(cell: Cell, folder: Path) -> dict | None:
     """The record of a cell that is done and whole; None when it must run: never done, or its record or
-    (for a pretrain or retrain) its checkpoint damaged or missing, which is said in a line and cleared
-    so that the cell runs again from the start."""
+    its checkpoint (of a pretrain or retrain, or the unlearned model of a request the next one is served
+    on) damaged or missing, which is said in a line and cleared so that the cell runs again from the
+    start."""
     done = folder / RECORD
     if not done.is_file():
         return None
@@ -168,6 +168,8 @@ def reusable(cell: Cell, folder: Path) -> dict | None:
         record = json.loads(done.read_text())
         if cell.kind == "stage":
             load_checkpoint(record["checkpoint"], mmap=True)
+        if record.get("unlearned"):  # what the next request of the sequential bench is served on
+            load_checkpoint(record["unlearned"], mmap=True)
         return record
     except (ValueError, KeyError, TypeError, CheckpointError, MissingFileError) as err:
         say(f"{cell.name}: its finished run in {folder} is damaged ({err}); running it again")

@@ -82,7 +82,7 @@ class UnlearningMethod(L.LightningModule):
     train_pool: TrainPool | None = None  # the pool fit() (the preparation) reads; None: nothing to prepare
     augment_train_pool: bool = True  # whether fit() reads its pool with the training transform
     # Options of a run rather than of the preparation: a test keeps its own, not its prepared checkpoint's.
-    run_options = ("pretrain_ckpt", "retrain_ckpt", "serve_on", "mia", "metric_precision", "check_size")
+    run_options = ("pretrain_ckpt", "retrain_ckpt", "serve_on", "mia", "metric_precision")
 
     def __init__(
         self,
@@ -252,9 +252,8 @@ class UnlearningMethod(L.LightningModule):
         # Lightning tests under inference mode; forget() differentiates, so its batch is made outside it.
         with torch.inference_mode(False), torch.enable_grad():
             batch = tuple(t.to(self.device) for t in next(iter(support)))
-            self.evaluation.request = set(
-                batch[1].tolist()
-            )  # this request's people, among everyone forgotten
+            # this request's people: in the sequential bench, some of everyone forgotten so far
+            self.evaluation.request = set(batch[1].tolist())
             self._check = {"check/before": self.check_score()}
             start = time.perf_counter()
             self.forget(batch)
