@@ -8,6 +8,7 @@ import csv
 from pathlib import Path
 
 import pytest
+import wandb
 import yaml
 from test_bench import tiny_bench
 
@@ -144,3 +145,26 @@ def test_a_method_that_cannot_serve_requests_is_refused_by_the_sequential_bench(
         main(["--config", str(config)])
     assert "SCRUB reads the full forget and retain sets" in str(exit.value.code)
     assert not (tmp_path / "outputs").exists()
+
+
+def test_one_wandb_run_per_request_cell_and_a_summary_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    wandb_config = {"mode": "offline", "project": "t"}
+    config = tiny_bench(
+        tmp_path, seeds=[0], methods=[("JiT", "jit")], request_size=2, requests=2, wandb=wandb_config
+    )
+    try:
+        run_bench(parse(["--config", str(config)]))
+    finally:
+        wandb.teardown()
+    cells = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / SEED.format(0)).iterdir())
+    assert cells == [f"{label}@k{k}" for label in ("JiT", "Pretrain", "Retrain") for k in (1, 2)] + [
+        "pretrain",
+        "retrain@k1",
+        "retrain@k2",
+    ]
+    for cell in (tmp_path / SEED.format(0)).iterdir():
+        assert len(list(cell.glob("wandb/offline-run-*/run-*.wandb"))) == 1, cell.name
+    assert len(list((tmp_path / "outputs/tiny").glob("wandb/offline-run-*/run-*.wandb"))) == 1
