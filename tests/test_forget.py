@@ -679,3 +679,20 @@ def test_a_method_from_its_config_needs_the_data_of_its_check_set(runs, original
     )
     assert error is not None and "no.yaml does not exist" in error
     assert nothing_written(tmp_path)
+
+
+def test_a_chain_of_another_split_is_refused(prepared, chain, tmp_path):
+    """A model whose receipts are whole but name another split than the method's (a forged or mixed-up
+    chain: the same original model cannot have another split)."""
+    one, _, rows = chain
+    forged = tmp_path / "forged.ckpt"
+    checkpoint = load_checkpoint(one)
+    checkpoint["one_shui"]["unlearned"]["split"] = "0" * 64
+    torch.save(checkpoint, forged)
+    receipt = json.loads(one.with_suffix(".json").read_text())
+    receipt.update(split="0" * 64, output={"path": str(forged), "sha256": sha256_of(forged)})
+    forged.with_suffix(".json").write_text(json.dumps(receipt))
+    out = tmp_path / "u.ckpt"
+    error = forget(prepared, write_request(tmp_path, rows[2:3]), "--on", forged, "--out", out)
+    assert error is not None and "written by a request of another split" in error, error
+    assert not out.exists() and not out.with_suffix(".json").exists()
