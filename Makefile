@@ -1,16 +1,19 @@
 # Two entry points for a fresh machine: `make demo` (the bench on the embedded default) and `make test`.
-# Each creates the virtual environment when it is missing or older than pyproject.toml.
+# Each creates the virtual environment when it is missing or older than pyproject.toml or requirements.lock,
+# and installs the exact versions of requirements.lock. `make lock` refreshes the lock.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+LOCK := requirements.lock
 
-$(STAMP): pyproject.toml
+.PHONY: demo test lint lock clean
+
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --upgrade -c $(LOCK) pip
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -23,6 +26,13 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The newest versions pyproject.toml allows, installed in a fresh venv and frozen into the lock.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip && .lock-venv/bin/python -m pip install --quiet -e '.[dev]'
+	{ sed -n '1,3p' $(LOCK); .lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -v '^one[-_]shui'; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK) && rm -rf .lock-venv
 
 clean:
 	rm -rf $(VENV) data outputs .pytest_cache

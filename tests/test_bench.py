@@ -4,14 +4,17 @@ every bench config of configs/bench."""
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import json
 import os
+import platform
 import shutil
 import threading
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 import wandb
 import yaml
 from test_cli import CONFIGS
@@ -23,7 +26,7 @@ from one_shui.bench import report
 from one_shui.bench.cells import Runner
 from one_shui.bench.config import parse, split_arguments
 from one_shui.bench.runner import main, request_photos, run_bench
-from one_shui.bench.tracking import wandb_mode
+from one_shui.bench.tracking import Tracker, wandb_mode
 from one_shui.cli import OneShuiCLI
 from one_shui.data.splits import Split
 from one_shui.methods.loading import config_method
@@ -292,10 +295,19 @@ def test_one_wandb_run_per_cell_and_a_summary_run(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("WANDB_SILENT", "true")
     config = tiny_bench(tmp_path, seeds=[0], methods=METHODS[1:2], wandb={"mode": "offline", "project": "t"})
+    configs = []
+    real = Tracker._init
+    monkeypatch.setattr(
+        Tracker, "_init", lambda self, folder, **kw: configs.append(kw["config"]) or real(self, folder, **kw)
+    )
     try:
         run_bench(parse(["--config", str(config)]))
     finally:
         wandb.teardown()  # W&B keeps the settings of its first run in the process: start the next test afresh
+    assert len(configs) == 7 and all(
+        c["environment"]["torch"] == importlib.metadata.version("torch") for c in configs
+    )
+    assert configs[-1]["environment"]["precisions"] == ["32-true"]  # the summary's: of the runs, as they ran
     cells = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / SEED.format(0)).iterdir())
     assert cells == ["JiT", "JiT@retrain", "Pretrain", "Retrain", "pretrain", "retrain"]
     for cell in (tmp_path / SEED.format(0)).iterdir():
@@ -412,6 +424,21 @@ def test_the_embedded_default_runs_every_method_of_one_shui(monkeypatch):
     assert {config_method(method.config).name() for method in bench.methods} == classes - helpers
 
 
+def test_the_environment_is_written_beside_the_results_and_under_the_table(bench):
+    folder, _ = bench
+    env = json.loads((folder / "outputs/tiny/environment.json").read_text())
+    for name in ("torch", "lightning", "timm", "torchmetrics"):
+        assert env[name] == importlib.metadata.version(name)
+    assert (
+        env["devices"] == ["cpu"]
+        and env["precisions"] == ["32-true"]
+        and env["threads"] == torch.get_num_threads()
+    )
+    table = (folder / "outputs/tiny/results.md").read_text()
+    assert f"Environment: Python {platform.python_version()}, torch {env['torch']}" in table
+    assert "environment.json" in table
+
+
 def test_bench_records_are_json(bench):
     folder, _ = bench
     record = json.loads(next((folder / SEED.format(0)).glob("JiT@retrain-*/cell.json")).read_text())
@@ -455,3 +482,19 @@ def test_every_sweep_runs_the_bench_with_arguments_its_runs_accept(path, monkeyp
                          *bench.method_args, "--print_config"]
                     )  # fmt: skip
                 assert exit.value.code in (None, 0)
+
+
+def test_the_same_machine_lock_and_seed_give_an_identical_results_csv(tmp_path, monkeypatch):
+    """Two benches from nothing (their own cells, data and stand-in), one after the other: the same
+    results.csv and identities.csv, the wall times aside."""
+    outputs = []
+    for run in ("first", "second"):
+        folder = tmp_path / run
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        monkeypatch.setenv("XDG_CACHE_HOME", str(folder / "cache"))
+        run_bench(parse(["--config", str(tiny_bench(folder, seeds=[0], methods=METHODS[:2]))]))
+        outputs.append(folder / "outputs/tiny")
+    first, second = outputs
+    assert metrics(first / "results.csv") == metrics(second / "results.csv")
+    assert (first / "identities.csv").read_text() == (second / "identities.csv").read_text()

@@ -125,6 +125,11 @@ def retrain_on(pretrain: Path) -> list[str]:
     ]
 
 
+def ran_on(cli: OneShuiCLI) -> dict[str, str]:
+    """The device and precision a cell's run used, for the bench's environment."""
+    return {"device": str(cli.trainer.strategy.root_device), "precision": str(cli.trainer.precision)}
+
+
 def run_cli(subcommand: str, args: list[str]) -> tuple[OneShuiCLI, float]:
     """`one-shui <subcommand> <args>` in this process, every path given (no layout defaults): the CLI
     and its wall time in seconds."""
@@ -269,13 +274,14 @@ class Runner:
         return [*args, *bench.args], configs
 
     def _stage(self, args: list[str], folder: Path) -> dict:
-        _, seconds = run_cli("fit", [*args, "--ckpt_path=last"])
+        cli, seconds = run_cli("fit", [*args, "--ckpt_path=last"])
         checkpoints = layout.checkpoint_dir(folder)
         split = Split.load(checkpoints / layout.SPLIT)
         return {
             "checkpoint": str(checkpoints / layout.BEST),
             "split": split.fingerprint,
             "seconds": {"fit": seconds},
+            **ran_on(cli),
         }
 
     def _row(self, cell: Cell, args: list[str], folder: Path) -> dict:
@@ -284,7 +290,7 @@ class Runner:
         resume = [f"--ckpt_path={prepared}"] if prepared else []
         cli, seconds["test"] = run_cli("test", [*args, *resume, "--verbose=false"])
         record = self._row_record(cell, cli.model, seconds, folder)
-        return {**record, "prepared": str(prepared) if prepared else None}
+        return {**record, "prepared": str(prepared) if prepared else None, **ran_on(cli)}
 
     def _prepare(self, cell: Cell, args: list[str], folder: Path, seconds: dict[str, float]) -> Path | None:
         """The prepared method's checkpoint, fitted in the cell's folder; None for a method with nothing to

@@ -20,7 +20,7 @@ from .. import layout
 from ..atomic import write_text_atomic
 from ..data.splits import Split, images_by_identity
 from ..errors import UserError, exit_on_user_error, user_error
-from . import plots, report, sequential
+from . import environment, plots, report, sequential
 from .cells import Runner, plan
 from .config import Bench, parse
 from .tracking import Tracker
@@ -64,7 +64,8 @@ def write_results(bench: Bench, runner: Runner, tracker: Tracker) -> Path:
         folder / "identities.csv", identities, ["row", "group", "seed", "identity", "before", "after"]
     )
     title = f"{bench.name}: N = {bench.request_size}, seeds {', '.join(map(str, bench.seeds))}"
-    markdown = write_text_atomic(folder / "results.md", report.markdown(rows, title))
+    env, under = environment.write(folder, tracker.environment, records.values())
+    markdown = write_text_atomic(folder / "results.md", report.markdown(rows, title) + "\n" + under)
     table, groups = report.summarise(rows), {row["row"]: row["group"] for row in rows}
     seed = bench.seeds[0]
     curves = {
@@ -78,7 +79,7 @@ def write_results(bench: Bench, runner: Runner, tracker: Tracker) -> Path:
         plots.forget_per_identity(identities, rows[0]["metric"], folder / "forget_per_identity.png"),
         plots.forget_request(*request_photos(runner, seed), folder / "forget_request.png"),
     ]
-    tracker.summary(folder, rows, table, pngs)
+    tracker.summary(folder, rows, table, pngs, env)
     return markdown
 
 

@@ -22,7 +22,7 @@ import torch
 from .. import layout
 from ..atomic import write_bytes_atomic, write_text_atomic
 from ..guard import MAX_DROP
-from . import plots, report
+from . import environment, plots, report
 from .cells import Cell, Runner, retrain_on
 from .config import ORIGINAL, Bench
 from .tracking import Tracker
@@ -207,9 +207,10 @@ def write_results(bench: Bench, runner: SequentialRunner, tracker: Tracker) -> P
     report.write_csv(folder / "results.csv", rows, COLUMNS)
     seeds = ", ".join(map(str, bench.seeds))
     title = f"{bench.name}: {bench.requests} requests of N = {bench.request_size} people, seeds {seeds}"
-    markdown_path = write_text_atomic(folder / "results.md", markdown(rows, title))
+    env, under = environment.write(folder, tracker.environment, runner.records.values())
+    markdown_path = write_text_atomic(folder / "results.md", markdown(rows, title) + "\n" + under)
     table = summarise(rows)
     png = plots.by_request(table, rows[0]["metric"], folder / "by_request.png")
     means = {f"{label}/k{k}": values for (label, k), values in table.items()}
-    tracker.summary(folder, rows, means, [png])
+    tracker.summary(folder, rows, means, [png], env)
     return markdown_path

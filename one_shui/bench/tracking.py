@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from .config import Bench
+from .environment import environment
 
 LOGGER = "lightning.pytorch.loggers.WandbLogger"
 SWEEP_ENVIRONMENT = ("WANDB_SWEEP_ID", "WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH")
@@ -44,6 +45,7 @@ class Tracker:
 
     def __init__(self, bench: Bench):
         self.bench, self.mode = bench, wandb_mode(bench.wandb.mode)
+        self.environment = environment()
         self.run = None
         # Under a W&B sweep agent, the agent's run is the summary run; the cells' runs are runs of their own.
         self.sweep_run = sweep_run()
@@ -66,7 +68,7 @@ class Tracker:
         if not self.enabled:
             yield []
             return
-        config = {**config, "request_size": self.bench.request_size}
+        config = {**config, "request_size": self.bench.request_size, "environment": self.environment}
         run = self._init(folder, name=name, job_type=job_type, config=config)
         self.run = run
         logger = {"class_path": LOGGER, "init_args": {"project": self.bench.wandb.project}}
@@ -92,9 +94,10 @@ class Tracker:
         rows: Sequence[Mapping],
         means: Mapping[str, Mapping[str, tuple]],
         plots: Sequence[Path],
+        env: Mapping,
     ) -> None:
         """The summary run: the results table (``wandb.Table``), each row's means as ``<row>/<metric>``
-        (what a sweep reads) and the plots."""
+        (what a sweep reads), the plots, and the environment ``env`` in its config."""
         if not self.enabled:
             return
         import wandb
@@ -104,6 +107,7 @@ class Tracker:
             "bench": self.bench.name,
             "seeds": self.bench.seeds,
             "request_size": self.bench.request_size,
+            "environment": dict(env),
         }
         run = self._init(folder, name=f"{self.bench.name} summary", job_type="summary", config=config)
         columns = list(rows[0])
