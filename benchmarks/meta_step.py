@@ -3,6 +3,8 @@
     python benchmarks/meta_step.py                                   # the CPU config (vit_cpu, 32 px)
     python benchmarks/meta_step.py --backbone vit_base_patch16_224 --image-size 224 \
         --device cuda --precision bf16-mixed                         # ViT-B/16 on a GPU
+    python benchmarks/meta_step.py --backbone vit_base_patch16_224 --image-size 224 --forget 64 --repeats 1
+                                                                     # the paper's step on this CPU
 
 (a) floor: one plain forward + backward of the backbone on the N support images (task loss);
 (b) forget: serving a request, MetaUnlearn.forget on the same N images;
@@ -39,6 +41,7 @@ from one_shui.metrics.utility import task_loss
 
 STEPS = ("floor", "forget", "meta", "plain")
 NUM_CLASSES = 40
+ARGUMENTS = ("backbone", "image_size", "identities", "device", "precision", "repeats")  # a model's setting
 
 
 def original_checkpoint(folder: Path, args: argparse.Namespace) -> Path:
@@ -73,7 +76,7 @@ def step_fn(name: str, method: MetaUnlearn, args: argparse.Namespace, device: to
     """The step ``name`` as a function of no arguments, on fixed random data."""
     trained = torch.nonzero(method.train_index >= 0).flatten()
     support = batch(args.n, args, device, trained)
-    forget = batch(args.n * args.per_identity, args, device, trained)
+    forget = batch(args.forget or args.n * args.per_identity, args, device, trained)
     validation = batch(args.val, args, device, trained)
     backbone = method.model.network
     if name == "floor":
@@ -104,30 +107,44 @@ def step_fn(name: str, method: MetaUnlearn, args: argparse.Namespace, device: to
     return plain
 
 
-def measure(name: str, args: argparse.Namespace) -> tuple[float, float, float]:
-    """(median seconds, spread, peak MiB) of step ``name``, its memory measured on the first run."""
+def prepared_step(name: str, args: argparse.Namespace):
+    """Step ``name`` on a fresh random-weight MetaUnlearn, as a function of no arguments, with its device."""
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as folder:
         method = MetaUnlearn(str(original_checkpoint(Path(folder), args)), num_classes=NUM_CLASSES).to(device)
     method.meta_loss.train()
     if name in ("floor", "plain"):
         method.model.requires_grad_(True)
-    autocast = (
-        torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16-mixed" else nullcontext()
-    )
-    run = step_fn(name, method, args, device)
-    with autocast:
+    return step_fn(name, method, args, device), device
+
+
+def autocast(precision: str, device: torch.device):
+    """bfloat16 autocast for ``bf16-mixed``, else nothing."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16-mixed" else nullcontext()
+
+
+def measure(name: str, args: argparse.Namespace) -> tuple[float, float, float]:
+    """(median seconds, spread, peak MiB) of step ``name``, its memory measured on the first run."""
+    run, device = prepared_step(name, args)
+    with autocast(args.precision, device):
         base = _peak(device, reset=True)
         run()
-        _sync(device)
+        sync(device)
         peak = _peak(device) - base
         times = []
         for _ in range(args.repeats):
             start = time.perf_counter()
             run()
-            _sync(device)
+            sync(device)
             times.append(time.perf_counter() - start)
     return statistics.median(times), statistics.pstdev(times), peak
+
+
+def measure_here(name: str, args: argparse.Namespace, timer) -> tuple[float, float]:
+    """Step ``name`` timed by ``timer(run, device, repeats)`` in this process (gpu_check.py)."""
+    run, device = prepared_step(name, args)
+    with autocast(args.precision, device):
+        return timer(run, device, args.repeats)
 
 
 def _peak(device: torch.device, reset: bool = False) -> float:
@@ -139,7 +156,7 @@ def _peak(device: torch.device, reset: bool = False) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB on Linux
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -152,6 +169,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--n", type=int, default=20, help="identities (support images) of a request")
     parser.add_argument("--per-identity", type=int, default=8, help="simulated forget images per identity")
+    parser.add_argument("--forget", type=int, help="simulated forget images (default: N x --per-identity)")
     parser.add_argument("--val", type=int, default=64, help="VAL batch of the meta-objective")
     parser.add_argument("--identities", type=int, default=300)
     parser.add_argument("--device", default="cpu")
@@ -173,7 +191,8 @@ def main() -> None:
         results[name] = [float(v) for v in out.stdout.split()[-3:]]
     print(
         f"{args.backbone} at {args.image_size} px, {args.precision} on {args.device}, N = {args.n}, "
-        f"{args.per_identity} forget images per identity, VAL batch {args.val}, median of {args.repeats}"
+        f"{args.forget or args.n * args.per_identity} simulated forget images, VAL batch {args.val}, "
+        f"median of {args.repeats}"
     )
     for name, (seconds, spread, peak) in results.items():
         print(f"  {name:>6}: {seconds * 1e3:9.1f} ms +- {spread * 1e3:6.1f}   peak +{peak:8.1f} MiB")
