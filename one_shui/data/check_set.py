@@ -11,7 +11,7 @@ import torch
 from torchvision.transforms import v2
 
 from ..errors import UserError
-from .datamodule import MEAN, STD, IdentityDataModule, IdentityImages
+from .datamodule import IdentityDataModule, IdentityImages, scale_and_normalize
 
 
 class CheckSetError(UserError, ValueError):
@@ -30,9 +30,7 @@ class CheckSet:
 
     def inputs(self) -> torch.Tensor:
         """The images as the model reads them: the test transform's scaling and normalisation."""
-        return v2.functional.normalize(
-            v2.functional.to_dtype(self.images, torch.float32, scale=True), MEAN, STD
-        )
+        return scale_and_normalize()(self.images)
 
     @property
     def sha256(self) -> str:

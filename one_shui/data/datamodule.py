@@ -46,7 +46,12 @@ def build_transform(
         if train
         else [v2.Resize((image_size, image_size), antialias=True)]
     )
-    return v2.Compose([*resize, v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
+    return v2.Compose([*resize, v2.ToImage(), scale_and_normalize()])
+
+
+def scale_and_normalize() -> v2.Compose:
+    """The last steps of every transform: uint8 images to float in [0, 1], then mean = std = 0.5."""
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
 
 
 class IdentityImages(Dataset):
