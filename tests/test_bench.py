@@ -73,16 +73,22 @@ def tiny_bench(folder: Path, seeds=(0, 1), methods=METHODS, **fields) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory):
-    """The tiny bench, run once: (its folder, its config file)."""
-    folder = tmp_path_factory.mktemp("bench")
+def run_tiny(folder: Path, **options) -> tuple[Path, Path]:
+    """A tiny bench (:func:`tiny_bench` with ``options``) run in ``folder`` with its own audit cache:
+    (the folder, its config file)."""
+    folder.mkdir(exist_ok=True)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
         patch.setenv("XDG_CACHE_HOME", str(folder / "cache"))
-        config = tiny_bench(folder)
+        config = tiny_bench(folder, **options)
         run_bench(parse(["--config", str(config)]))
     return folder, config
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """The tiny bench, run once: (its folder, its config file)."""
+    return run_tiny(tmp_path_factory.mktemp("bench"))
 
 
 def read(path: Path) -> list[dict]:
@@ -484,17 +490,12 @@ def test_every_sweep_runs_the_bench_with_arguments_its_runs_accept(path, monkeyp
                 assert exit.value.code in (None, 0)
 
 
-def test_the_same_machine_lock_and_seed_give_an_identical_results_csv(tmp_path, monkeypatch):
+def test_the_same_machine_lock_and_seed_give_an_identical_results_csv(tmp_path):
     """Two benches from nothing (their own cells, data and stand-in), one after the other: the same
     results.csv and identities.csv, the wall times aside."""
-    outputs = []
-    for run in ("first", "second"):
-        folder = tmp_path / run
-        folder.mkdir()
-        monkeypatch.chdir(folder)
-        monkeypatch.setenv("XDG_CACHE_HOME", str(folder / "cache"))
-        run_bench(parse(["--config", str(tiny_bench(folder, seeds=[0], methods=METHODS[:2]))]))
-        outputs.append(folder / "outputs/tiny")
-    first, second = outputs
+    first, second = (
+        run_tiny(tmp_path / run, seeds=[0], methods=METHODS[:2])[0] / "outputs/tiny"
+        for run in ("first", "second")
+    )
     assert metrics(first / "results.csv") == metrics(second / "results.csv")
     assert (first / "identities.csv").read_text() == (second / "identities.csv").read_text()

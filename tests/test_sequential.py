@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import wandb
 import yaml
-from test_bench import tiny_bench
+from test_bench import run_tiny, tiny_bench
 
 from one_shui.bench import cells as cells_module
 from one_shui.bench.config import parse
@@ -56,15 +56,8 @@ def test_requests_that_do_not_cut_the_forget_request_are_refused(requests, k):
 @pytest.fixture(scope="module")
 def sequential(tmp_path_factory):
     """A tiny sequential bench (2 requests of 2 people, MetaUnlearn and JiT, seeds 0 and 1), run once."""
-    folder = tmp_path_factory.mktemp("sequential")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        patch.setenv("XDG_CACHE_HOME", str(folder / "cache"))
-        config = tiny_bench(
-            folder, methods=[("MetaUnlearn", "meta_unlearn"), ("JiT", "jit")], request_size=2, requests=2
-        )
-        run_bench(parse(["--config", str(config)]))
-    return folder, config
+    methods = [("MetaUnlearn", "meta_unlearn"), ("JiT", "jit")]
+    return run_tiny(tmp_path_factory.mktemp("sequential"), methods=methods, request_size=2, requests=2)
 
 
 def rows_of(folder: Path) -> list[dict]:
