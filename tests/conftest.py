@@ -18,6 +18,13 @@ TINY_SPEC = SyntheticSpec(
 )
 
 
+def pytest_collection_modifyitems(items):
+    """The tiny bench takes minutes to build, in whichever test asks for it first: those get 900 s."""
+    for item in items:
+        if "bench" in item.fixturenames:
+            item.add_marker(pytest.mark.timeout(900))
+
+
 def on_data(config: Path) -> list[str]:
     """A method config stacked on the synthetic data's, as every method run is."""
     return ["--config", str(DATA), "--config", str(config)]
