@@ -7,8 +7,7 @@ import copy
 
 import pytest
 import torch
-from conftest import meta_data
-from test_distillation import attach, augmented, cosine, record_passes
+from helpers import attach, augmented, cosine, meta_data, record_passes
 
 import one_shui.methods.bad_teacher as bad_teacher_module
 from one_shui.methods.bad_teacher import BadTeacher

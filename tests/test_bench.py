@@ -17,7 +17,7 @@ import pytest
 import torch
 import wandb
 import yaml
-from test_cli import CONFIGS
+from helpers import CONFIGS, METHODS, run_tiny, tiny_bench
 
 from one_shui import layout
 from one_shui.atomic import held
@@ -31,58 +31,7 @@ from one_shui.cli import OneShuiCLI
 from one_shui.data.splits import Split
 from one_shui.methods.loading import config_method
 
-METHODS = [("MetaUnlearn", "meta_unlearn"), ("JiT", "jit"), ("Bad Teacher", "bad_teacher")]
 SEED = "outputs/cells/synthetic_celebahq/N3-seed{}"  # a seed's cells, in the run layout
-# The tiny experiment of test_cli.tiny: 40 people, one epoch of two batches.
-TINY = [
-    "--data.init_args.synthetic.identities=40",
-    "--trainer.max_epochs=1",
-    "--trainer.limit_train_batches=2",
-    "--trainer.limit_val_batches=1",
-]
-
-
-def tiny_recipe(folder: Path) -> Path:
-    """The shipped synthetic recipe with its stand-in shrunk to a second (8 people, one epoch)."""
-    recipe = yaml.safe_load((CONFIGS / "train/synthetic.yaml").read_text())
-    recipe["model"]["init_args"]["stand_in"].update(identities=8, epochs=1)
-    path = folder / "train.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
-
-
-def tiny_bench(folder: Path, seeds=(0, 1), methods=METHODS, **fields) -> Path:
-    """A bench config of a few seconds a cell on the tiny synthetic data (N = 3, 40 people, 1 epoch)."""
-    config = {
-        "name": "tiny",
-        "request_size": 3,
-        "seeds": list(seeds),
-        "data": str(CONFIGS / "data/synthetic.yaml"),
-        "train": str(tiny_recipe(folder)),
-        "evaluate": str(CONFIGS / "methods/no_unlearning.yaml"),
-        "methods": [
-            {"label": label, "config": str(CONFIGS / f"methods/{name}.yaml")} for label, name in methods
-        ],
-        "args": TINY,
-        "out": str(folder / "outputs"),
-        "wandb": {"mode": "disabled"},
-        **fields,
-    }
-    path = folder / "bench.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def run_tiny(folder: Path, **options) -> tuple[Path, Path]:
-    """A tiny bench (:func:`tiny_bench` with ``options``) run in ``folder`` with its own audit cache:
-    (the folder, its config file)."""
-    folder.mkdir(exist_ok=True)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        patch.setenv("XDG_CACHE_HOME", str(folder / "cache"))
-        config = tiny_bench(folder, **options)
-        run_bench(parse(["--config", str(config)]))
-    return folder, config
 
 
 @pytest.fixture(scope="module")

@@ -8,20 +8,12 @@ import helpers
 import pytest
 import torch
 import yaml
-from layouts import write_celeba, write_celebahq, write_mufac
+from helpers import CONFIGS, DATA, PRETRAIN, QUIET, RETRAIN, STAND_IN, real_data_args, tiny
 
 from one_shui.checkpoints import CheckpointError, load_checkpoint
 from one_shui.cli import OneShuiCLI, main
 from one_shui.data import Split, SplitMismatchError
 from one_shui.methods.classifier import Classifier
-
-CONFIGS = Path(__file__).parents[1] / "configs"
-DATA = CONFIGS / "data" / "synthetic.yaml"
-# The shipped recipe's stand-in for ImageNet weights, shrunk to a second (8 people, one epoch).
-STAND_IN = [f"--model.init_args.stand_in.{key}={value}" for key, value in (("identities", 8), ("epochs", 1))]
-PRETRAIN = ["--config", str(DATA), "--config", str(CONFIGS / "train" / "synthetic.yaml"), *STAND_IN]
-RETRAIN = [*PRETRAIN, "--data.init_args.train_pool", "retain"]
-QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
 @pytest.fixture(autouse=True)
@@ -30,19 +22,6 @@ def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("WANDB_MODE", "disabled")
-
-
-def tiny(root: str | None = "run", epochs: int = 1, seed: int = 0) -> list[str]:
-    """Overrides that shrink the synthetic experiment to a few seconds (in folder ``root``; None: the
-    run layout's)."""
-    folder = [] if root is None else ["--trainer.default_root_dir", root]
-    return [
-        *("--data.init_args.synthetic.identities", "40", "--data.init_args.request_size", "3"),
-        *("--data.init_args.seed", str(seed), "--seed_everything", str(seed)),
-        *("--trainer.max_epochs", str(epochs), "--trainer.limit_train_batches", "2"),
-        *("--trainer.limit_val_batches", "1", *folder),
-        *QUIET,
-    ]
 
 
 def fit(*args) -> OneShuiCLI:
@@ -107,32 +86,6 @@ def test_a_method_config_holds_its_own_options_only():
         assert set(config.get("data", {}).get("init_args", {})) <= {"batch_size"}, path.name
         assert "class_path" not in config.get("data", {}), path.name
         assert "outputs/" not in path.read_text() and "default_root_dir" not in path.read_text(), path.name
-
-
-def write_tiny(dataset: str, root: Path) -> dict:
-    """A tiny folder of ``dataset`` in its real layout, and the overrides that read it."""
-    if dataset == "celebahq":
-        write_celebahq(root, {str(i): 3 for i in range(12)})
-    elif dataset == "celeba":
-        write_celeba(root, {str(1000 + i): 3 for i in range(12)})
-        return {"verify_md5": "false"}
-    else:
-        write_mufac(root, {"train": {f"F{i:04d}_D": "abc" for i in range(12)}})
-    return {}
-
-
-def real_data_args(dataset: str, tmp_path: Path) -> list[str]:
-    """The data config of ``dataset`` pointed at a tiny folder in its real layout."""
-    options = {
-        "root": str(tmp_path / dataset),
-        "request_size": "2",
-        "batch_size": "2",
-        "num_workers": "0",
-        **write_tiny(dataset, tmp_path / dataset),
-    }
-    return ["--config", str(CONFIGS / "data" / f"{dataset}.yaml")] + [
-        f"--data.init_args.{k}={v}" for k, v in options.items()
-    ]
 
 
 @pytest.mark.slow

@@ -1,19 +1,13 @@
-"""The distillation helpers of the full-data methods (SCRUB, Bad Teacher) against hand computations, and a
-harness that runs either method's ``forget`` on a few samples while recording every pass it makes."""
+"""The distillation helpers of the full-data methods (SCRUB, Bad Teacher) against hand computations (the
+harness that runs either method's ``forget`` while recording its passes is in helpers.py)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from types import SimpleNamespace
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, Subset
-from torchvision.transforms import v2
 
-from one_shui.data import IdentityDataModule
-from one_shui.methods.base import UnlearningMethod
 from one_shui.methods.classifier import NonFiniteLossError
 from one_shui.methods.distillation import cosine_sgd, distillation_kl, train_epoch
 
@@ -92,65 +86,3 @@ def test_a_non_finite_loss_stops_before_the_step():
             lambda batch: weights.sum() * float("nan"), [(torch.zeros(1),)], optimizer, torch.device("cpu")
         )
     assert torch.equal(weights.detach(), torch.ones(2))
-
-
-# --- a harness for the methods' forget ----------------------------------------------------------------
-
-
-class Few(Subset):
-    """The first samples of one pool, as a method is served them here."""
-
-    def __init__(self, images, pool: str, samples: int):
-        super().__init__(images, range(min(samples, len(images))))
-        self.pool = pool
-
-
-@dataclass
-class Pass:
-    """One call of train_epoch by a method: the loader, the learning rate then and the clipping."""
-
-    loader: DataLoader
-    lr: float
-    max_grad_norm: float | None
-
-    @property
-    def pools(self) -> list[str]:
-        parts = getattr(self.loader.dataset, "datasets", [self.loader.dataset])
-        return [part.pool for part in parts]
-
-
-def attach(method: UnlearningMethod, data) -> None:
-    """Give ``method`` the datamodule as a test run would, without running the evaluation."""
-    data.use_split(method.split, "the pretrain checkpoint")
-    data.setup()
-    method.trainer = SimpleNamespace(datamodule=data)
-
-
-def record_passes(monkeypatch, module, samples: int = 3) -> list[Pass]:
-    """Serve the methods only the first ``samples`` of each pool, and record every call of
-    ``module.train_epoch`` (the real one still runs)."""
-    passes = []
-    real_epoch, real_images = module.train_epoch, IdentityDataModule.images
-
-    def recording_epoch(loss_of, batches, optimizer, device, max_grad_norm=None):
-        passes.append(Pass(batches, optimizer.param_groups[0]["lr"], max_grad_norm))
-        return real_epoch(loss_of, batches, optimizer, device, max_grad_norm)
-
-    def few_images(self, pool, train=False):
-        return Few(real_images(self, pool, train), pool, samples)
-
-    monkeypatch.setattr(module, "train_epoch", recording_epoch)
-    monkeypatch.setattr(IdentityDataModule, "images", few_images)
-    return passes
-
-
-def augmented(dataset) -> bool:
-    """Whether ``dataset`` (or the one under a Subset) serves images with the training transform."""
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
-    return any(isinstance(t, v2.RandomResizedCrop) for t in dataset.transform.transforms)
-
-
-def cosine(lr: float, epoch: int, epochs: int) -> float:
-    """The published schedule's learning rate in ``epoch`` (from 0) of ``epochs``."""
-    return lr * (1 + math.cos(math.pi * epoch / epochs)) / 2

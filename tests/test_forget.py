@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import TINY_SPEC, meta_data
+from helpers import CONFIGS, TINY_SPEC, meta_data
 from PIL import Image
-from test_cli import CONFIGS
 
 from one_shui.checkpoints import load_checkpoint, sha256_of
 from one_shui.data.check_set import take_check_set

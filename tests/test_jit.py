@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 import yaml
-from test_cli import CONFIGS
+from helpers import CONFIGS
 
 import one_shui.methods.jit as jit
 from one_shui.methods.base import MethodSetupError

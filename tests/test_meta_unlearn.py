@@ -1,9 +1,7 @@
 import lightning as L
 import pytest
 import torch
-from conftest import META_UNLEARN, meta_data, method_args, on_data
-from helpers import quiet_trainer
-from test_cli import CONFIGS
+from helpers import CONFIGS, META_UNLEARN, meta_data, method_args, on_data, quiet_trainer
 from torchmetrics.functional.classification import multilabel_average_precision
 
 from one_shui.checkpoints import load_checkpoint

@@ -9,9 +9,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import meta_data, method_args, on_data
-from helpers import quiet_trainer
-from test_cli import CONFIGS, QUIET, real_data_args
+from helpers import CONFIGS, QUIET, meta_data, method_args, on_data, quiet_trainer, real_data_args
 
 import one_shui.methods
 from one_shui.cli import OneShuiCLI

@@ -5,8 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import meta_data
-from helpers import quiet_trainer
+from helpers import meta_data, quiet_trainer
 from torch import nn
 
 from one_shui.methods import pgu

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import meta_data
-from test_distillation import attach, augmented, cosine, record_passes
+from helpers import attach, augmented, cosine, meta_data, record_passes
 
 import one_shui.methods.scrub as scrub_module
 from one_shui.errors import SettingError

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import wandb
 import yaml
-from test_bench import run_tiny, tiny_bench
+from helpers import run_tiny, tiny_bench
 
 from one_shui.bench import cells as cells_module
 from one_shui.bench.config import parse

@@ -5,9 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import meta_data
-from helpers import quiet_trainer
-from test_cli import CONFIGS
+from helpers import CONFIGS, meta_data, quiet_trainer
 from torch.nn.utils import parameters_to_vector
 
 from one_shui.methods.ssd import SSD, dampened

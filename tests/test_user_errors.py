@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import fit_in, on_data
+from helpers import CONFIGS, DATA, PRETRAIN, QUIET, STAND_IN, fit_in, on_data, tiny
 from layouts import write_celebahq
-from test_cli import CONFIGS, DATA, PRETRAIN, QUIET, STAND_IN, tiny
 
 from one_shui.bench.runner import main as bench_main
 from one_shui.cli import main as cli_main
