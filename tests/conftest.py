@@ -10,9 +10,11 @@ from helpers import META_UNLEARN, PRETRAIN, RETRAIN, fit_in, method_args, on_dat
 
 
 def pytest_collection_modifyitems(items):
-    """The tiny bench takes minutes to build, in whichever test asks for it first: those get 900 s."""
+    """A test on a tiny bench (``bench``, ``sequential``) is slow; the one that asks first builds it, and
+    may take up to 900 s."""
     for item in items:
-        if "bench" in item.fixturenames:
+        if {"bench", "sequential"} & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
             item.add_marker(pytest.mark.timeout(900))
 
 

@@ -245,6 +245,7 @@ def test_best_is_the_highest_or_the_closest_to_retrain_among_1shui_rows_only():
     assert report.best(table, groups) == {"forget": "B", "tow": "A"}
 
 
+@pytest.mark.slow
 def test_one_wandb_run_per_cell_and_a_summary_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -326,6 +327,7 @@ def test_a_bench_config_that_cannot_run_is_one_message_before_anything_runs(
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.slow
 def test_a_failing_cell_is_named_in_one_message(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -419,6 +421,7 @@ def test_the_results_notebook_shows_a_bench_s_table_and_plots(bench, monkeypatch
 SWEEPS = sorted((CONFIGS / "sweeps").glob("*.yaml"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", SWEEPS, ids=[path.stem for path in SWEEPS])
 def test_every_sweep_runs_the_bench_with_arguments_its_runs_accept(path, monkeypatch):
     monkeypatch.chdir(CONFIGS.parent)
@@ -439,6 +442,7 @@ def test_every_sweep_runs_the_bench_with_arguments_its_runs_accept(path, monkeyp
                 assert exit.value.code in (None, 0)
 
 
+@pytest.mark.slow
 def test_the_same_machine_lock_and_seed_give_an_identical_results_csv(tmp_path):
     """Two benches from nothing (their own cells, data and stand-in), one after the other: the same
     results.csv and identities.csv, the wall times aside."""

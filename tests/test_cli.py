@@ -107,6 +107,7 @@ def test_every_training_recipe_runs_a_step(dataset, stage, tmp_path):
     assert cli.trainer.state.finished and cli.trainer.global_step == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "preset", sorted(CONFIGS.glob("data/*.yaml")) + sorted(CONFIGS.glob("model/*.yaml")), ids=lambda p: p.name
 )
@@ -126,6 +127,7 @@ def test_every_data_and_model_preset_runs_a_step(preset, tmp_path):
 # --- pretrain, retrain and their checkpoints ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_pretrain_writes_its_record_and_retrain_is_bound_to_it():
     folder = pretrain()
     best, split = folder / "best.ckpt", Split.load(folder / "split.json")
@@ -150,6 +152,7 @@ def test_pretrain_writes_its_record_and_retrain_is_bound_to_it():
     assert "must use the split of its pretrain: set data.split_file" in message
 
 
+@pytest.mark.slow
 def test_runs_without_paths_follow_the_run_layout_and_a_given_path_wins(recwarn):
     setting = Path("outputs/synthetic_celebahq/N3-seed0")
     pretrain = fit(*PRETRAIN, *tiny(None))
@@ -186,6 +189,7 @@ def test_checkpoint_round_trip_with_weights_only():
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
 
+@pytest.mark.slow
 def test_checkpoints_of_another_split_backbone_or_kind_are_refused(tmp_path):
     best = pretrain() / "best.ckpt"
     other = pretrain("pre1", seed=1) / "split.json"
@@ -220,6 +224,7 @@ def test_checkpoints_of_another_split_backbone_or_kind_are_refused(tmp_path):
         load_checkpoint(pickled)
 
 
+@pytest.mark.slow
 def test_a_run_folder_holding_another_split_is_refused():
     pretrain("pre")
     with pytest.raises(SplitMismatchError, match="default_root_dir to a folder of its own"):
@@ -227,6 +232,7 @@ def test_a_run_folder_holding_another_split_is_refused():
     pretrain("pre")  # the same split may run there again
 
 
+@pytest.mark.slow
 def test_interrupted_fit_resumes_without_repeating_or_losing_an_epoch():
     crash = json.dumps([{"class_path": "helpers.Crash", "init_args": {"epoch": 2}}])
     with pytest.raises(RuntimeError, match="simulated kill at epoch 2"):
@@ -241,6 +247,7 @@ def test_interrupted_fit_resumes_without_repeating_or_losing_an_epoch():
     assert load_checkpoint("run/checkpoints/last.ckpt")["global_step"] == 4 * 2
 
 
+@pytest.mark.slow
 def test_a_resumed_fit_ends_with_the_weights_of_an_uninterrupted_one():
     """The random state travels in the checkpoint: the shuffles and flips after the resume are the ones
     the uninterrupted fit drew."""
@@ -255,11 +262,13 @@ def test_a_resumed_fit_ends_with_the_weights_of_an_uninterrupted_one():
         assert load_checkpoint(f"{run}/checkpoints/last.ckpt")["global_step"] == 4 * 2
 
 
+@pytest.mark.slow
 def test_ckpt_path_last_starts_afresh_when_there_is_none():
     cli = fit(*PRETRAIN, *tiny("new"), "--ckpt_path", "last")
     assert cli.trainer.global_step == 2
 
 
+@pytest.mark.slow
 def test_ckpt_path_last_starts_afresh_from_a_torn_checkpoint_and_says_so(caplog):
     """A fit killed while writing last.ckpt leaves it torn; the next resume must not stop on it."""
     fit(*PRETRAIN, *tiny("torn"))
@@ -287,6 +296,7 @@ def test_user_errors_are_one_line_without_traceback():
     assert str(exit.value.code) == "one-shui: split file missing.json does not exist"
 
 
+@pytest.mark.slow
 def test_wandb_run_logs_config_metrics_and_split(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     cli = fit(*PRETRAIN, "--config", CONFIGS / "trainer" / "wandb.yaml", *tiny("wb"))

@@ -21,6 +21,7 @@ def gpu_check(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_the_smoke_run_prints_every_row_of_the_gpu_table():
     out = gpu_check("--smoke")
     assert out.returncode == 0, out.stderr
@@ -33,6 +34,7 @@ def test_the_smoke_run_prints_every_row_of_the_gpu_table():
     assert "x its floor" in figures[-1] and out.stdout.rstrip().endswith("s")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here: the full run would run")
 def test_the_full_run_without_a_gpu_is_one_message():
     out = gpu_check()

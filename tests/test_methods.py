@@ -165,6 +165,7 @@ def fit_and_test(config: Path, args: list[str]) -> dict:
 METHOD_CONFIGS = sorted(CONFIGS.glob("methods/*.yaml"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", METHOD_CONFIGS, ids=lambda p: p.stem)
 def test_every_method_config_fits_and_tests_on_the_synthetic_data(config, runs, monkeypatch):
     root = runs[0]

@@ -140,6 +140,7 @@ def test_a_method_that_cannot_serve_requests_is_refused_by_the_sequential_bench(
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.slow
 def test_one_wandb_run_per_request_cell_and_a_summary_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
