@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 LOCK := requirements.lock
+# One pytest-xdist worker per core, a test module's tests on one worker (its module fixtures built once);
+# tests/conftest.py gives each worker one torch thread.
+PYTEST := $(BIN)/python -m pytest -q -n auto --dist loadscope
 
 .PHONY: demo test check lint lock clean
 
@@ -21,12 +24,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 # The fast subset while developing: every module, without the end-to-end runs (marked slow).
 check: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

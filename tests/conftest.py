@@ -3,10 +3,20 @@ functions and constants live in helpers.py)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import META_UNLEARN, PRETRAIN, RETRAIN, fit_in, method_args, on_data, tiny
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, one thread of torch per worker (and per subprocess it starts): two workers
+    that each run torch on every core fight for the cores."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(items):

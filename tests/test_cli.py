@@ -100,8 +100,13 @@ def test_every_training_recipe_runs_a_step(dataset, stage, tmp_path):
     else:
         data = ["--config", str(CONFIGS / "data" / f"{dataset}.yaml"), *tiny(None)[:4]]
         training = recipe(CONFIGS / "train" / "synthetic.yaml")
-    if stage == "retrain":
-        fit(*data, *training, "--trainer.max_epochs=1", "--trainer.limit_train_batches=1", *QUIET)
+    if stage == "retrain":  # its pretrain has only to leave the split in the run layout: two steps, small
+        small = (
+            ["--model.init_args.backbone=vit_cpu", "--data.init_args.image_size=32"]
+            if dataset in REAL
+            else []
+        )
+        fit(*data, *training, *small, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", *QUIET)
     pool = ["--data.init_args.train_pool=retain"] if stage == "retrain" else []
     cli = fit(*data, *training, "--config", CONFIGS / "trainer" / "debug.yaml", *QUIET, *pool)
     assert cli.trainer.state.finished and cli.trainer.global_step == 1
