@@ -22,7 +22,7 @@ from helpers import CONFIGS, METHODS, run_tiny, tiny_bench
 from one_shui import layout
 from one_shui.atomic import held
 from one_shui.bench import cells as cells_module
-from one_shui.bench import report
+from one_shui.bench import differences, report
 from one_shui.bench.cells import Runner
 from one_shui.bench.config import parse, split_arguments
 from one_shui.bench.runner import main, request_photos, run_bench
@@ -75,10 +75,48 @@ def test_results_csv_has_a_row_per_method_and_seed_with_every_metric_and_phase_t
     assert len({row["split"] for row in rows}) == 2  # one split per seed
 
 
+def test_results_md_leads_with_the_paired_table_and_paired_csv_holds_its_intervals(bench):
+    folder, _ = bench
+    text = (folder / "outputs/tiny/results.md").read_text()
+    paired_table, _ = text.split("### Means over seeds")
+    lines = [line for line in paired_table.splitlines() if line.startswith("| ")]
+    assert [line.split("|")[1].strip() for line in lines[1:]] == [
+        "Retrain",
+        report.GROUPS["1-SHUI"],
+        "MetaUnlearn",
+        "JiT",
+        report.GROUPS["full-data"],
+        "Bad Teacher",
+    ]  # Pretrain is the origin
+    assert lines[0].split("|")[2:-1] == [f" {header} " for _, header, _ in report.PAIRED]
+    assert all("[" in cell for cell in lines[1].split("|")[2:6])  # two seeds: retain...ToW have intervals
+    assert (
+        "Paired differences from Pretrain" in paired_table and "people resampled within seeds" in paired_table
+    )
+
+    # the table and paired.csv are the layer's figures on the results.csv and identities.csv written
+    rows, identities = (
+        report.read_csv(folder / f"outputs/tiny/{name}.csv") for name in ("results", "identities")
+    )
+    table = differences.paired(rows, identities)
+    written = [line for line in paired_table.splitlines() if line.startswith("|")]
+    assert written == report.paired_lines(table, {row["row"]: row["group"] for row in rows})
+    paired = read(folder / "outputs/tiny/paired.csv")
+    assert list(paired[0]) == differences.paired_columns()
+    assert [row["mean"] for row in paired] == [str(row["mean"]) for row in differences.paired_rows(table)]
+    forget = {row["row"]: row for row in paired if row["statistic"] == "forget"}
+    assert set(forget) == {"Retrain", "MetaUnlearn", "JiT", "Bad Teacher"}
+    assert all(row["resampled"] == "people within seeds" and row["seeds"] == "2" for row in forget.values())
+    for row in paired:
+        if row["low"] != "nan":
+            assert float(row["low"]) <= float(row["mean"]) <= float(row["high"]), row
+            assert row["excludes_zero"] == str(float(row["low"]) > 0 or float(row["high"]) < 0)
+
+
 def test_results_md_is_the_paper_table_with_the_best_1shui_value_in_bold(bench):
     folder, _ = bench
     text = (folder / "outputs/tiny/results.md").read_text()
-    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    lines = [line for line in text.split("### Means over seeds")[1].splitlines() if line.startswith("| ")]
     names = [line.split("|")[1].strip() for line in lines[1:]]
     assert names == ["Pretrain", "Retrain", report.GROUPS["1-SHUI"], "MetaUnlearn", "JiT",
                      report.GROUPS["full-data"], "Bad Teacher"]  # fmt: skip
@@ -98,17 +136,17 @@ def test_the_table_says_which_rows_report_the_published_mia_selection(bench):
     folder, _ = bench
     rows = read(folder / "outputs/tiny/results.csv")
     assert {row["mia_selection"] for row in rows} == {"balanced"}
-    assert "published selection" not in report.markdown(rows, "tiny")
+    assert "published selection" not in report.means_markdown(rows)
     published = [{**row, "mia_selection": "published"} if row["row"] == "JiT" else row for row in rows]
     assert (
         "for JiT with the published selection: the forest chosen on the evaluated pools"
-        in report.markdown(published, "tiny")
+        in report.means_markdown(published)
     )
 
 
 def test_plots_and_the_per_identity_file_are_written(bench):
     folder, _ = bench
-    for name in ("tow.png", "roc.png", "forget_per_identity.png", "forget_request.png"):
+    for name in ("paired.png", "roc.png", "forget_per_identity.png", "forget_request.png"):
         assert (folder / "outputs/tiny" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = read(folder / "outputs/tiny/identities.csv")
     assert {row["row"] for row in rows} == {"Retrain", "MetaUnlearn", "JiT", "Bad Teacher"}
@@ -390,10 +428,11 @@ def test_the_environment_is_written_beside_the_results_and_under_the_table(bench
         env["devices"] == ["cpu"]
         and env["precisions"] == ["32-true"]
         and env["threads"] == torch.get_num_threads()
+        and env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     )
     table = (folder / "outputs/tiny/results.md").read_text()
     assert f"Environment: Python {platform.python_version()}, torch {env['torch']}" in table
-    assert "environment.json" in table
+    assert f"({env['cpu_capability']}) with {env['threads']} threads" in table and "environment.json" in table
 
 
 def test_bench_records_are_json(bench):

@@ -13,6 +13,8 @@ import yaml
 from helpers import run_tiny, tiny_bench
 
 from one_shui.bench import cells as cells_module
+from one_shui.bench import differences, report
+from one_shui.bench import sequential as sequential_module
 from one_shui.bench.config import parse
 from one_shui.bench.runner import main, run_bench
 from one_shui.data.splits import Split, make_split, pools, requests_of, sequential_pools
@@ -60,8 +62,8 @@ def sequential(tmp_path_factory):
     return run_tiny(tmp_path_factory.mktemp("sequential"), methods=methods, request_size=2, requests=2)
 
 
-def rows_of(folder: Path) -> list[dict]:
-    with open(folder / "outputs/tiny/results.csv", newline="") as file:
+def rows_of(folder: Path, name: str = "results.csv") -> list[dict]:
+    with open(folder / "outputs/tiny" / name, newline="") as file:
         return list(csv.DictReader(file))
 
 
@@ -104,9 +106,22 @@ def test_each_request_has_its_retrain_without_everyone_forgotten_so_far(sequenti
 
 def test_the_table_by_request_and_its_plot(sequential):
     folder, _ = sequential
-    table = (folder / "outputs/tiny/results.md").read_text()
-    assert "| k | retain | forget (all so far) | forget (request k) |" in table and "guard stops" in table
-    assert table.count("| MetaUnlearn | 1 |") == 1 and "|  | 2 |" in table
+    paired_table, means = (folder / "outputs/tiny/results.md").read_text().split("### Means over seeds")
+    assert "| k | retain | forget (all so far) | forget (request k) |" in means and "guard stops" in means
+    assert means.count("| MetaUnlearn | 1 |") == 1 and "|  | 2 |" in means
+    # paired with Pretrain at the same request k
+    assert "| k | retain | forget (all so far) | forget (request k) |" in paired_table
+    assert "| Pretrain |" not in paired_table and paired_table.count("| MetaUnlearn | 1 |") == 1
+    rows = [
+        {**row, "request": int(row["request"])}
+        for row in report.read_csv(folder / "outputs/tiny/results.csv")
+    ]
+    table = differences.paired(rows, by=["request"])
+    groups = {row["row"]: row["group"] for row in rows}
+    lines = [line for line in paired_table.splitlines() if line.startswith("|")]
+    assert lines == report.paired_lines(table, groups, sequential_module.PAIRED, by=["k"])
+    paired = {(row["row"], row["request"], row["statistic"]) for row in rows_of(folder, "paired.csv")}
+    assert {("JiT", "1", "forget_request"), ("JiT", "2", "forget_request")} <= paired
     assert (folder / "outputs/tiny/by_request.png").stat().st_size > 0
 
 

@@ -1,5 +1,6 @@
 """The environment a bench ran in: the versions of Python and of the packages that decide its numbers, the
-commit, the device, the threads and the precision of its runs. Written beside its results
+commit, the device, the CPU and its vector capability (which kernels torch picks: the same CPU kind gives
+the same numbers), the threads and the precision of its runs. Written beside its results
 (``environment.json``), under its table, and into the config of every W&B run."""
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def environment() -> dict:
         "commit": commit(),
         "platform": platform.platform(),
         "cpu": cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the vector kernels torch picks
         "threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
@@ -88,7 +90,7 @@ def markdown(env: dict) -> str:
         devices += f" ({env['cuda']})"
     precisions = ", ".join(env.get("precisions") or ["?"])
     return (
-        f"Environment: Python {env['python']}, {versions}; {devices} on {env['cpu']} with {env['threads']} "
-        f"threads, precision {precisions}; commit {env['commit'] or 'unknown'}. Everything in "
-        "environment.json.\n"
+        f"Environment: Python {env['python']}, {versions}; {devices} on {env['cpu']} "
+        f"({env['cpu_capability']}) with {env['threads']} threads, precision {precisions}; commit "
+        f"{env['commit'] or 'unknown'}. Everything in environment.json.\n"
     )

@@ -1,9 +1,11 @@
-"""The bench's PNG plots: ToW per row with error bars over seeds, the attacks' ROC curves, each forget
-identity's metric before and after unlearning, and one forget request as the model saw it."""
+"""The bench's PNG plots: each row's paired difference from Pretrain in forget and retain, the attacks'
+ROC curves, each forget identity's metric before and after unlearning, and one forget request as the
+model saw it; the sequential bench's metrics by request."""
 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from ..atomic import write_bytes_atomic  # noqa: E402
 from ..data.images import read_rgb  # noqa: E402
+from .differences import Estimate  # noqa: E402
 
 COLOURS = {"original": "tab:gray", "1-SHUI": "tab:blue", "full-data": "tab:orange"}
 
@@ -25,21 +28,47 @@ def save(figure, path: Path) -> Path:
     return write_bytes_atomic(path, buffer.getvalue())
 
 
-def tow_bars(
-    table: Mapping[str, Mapping[str, tuple[float, float]]], groups: Mapping[str, str], path: Path
+def paired(
+    table: Mapping[tuple, Mapping[str, Estimate]], groups: Mapping[str, str], metric: str, path: Path
 ) -> Path:
-    """ToW of every row, mean with the standard deviation over seeds as error bars."""
-    labels = [label for label, row in table.items() if "tow" in row]
-    figure, axis = plt.subplots(figsize=(1.0 + 0.9 * len(labels), 3.6))
-    means = [table[label]["tow"][0] for label in labels]
-    spreads = [table[label]["tow"][1] for label in labels]
-    axis.bar(labels, means, yerr=spreads, capsize=4, color=[COLOURS[groups[label]] for label in labels])
-    axis.set_ylabel("ToW (100 = retrained)")
-    axis.set_ylim(0, 105)
-    axis.tick_params(axis="x", rotation=30)
-    for tick in axis.get_xticklabels():
-        tick.set_horizontalalignment("right")
+    """Each row's paired difference from Pretrain in forget (x) and retain (y), with its 95 % intervals
+    as bars: Pretrain at the origin, Retrain a star; down and to the left is forgetting at a cost."""
+    figure, axis = plt.subplots(figsize=(6.0, 4.6))
+    axis.axhline(0, color="black", linewidth=0.6)
+    axis.axvline(0, color="black", linewidth=0.6)
+    axis.plot(0, 0, marker="o", color=COLOURS["original"], linestyle="none", label="Pretrain")
+    for (label, *_), estimates in table.items():
+        if "forget" not in estimates or "retain" not in estimates:
+            continue
+        forget, retain = estimates["forget"], estimates["retain"]
+        axis.errorbar(
+            forget.mean,
+            retain.mean,
+            xerr=_bar(forget),
+            yerr=_bar(retain),
+            marker="*" if label == "Retrain" else "o",
+            markersize=11 if label == "Retrain" else 6,
+            color=COLOURS[groups[label]],
+            capsize=3,
+            linestyle="none",
+        )
+        axis.annotate(
+            label, (forget.mean, retain.mean), textcoords="offset points", xytext=(5, 5), fontsize=7
+        )
+    axis.set(
+        xlabel=f"forget {metric}, row minus Pretrain",
+        ylabel=f"retain {metric}, row minus Pretrain",
+        title="Paired differences from Pretrain (95 % intervals)",
+    )
+    axis.legend(fontsize=7, loc="best")
     return save(figure, path)
+
+
+def _bar(value: Estimate) -> list[list[float]]:
+    """Matplotlib's asymmetric error bar of an interval (none where there is no interval)."""
+    if math.isnan(value.low):
+        return [[0.0], [0.0]]
+    return [[value.mean - value.low], [value.high - value.mean]]
 
 
 def roc_curves(curves: Mapping[str, Mapping[str, Sequence[Sequence[float]]]], seed: int, path: Path) -> Path:

@@ -1,5 +1,7 @@
-"""The bench's results: one row per method x seed (``results.csv``), the paper's table over seeds
-(``results.md``) and the per-identity forget metric before and after unlearning (``identities.csv``)."""
+"""The bench's results: one row per method x seed (``results.csv``), the per-identity forget metric before
+and after unlearning (``identities.csv``), the paired differences from Pretrain (``paired.csv``, computed
+by :mod:`one_shui.bench.differences`) and ``results.md``: the paired table, then the paper's table of means
+over seeds."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 from ..atomic import write_text_atomic
 from ..metrics.rmia import RMIAResult
 from .config import ORIGINAL
+from .differences import Estimate
 
 GROUPS = {
     "original": None,
@@ -33,6 +36,17 @@ TABLE = [
     ("mia_auc", "MIA AUC", ".3f", "retrain"),
     ("rmia_auc", "RMIA AUC", ".3f", "retrain"),
     ("rmia_tpr_at_low_fpr", "RMIA TPR % at low FPR", ".1f", "retrain"),
+]
+
+# The paired table's columns: (statistic, header, format; a difference is signed, the gap closed is not)
+PAIRED = [
+    ("retain", "retain", "+.2f"),
+    ("forget", "forget", "+.2f"),
+    ("test", "test", "+.2f"),
+    ("tow", "ToW", "+.2f"),
+    ("mia_auc", "MIA AUC", "+.3f"),
+    ("rmia_auc", "RMIA AUC", "+.3f"),
+    ("gap_closed", "gap closed %", ".0f"),
 ]
 
 
@@ -156,7 +170,66 @@ def _score(value: float, rule: str, retrained: float) -> float:
     return value if rule == "max" else -abs(value - retrained)
 
 
-def markdown(rows: Sequence[Mapping], title: str) -> str:
+def interval_cell(value: Estimate | None, form: str) -> str:
+    """``mean [low, high]``, marked ``*`` where the interval excludes 0; the mean alone without one."""
+    if value is None:
+        return "–"
+    if math.isnan(value.low):
+        return f"{value.mean:{form}}"
+    text = f"{value.mean:{form}} [{value.low:{form}}, {value.high:{form}}]"
+    return f"{text} *" if value.excludes_zero else text
+
+
+def paired_lines(
+    paired: Mapping[tuple, Mapping[str, Estimate]],
+    groups: Mapping[str, str],
+    columns: Sequence[tuple[str, str, str]] = PAIRED,
+    by: Sequence[str] = (),
+) -> list[str]:
+    """The paired table's lines: a row per table row (and per ``by`` header, e.g. the request k), grouped;
+    Pretrain, the origin, is left out."""
+    headers = [*by, *(header for _, header, _ in columns)]
+    lines = ["| | " + " | ".join(headers) + " |", "|---|" + "---:|" * len(headers)]
+    shown, last = None, None
+    for (label, *at), estimates in paired.items():
+        heading = GROUPS[groups[label]]
+        if heading and heading != shown:
+            lines.append(f"| {heading} |" + " |" * len(headers))
+            shown = heading
+        cells = [*map(str, at), *(interval_cell(estimates.get(key), form) for key, _, form in columns)]
+        lines.append(f"| {label if label != last else ''} | " + " | ".join(cells) + " |")
+        last = label
+    return lines
+
+
+def paired_caption(rows: Sequence[Mapping], people: bool) -> str:
+    """What the paired table shows, and how its intervals were drawn (``people``: forget per person)."""
+    seeds = ", ".join(str(seed) for seed in sorted({int(row["seed"]) for row in rows}))
+    resampled = (
+        "Forget: each forgotten person's difference (identities.csv), people resampled within seeds (BCa); "
+        "the other columns: seeds resampled"
+        if people
+        else "Seeds resampled"
+    )
+    return (
+        f"Paired differences from Pretrain (a row minus Pretrain at the same seed): the mean over seeds "
+        f"{seeds} [its 95 % bootstrap interval], * where the interval excludes 0. {resampled} (percentile; "
+        "with 3 seeds the interval runs from about the lowest seed's difference to the highest). Gap "
+        "closed: the share of the memorisation gap (Pretrain forget minus Retrain forget) that the row "
+        "closed, 100 for the retrained model's forgetting, above 100 for over-forgetting."
+    )
+
+
+def markdown(rows: Sequence[Mapping], title: str, paired: Mapping[tuple, Mapping[str, Estimate]]) -> str:
+    """The paired table (``paired``: :func:`one_shui.bench.differences.paired` of ``rows``), then the
+    paper's table of means: Pretrain, Retrain, the 1-SHUI methods, then the full-data references."""
+    groups = {row["row"]: row["group"] for row in rows}
+    people = any(row["forget"].resampled != "seeds" for row in paired.values() if "forget" in row)
+    lines = [f"## {title}", "", *paired_lines(paired, groups), "", paired_caption(rows, people), ""]
+    return "\n".join(lines) + "\n" + means_markdown(rows)
+
+
+def means_markdown(rows: Sequence[Mapping]) -> str:
     """The paper's table: Pretrain, Retrain, the 1-SHUI methods, then the full-data references."""
     table = summarise(rows)
     groups = {row["row"]: row["group"] for row in rows}
@@ -172,7 +245,7 @@ def markdown(rows: Sequence[Mapping], title: str) -> str:
             "evaluated pools themselves (optimistic), classes not balanced"
         )
     lines = [
-        f"## {title}",
+        "### Means over seeds",
         "",
         "| | " + " | ".join(header for _, header, _, _ in TABLE) + " |",
         "|---|" + "---:|" * len(TABLE),

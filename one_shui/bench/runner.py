@@ -5,8 +5,9 @@ pretrain and retrain, then the paper's table, plots and W&B dashboards.
     one-shui-bench --config configs/bench/celebahq_n20.yaml --seeds '[0]' --data.init_args.root=/datasets
 
 Writes to ``<out>/<name>/``: ``results.csv`` (a row per method x seed: every metric and the wall time of
-each phase), ``identities.csv``, ``results.md`` and the PNG plots. Cells already done are reused, so an
-interrupted bench run again resumes where it stopped.
+each phase), ``identities.csv``, ``paired.csv`` (each row's differences from Pretrain with their
+intervals), ``results.md`` (the paired table, then the means over seeds) and the PNG plots. Cells
+already done are reused, so an interrupted bench run again resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .. import layout
 from ..atomic import write_text_atomic
 from ..data.splits import Split, images_by_identity
 from ..errors import UserError, exit_on_user_error, user_error
-from . import environment, plots, report, sequential
+from . import differences, environment, plots, report, sequential
 from .cells import Runner, plan
 from .config import Bench, parse
 from .tracking import Tracker
@@ -59,13 +60,15 @@ def write_results(bench: Bench, runner: Runner, tracker: Tracker) -> Path:
     records, attacks = runner.records, runner.attacks()
     rows = report.result_rows(records, attacks)
     identities = report.identity_rows(records)
+    paired = differences.paired(rows, identities)
     report.write_csv(folder / "results.csv", rows, report.COLUMNS)
     report.write_csv(
         folder / "identities.csv", identities, ["row", "group", "seed", "identity", "before", "after"]
     )
+    report.write_csv(folder / "paired.csv", differences.paired_rows(paired), differences.paired_columns())
     title = f"{bench.name}: N = {bench.request_size}, seeds {', '.join(map(str, bench.seeds))}"
     env, under = environment.write(folder, tracker.environment, records.values())
-    markdown = write_text_atomic(folder / "results.md", report.markdown(rows, title) + "\n" + under)
+    markdown = write_text_atomic(folder / "results.md", report.markdown(rows, title, paired) + "\n" + under)
     table, groups = report.summarise(rows), {row["row"]: row["group"] for row in rows}
     seed = bench.seeds[0]
     curves = {
@@ -74,12 +77,12 @@ def write_results(bench: Bench, runner: Runner, tracker: Tracker) -> Path:
         "RMIA": {label: (a.fpr, a.tpr) for (label, s), a in attacks.items() if s == seed},
     }  # fmt: skip
     pngs = [
-        plots.tow_bars(table, groups, folder / "tow.png"),
+        plots.paired(paired, groups, rows[0]["metric"], folder / "paired.png"),
         plots.roc_curves(curves, seed, folder / "roc.png"),
         plots.forget_per_identity(identities, rows[0]["metric"], folder / "forget_per_identity.png"),
         plots.forget_request(*request_photos(runner, seed), folder / "forget_request.png"),
     ]
-    tracker.summary(folder, rows, table, pngs, env)
+    tracker.summary(folder, rows, table, pngs, env, differences.paired_rows(paired))
     return markdown
 
 

@@ -22,7 +22,7 @@ import torch
 from .. import layout
 from ..atomic import write_bytes_atomic, write_text_atomic
 from ..guard import MAX_DROP
-from . import environment, plots, report
+from . import differences, environment, plots, report
 from .cells import Cell, Runner, retrain_on
 from .config import ORIGINAL, Bench
 from .tracking import Tracker
@@ -33,6 +33,16 @@ COLUMNS = [
     "tow", "mia_auc", "check_before", "check_after", "check_drop", "fit_s", "forget_s", "test_s", "metric",
     "split",
 ]  # fmt: skip
+# The paired table's columns after k: (statistic, header, format), as the bench's (report.PAIRED)
+PAIRED = [
+    ("retain", "retain", "+.2f"),
+    ("forget", "forget (all so far)", "+.2f"),
+    ("forget_request", "forget (request k)", "+.2f"),
+    ("test", "test", "+.2f"),
+    ("tow", "ToW", "+.2f"),
+    ("mia_auc", "MIA AUC", "+.3f"),
+    ("gap_closed", "gap closed %", ".0f"),
+]
 # The table's columns after k: (results.csv column, header, format)
 TABLE = [
     ("retain", "retain", ".2f"),
@@ -168,12 +178,21 @@ def stopped(rows: Sequence[Mapping], max_drop: float = MAX_DROP) -> dict[tuple[s
     return counts
 
 
-def markdown(rows: Sequence[Mapping], title: str) -> str:
-    """The table by request: each row's metrics after each request k, mean ± std over seeds."""
+def markdown(rows: Sequence[Mapping], title: str, paired: Mapping[tuple, Mapping]) -> str:
+    """The tables by request: each row's paired differences from Pretrain after each request k (``paired``:
+    :func:`one_shui.bench.differences.paired` by request), then its metrics, mean ± std over seeds."""
     table, refused = summarise(rows), stopped(rows)
     seeds = sorted({int(row["seed"]) for row in rows})
+    groups = {row["row"]: row["group"] for row in rows}
     lines = [
         f"## {title}",
+        "",
+        *report.paired_lines(paired, groups, PAIRED, by=["k"]),
+        "",
+        report.paired_caption(rows, people=False)
+        + " After request k, against Pretrain after request k (the original model on that k's pools).",
+        "",
+        "### Means over seeds",
         "",
         "| | k | " + " | ".join(header for _, header, _ in TABLE) + " | guard stops |",
         "|---|---:|" + "---:|" * (len(TABLE) + 1),
@@ -201,16 +220,20 @@ def markdown(rows: Sequence[Mapping], title: str) -> str:
 
 
 def write_results(bench: Bench, runner: SequentialRunner, tracker: Tracker) -> Path:
-    """results.csv, results.md and the plot by request (in W&B's summary run too); the results.md path."""
+    """results.csv, paired.csv, results.md and the plot by request (in W&B's summary run too); the
+    results.md path."""
     folder = bench.folder / f"sweep-{tracker.sweep_run}" if tracker.sweep_run else bench.folder
     rows = result_rows(runner.records)
+    paired = differences.paired(rows, by=["request"])
     report.write_csv(folder / "results.csv", rows, COLUMNS)
+    paired_rows = differences.paired_rows(paired, by=["request"])
+    report.write_csv(folder / "paired.csv", paired_rows, differences.paired_columns(["request"]))
     seeds = ", ".join(map(str, bench.seeds))
     title = f"{bench.name}: {bench.requests} requests of N = {bench.request_size} people, seeds {seeds}"
     env, under = environment.write(folder, tracker.environment, runner.records.values())
-    markdown_path = write_text_atomic(folder / "results.md", markdown(rows, title) + "\n" + under)
+    markdown_path = write_text_atomic(folder / "results.md", markdown(rows, title, paired) + "\n" + under)
     table = summarise(rows)
     png = plots.by_request(table, rows[0]["metric"], folder / "by_request.png")
     means = {f"{label}/k{k}": values for (label, k), values in table.items()}
-    tracker.summary(folder, rows, means, [png], env)
+    tracker.summary(folder, rows, means, [png], env, paired_rows)
     return markdown_path

@@ -95,9 +95,11 @@ class Tracker:
         means: Mapping[str, Mapping[str, tuple]],
         plots: Sequence[Path],
         env: Mapping,
+        paired: Sequence[Mapping],
     ) -> None:
-        """The summary run: the results table (``wandb.Table``), each row's means as ``<row>/<metric>``
-        (what a sweep reads), the plots, and the environment ``env`` in its config."""
+        """The summary run: the results table and the ``paired`` differences from Pretrain (paired.csv's
+        rows) as ``wandb.Table``, each row's means as ``<row>/<metric>`` (what a sweep reads), the plots,
+        and the environment ``env`` in its config."""
         if not self.enabled:
             return
         import wandb
@@ -110,11 +112,10 @@ class Tracker:
             "environment": dict(env),
         }
         run = self._init(folder, name=f"{self.bench.name} summary", job_type="summary", config=config)
-        columns = list(rows[0])
-        table = wandb.Table(columns=columns, data=[[row[column] for column in columns] for row in rows])
         run.log(
             {
-                "results": table,
+                "results": _table(wandb, rows),
+                **({"paired": _table(wandb, paired)} if paired else {}),
                 **{
                     f"{label}/{key}": mean
                     for label, values in means.items()
@@ -140,3 +141,9 @@ class Tracker:
             settings=wandb.Settings(silent=True),
             **kwargs,
         )
+
+
+def _table(wandb, rows: Sequence[Mapping]):
+    """``rows`` (dicts with the same keys) as a ``wandb.Table``."""
+    columns = list(rows[0])
+    return wandb.Table(columns=columns, data=[[row[column] for column in columns] for row in rows])

@@ -1,0 +1,182 @@
+"""Paired statistics of a bench (PROTOCOL §9): what a row changed, with an interval a reviewer can trust.
+
+Every row of one training seed shares that seed's split, pretrain and retrain, so a row's effect is the
+paired difference d(r, m, s) = m(r, s) - m(Pretrain, s), per metric m and seed s. Its estimate is the mean
+of d over seeds, with a 95 % bootstrap interval (:func:`scipy.stats.bootstrap`, a fixed seed,
+:data:`RESAMPLES` resamples) stratified by seed:
+
+- the forget metric, where each forgotten person's value before and after is known (``identities.csv``):
+  the mean over seeds of the mean difference per person, people resampled within each seed;
+- every other metric (one value per seed): the mean over seeds, seeds resampled.
+
+The interval is BCa (bias-corrected and accelerated) where every stratum holds more than 3 values (the
+people of a seed); otherwise it is the percentile interval, because BCa's acceleration is a jackknife
+over the values and is not defined by 3 of them. With the 3 seeds of a bench, the seeds' interval is
+that of the 10 distinct resampled means: it runs from about the lowest seed's difference to the highest,
+and a difference is marked only when every seed moved the same way. Identical values give an interval of
+width 0; a single seed, none (NaN: there is nothing to resample).
+
+The **share of the memorisation gap closed**, g(r, s) = (forget(Pretrain, s) - forget(r, s)) /
+(forget(Pretrain, s) - forget(Retrain, s)), is 1 for the retrained model's forgetting, 0 for none, above 1
+for over-forgetting; seeds whose gap is below :data:`MIN_GAP` points are left out (nothing to divide).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import bootstrap
+
+CONFIDENCE = 0.95
+RESAMPLES = 2000
+RANDOM_SEED = 0  # the bootstrap's: the same rows give the same intervals
+MIN_GAP = 1.0  # points of the forget metric: a seed's memorisation gap below this is not divided by
+REFERENCE = "Pretrain"  # the row every difference is taken from
+# The results.csv columns compared (a bench's table has the first eight, the sequential bench's some of
+# them and the last two).
+METRICS = (
+    "retain", "forget", "test", "tow", "mia_auc", "mia_forget_non_member", "rmia_auc",
+    "rmia_tpr_at_low_fpr", "forget_request", "check_drop",
+)  # fmt: skip
+GAP_CLOSED = "gap_closed"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean with its 95 % interval, the number of seeds it pairs and what the bootstrap resampled."""
+
+    mean: float
+    low: float
+    high: float
+    seeds: int
+    resampled: str  # "seeds" or "people within seeds"
+
+    @property
+    def excludes_zero(self) -> bool:
+        """Whether the interval lies wholly on one side of 0 (never for a missing interval)."""
+        return self.low > 0 or self.high < 0
+
+
+def estimate(strata: Sequence[Sequence[float]], resampled: str) -> Estimate:
+    """The mean over ``strata`` of each stratum's mean, with its bootstrap interval resampling within each
+    stratum (one stratum of the seeds' values: the seeds are resampled)."""
+    samples = [np.asarray(stratum, dtype=float) for stratum in strata]
+    mean = float(np.mean([sample.mean() for sample in samples]))
+    seeds = len(samples) if len(samples) > 1 else len(samples[0])
+    if min(len(sample) for sample in samples) < 2:
+        return Estimate(mean, math.nan, math.nan, seeds, resampled)
+    if all(np.ptp(sample) == 0 for sample in samples):
+        return Estimate(mean, mean, mean, seeds, resampled)
+    method = "BCa" if min(len(sample) for sample in samples) > 3 else "percentile"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # BCa on a stratum of nearly equal values
+        result = bootstrap(
+            samples,
+            _mean_of_means,
+            n_resamples=RESAMPLES,
+            confidence_level=CONFIDENCE,
+            method=method,
+            rng=np.random.default_rng(RANDOM_SEED),
+        )
+    interval = result.confidence_interval
+    return Estimate(mean, float(interval.low), float(interval.high), seeds, resampled)
+
+
+def _mean_of_means(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean([sample.mean(axis=axis) for sample in samples], axis=0)
+
+
+def paired(
+    rows: Sequence[Mapping],
+    identities: Sequence[Mapping] = (),
+    by: Sequence[str] = (),
+) -> dict[tuple, dict[str, Estimate]]:
+    """Per row (keyed by its label and the ``by`` columns, e.g. the request k), each metric's difference
+    from Pretrain at the same seed (and ``by``), and the share of the memorisation gap closed. The
+    forget difference is per person where ``identities`` (identities.csv's rows) has the row's people."""
+    values = {(row["row"], *(row[key] for key in by), int(row["seed"])): row for row in rows}
+    people = _per_person(identities)
+    result: dict[tuple, dict[str, Estimate]] = {}
+    for label, *at in dict.fromkeys((row["row"], *(row[key] for key in by)) for row in rows):
+        if label == REFERENCE:
+            continue
+        seeds = sorted(seed for (name, *where, seed) in values if name == label and where == at)
+        pairs = [(values[(label, *at, s)], values.get((REFERENCE, *at, s))) for s in seeds]
+        pairs = [(row, reference) for row, reference in pairs if reference is not None]
+        if not pairs:
+            continue
+        estimates = {}
+        for metric in METRICS:
+            differences = [
+                float(row[metric]) - float(reference[metric])
+                for row, reference in pairs
+                if row.get(metric) is not None and reference.get(metric) is not None
+            ]
+            if differences:
+                estimates[metric] = estimate([differences], "seeds")
+        persons = [people.get((label, int(row["seed"]))) for row, _ in pairs]
+        if persons and all(persons):
+            estimates["forget"] = estimate(persons, "people within seeds")
+        gap = gap_closed(values, label, at, [int(row["seed"]) for row, _ in pairs])
+        if gap is not None:
+            estimates[GAP_CLOSED] = gap
+        result[(label, *at)] = estimates
+    return result
+
+
+def _per_person(identities: Sequence[Mapping]) -> dict[tuple[str, int], list[float]]:
+    """Each row's and seed's per-person forget difference (after minus before), in the file's order."""
+    people: dict[tuple[str, int], list[float]] = {}
+    for line in identities:
+        people.setdefault((line["row"], int(line["seed"])), []).append(
+            float(line["after"]) - float(line["before"])
+        )
+    return people
+
+
+def gap_closed(
+    values: Mapping[tuple, Mapping], label: str, at: Sequence, seeds: Sequence[int]
+) -> Estimate | None:
+    """The share of the memorisation gap that ``label`` closed (in %), over the seeds with a gap of at
+    least :data:`MIN_GAP`; None without a Retrain row."""
+    shares = []
+    for seed in seeds:
+        before, retrained = values.get((REFERENCE, *at, seed)), values.get(("Retrain", *at, seed))
+        row = values[(label, *at, seed)]
+        if (
+            before is None
+            or retrained is None
+            or None in (before["forget"], retrained["forget"], row["forget"])
+        ):
+            continue
+        gap = float(before["forget"]) - float(retrained["forget"])
+        if gap >= MIN_GAP:
+            shares.append(100 * (float(before["forget"]) - float(row["forget"])) / gap)
+    return estimate([shares], "seeds") if shares else None
+
+
+def paired_rows(table: Mapping[tuple, Mapping[str, Estimate]], by: Sequence[str] = ()) -> list[dict]:
+    """``paired.csv``'s rows (columns :func:`paired_columns`): one per row (and ``by``) and statistic."""
+    return [
+        {
+            "row": label,
+            **dict(zip(by, at, strict=True)),
+            "statistic": name,
+            "mean": value.mean,
+            "low": value.low,
+            "high": value.high,
+            "excludes_zero": value.excludes_zero,
+            "seeds": value.seeds,
+            "resampled": value.resampled,
+        }
+        for (label, *at), estimates in table.items()
+        for name, value in estimates.items()
+    ]
+
+
+def paired_columns(by: Sequence[str] = ()) -> list[str]:
+    return ["row", *by, "statistic", "mean", "low", "high", "excludes_zero", "seeds", "resampled"]
