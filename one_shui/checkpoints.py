@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import random
@@ -29,24 +30,43 @@ class CheckpointError(UserError, ValueError):
     """A file is not a one_shui checkpoint, or not the one this run needs."""
 
 
-def checkpoint_dir(trainer: L.Trainer) -> Path:
-    """Where the trainer's run keeps its checkpoints and the split JSON beside them."""
-    return layout.checkpoint_dir(trainer.default_root_dir)
-
-
 def load_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
     """Read a checkpoint with ``weights_only=True`` (no arbitrary unpickling) and check it is ours.
 
     With ``mmap``, tensors are read from the file only when used (cheap when only the record is
     needed); they are then valid only while the file is left as it is.
     """
+    path = _existing(path)
+    if not zipfile.is_zipfile(path):
+        raise _not_a_checkpoint(path)
+    return _load(path, path, mmap)
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict, str]:
+    """:func:`load_checkpoint`'s checkpoint and the SHA-256 of the file's bytes, from one opening of the
+    file: its bytes are read once, hashed, then loaded from memory (for a while both are in memory)."""
+    path = _existing(path)
+    data = path.read_bytes()
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise _not_a_checkpoint(path)
+    return _load(io.BytesIO(data), path), hashlib.sha256(data).hexdigest()
+
+
+def _existing(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"checkpoint {path} does not exist")
-    if not zipfile.is_zipfile(path):  # what torch.save writes; anything else is not a checkpoint of ours
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint (damaged, or another kind of file)")
+    return path
+
+
+def _not_a_checkpoint(path: Path) -> CheckpointError:
+    # A zip archive is what torch.save writes; anything else is not a checkpoint of ours.
+    return CheckpointError(f"{path}: not a PyTorch checkpoint (damaged, or another kind of file)")
+
+
+def _load(source: Path | io.BytesIO, path: Path, mmap: bool = False) -> dict:
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        checkpoint = torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"{path}: refused, it holds objects other than tensors and plain data, which could run code "
@@ -151,7 +171,7 @@ class RunRecord(Callback):
             self._claim_run_dir(trainer, _split_of(trainer))
 
     def _claim_run_dir(self, trainer: L.Trainer, split: Split) -> None:
-        path = checkpoint_dir(trainer) / layout.SPLIT
+        path = layout.checkpoint_dir(trainer.default_root_dir) / layout.SPLIT
         if path.is_file():
             split.require_same(
                 Split.load(path),

@@ -21,7 +21,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from . import layout
-from .checkpoints import CheckpointError, RandomState, RunRecord, checkpoint_dir, load_checkpoint
+from .checkpoints import CheckpointError, RandomState, RunRecord, load_checkpoint
 from .data.datamodule import IdentityDataModule
 from .errors import MissingFileError, SettingError, exit_on_user_error
 from .methods.base import MethodSetupError, UnlearningMethod
@@ -92,7 +92,7 @@ class OneShuiCLI(LightningCLI):
             )
         config = self.config_init[self.subcommand]
         if config.get("ckpt_path") == "last":
-            last = checkpoint_dir(self.trainer) / layout.LAST
+            last = layout.checkpoint_dir(self.trainer.default_root_dir) / layout.LAST
             config["ckpt_path"] = str(last) if _resumable(last) else None
 
     def _subcommand_config(self):

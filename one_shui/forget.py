@@ -58,8 +58,6 @@ from .errors import (
 from .methods.base import MethodSetupError, UnlearningMethod
 from .methods.loading import load_from_config, load_prepared
 
-UNLEARNED = "unlearned"  # the run layout's folder of served requests
-
 
 class RequestError(UserError, ValueError):
     """The request CSV is empty, malformed or lacks what the method needs."""
@@ -216,10 +214,7 @@ def forget(args: argparse.Namespace) -> dict:
                 "path": str(args.method),
                 "sha256": sha256_of(args.method),
             },
-            "pretrain_checkpoint": {
-                "path": str(method.hparams.pretrain_ckpt),
-                "sha256": method.original_sha256,
-            },
+            "pretrain_checkpoint": {"path": str(method.original.path), "sha256": method.original.sha256},
             "request": {"path": str(request), "sha256": sha256_of(request)},
             "root": str(root),
             "portraits": [
@@ -239,10 +234,10 @@ def serve_on(method: UnlearningMethod, model: Path | None) -> tuple[dict, list[s
     ``parent`` entry and the people forgotten earlier in the chain."""
     if model is not None and not model.is_file():
         raise MissingFileError(f"--on {model} does not exist: give the deployed model, an earlier --out")
-    links = receipts.chain(model, method.original_sha256) if model is not None else []
+    original = method.original
+    links = receipts.chain(model, original.sha256) if model is not None else []
     if not links:
-        original = str(Path(method.hparams.pretrain_ckpt).resolve())
-        return {"path": original, "sha256": method.original_sha256, "receipt": None}, []
+        return {"path": str(original.path.resolve()), "sha256": original.sha256, "receipt": None}, []
     last = links[-1].receipt
     for field, value in (("method", method.class_path()), ("split", method.split.fingerprint)):
         if last.get(field) != value:
@@ -308,10 +303,7 @@ def require_finite(method: UnlearningMethod) -> None:
 
 def default_out(method: UnlearningMethod, request: Path) -> Path:
     """``<request name>.ckpt`` in the run layout's ``unlearned`` folder of the original model's setting."""
-    data = load_checkpoint(method.hparams.pretrain_ckpt, mmap=True).get("datamodule_hyper_parameters", {})
-    name = layout.dataset_name(method.split.dataset, bool(data.get("synthetic")))
-    run = layout.run_dir(name, method.split.request_size, method.split.seed, UNLEARNED)
-    return run / f"{request.stem}.ckpt"
+    return method.original.run_dir(layout.SERVED) / f"{request.stem}.ckpt"
 
 
 def _write(method: UnlearningMethod, receipt: dict, out: Path, receipt_path: Path, start: float) -> None:

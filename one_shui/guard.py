@@ -99,5 +99,5 @@ def config_data(path: str, method: UnlearningMethod) -> IdentityDataModule:
     except ArgumentError as err:
         raise SettingError(f"--data {path}: not a data config ({' '.join(str(err).split())})") from None
     data = parser.instantiate(cfg).data
-    data.use_split(split, str(method.hparams.pretrain_ckpt))
+    data.use_split(split, str(method.original.path))
     return data

@@ -5,6 +5,7 @@ method (named by its module: ``meta_unlearn``, ``ssd``, ...):
 
     outputs/<dataset>/N<N>-seed<seed>/<run>/config.yaml
                                            /checkpoints/{best,last}.ckpt, split.json
+                                    /unlearned/<request>.ckpt, <request>.json   (one-shui-forget)
 
 ``<dataset>`` is the dataset's layout name, prefixed ``synthetic_`` for the embedded synthetic data
 written in that layout. The CLI's defaults, the bench (under ``<out>/cells``) and `one-shui-forget`
@@ -19,7 +20,9 @@ from pathlib import Path
 OUTPUTS = Path("outputs")
 PRETRAIN, RETRAIN = "pretrain", "retrain"
 STAGES = {"train": PRETRAIN, "retain": RETRAIN}  # the run a Classifier makes of each training pool
+SERVED = "unlearned"  # the run of `one-shui-forget`: the models its requests wrote, with their receipts
 BEST, LAST, SPLIT = "best.ckpt", "last.ckpt", "split.json"
+UNLEARNED = "unlearned.ckpt"  # the model a sequential bench's cell wrote, served on by the next request
 
 
 def dataset_name(dataset: str, synthetic: bool) -> str:

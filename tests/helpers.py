@@ -5,7 +5,11 @@ distillation methods' forget."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -281,3 +285,30 @@ def augmented(dataset) -> bool:
 def cosine(lr: float, epoch: int, epochs: int) -> float:
     """The published schedule's learning rate in ``epoch`` (from 0) of ``epochs``."""
     return lr * (1 + math.cos(math.pi * epoch / epochs)) / 2
+
+
+# --- counting the files a block opens -----------------------------------------------------------------
+
+_COUNTING: list[list[str]] = []  # the lists the audit hook appends to, while a block counts
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event == "open" and _COUNTING and isinstance(args[0], str | bytes | os.PathLike):
+        path = os.path.realpath(os.fsdecode(args[0]))
+        for opened in _COUNTING:
+            opened.append(path)
+
+
+sys.addaudithook(_audit)  # a hook cannot be removed; this one records only inside `opened_files`
+
+
+@contextlib.contextmanager
+def opened_files() -> Iterator[list[str]]:
+    """Every file Python opens in the block (open, Path.read_bytes, torch.load, ...), as its real path,
+    in order: ``opened.count(os.path.realpath(path))`` is how often ``path`` was opened."""
+    opened: list[str] = []
+    _COUNTING.append(opened)
+    try:
+        yield opened
+    finally:
+        _COUNTING.remove(opened)

@@ -415,7 +415,7 @@ def test_the_embedded_default_runs_every_method_of_one_shui(monkeypatch):
     monkeypatch.chdir(CONFIGS.parent)
     bench = parse(["--config", str(CONFIGS / "bench/synthetic.yaml")])
     classes = {path.stem for path in (CONFIGS.parent / "one_shui/methods").glob("*.py")}
-    helpers = {"__init__", "base", "classifier", "distillation", "loading", "no_unlearning"}
+    helpers = {"__init__", "base", "classifier", "distillation", "loading", "no_unlearning", "original"}
     assert {config_method(method.config).name() for method in bench.methods} == classes - helpers
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import CONFIGS, TINY_SPEC, meta_data
+from helpers import CONFIGS, TINY_SPEC, meta_data, opened_files
 from PIL import Image
 
 from one_shui.checkpoints import load_checkpoint, sha256_of
@@ -89,6 +89,14 @@ def test_forget_writes_the_unlearned_model_and_its_receipt(prepared, runs, reque
     assert all(torch.allclose(expected[k], v, atol=1e-6) for k, v in unlearned.state_dict().items())
     assert any(not torch.equal(original[k], v) for k, v in unlearned.state_dict().items())
     assert load_checkpoint(out)["one_shui"]["unlearned"]["identities"] == receipt["identities"]
+
+
+def test_a_request_opens_the_original_model_once(prepared, runs, request_rows, tmp_path):
+    """The original model is read once, hashed as it is read, and handed to whatever needs it."""
+    request = write_request(tmp_path, request_rows)
+    with opened_files() as opened:
+        assert forget(prepared, request, "--out", tmp_path / "once.ckpt") is None
+    assert opened.count(os.path.realpath(runs[1])) == 1
 
 
 def corrupt(rows, tmp_path, how: str) -> list[dict[str, str]]:
@@ -517,7 +525,7 @@ def test_a_request_is_served_on_the_previous_output_and_its_receipt_names_it(pre
     method = load_prepared(prepared)
     assert first["parent"] == {
         "path": str(runs_original(prepared)),
-        "sha256": method.original_sha256,
+        "sha256": method.original.sha256,
         "receipt": None,
     }
 

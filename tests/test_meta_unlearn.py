@@ -1,7 +1,9 @@
+import os
+
 import lightning as L
 import pytest
 import torch
-from helpers import CONFIGS, META_UNLEARN, meta_data, method_args, on_data, quiet_trainer
+from helpers import CONFIGS, META_UNLEARN, meta_data, method_args, on_data, opened_files, quiet_trainer
 from torchmetrics.functional.classification import multilabel_average_precision
 
 from one_shui.checkpoints import load_checkpoint
@@ -101,6 +103,14 @@ def test_the_prepared_method_is_meta_unlearn_through_the_cli_and_tests_from_its_
         for k, v in restored.meta_loss.state_dict().items()
     )
     assert 0 <= cli.model.results["tow"] <= 100 and cli.model.results["reads"] == "support"
+
+
+def test_a_test_of_a_prepared_method_opens_the_original_model_once(prepared, runs):
+    root, pretrain, _ = runs
+    with pytest.MonkeyPatch.context() as patch, opened_files() as opened:
+        patch.chdir(root)
+        OneShuiCLI(["test", *on_data(META_UNLEARN), *method_args(root, "mu"), f"--ckpt_path={prepared}"])
+    assert opened.count(os.path.realpath(pretrain)) == 1
 
 
 def test_a_test_keeps_its_own_run_options_over_those_the_method_was_prepared_with(prepared, runs):

@@ -27,7 +27,6 @@ from .cells import Cell, Runner, retrain_on
 from .config import ORIGINAL, Bench
 from .tracking import Tracker
 
-UNLEARNED = "unlearned.ckpt"  # the model a method's cell wrote, served on by the next request
 COLUMNS = [
     "row", "group", "seed", "request", "method", "reads", "retain", "forget", "forget_request", "test",
     "tow", "mia_auc", "check_before", "check_after", "check_drop", "fit_s", "forget_s", "test_s", "metric",
@@ -112,7 +111,7 @@ class SequentialRunner(Runner):
     def _row_record(self, cell: Cell, method, seconds: dict[str, float], folder: Path) -> dict:
         record = super()._row_record(cell, method, seconds, folder)
         if cell.label not in ORIGINAL and cell.request < self.bench.requests:
-            unlearned = layout.checkpoint_dir(folder) / UNLEARNED
+            unlearned = layout.checkpoint_dir(folder) / layout.UNLEARNED
             buffer = io.BytesIO()
             torch.save(method.unlearned_checkpoint({"unlearned": {"request": cell.request}}), buffer)
             write_bytes_atomic(unlearned, buffer.getvalue())

@@ -18,14 +18,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 
-from ..checkpoints import (
-    RECORD_KEY,
-    CheckpointError,
-    checkpoint_dir,
-    checkpoint_split,
-    load_checkpoint,
-    sha256_of,
-)
+from .. import layout
+from ..checkpoints import RECORD_KEY, CheckpointError, checkpoint_split
 from ..data.check_set import CheckSet, take_check_set
 from ..data.datamodule import TEST_POOLS, TrainPool
 from ..errors import UserError, at_least
@@ -33,6 +27,7 @@ from ..metrics.evaluation import Evaluation
 from ..metrics.tow import UTILITY_POOLS
 from ..metrics.utility import check_score
 from .classifier import Classifier
+from .original import OriginalModel
 
 CHECK_SET_KEY = "check_set"  # where a prepared checkpoint carries the check set
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # images, identity ids, targets
@@ -105,10 +100,9 @@ class UnlearningMethod(L.LightningModule):
                 "pretrain checkpoint"
             )
         self.save_hyperparameters()
-        checkpoint = load_checkpoint(pretrain_ckpt)  # read once: the split and the model
-        self.split = checkpoint_split(checkpoint, pretrain_ckpt)
-        self.model = Classifier.from_record(checkpoint, pretrain_ckpt)
-        self.original_sha256 = sha256_of(pretrain_ckpt)
+        # Read once: hashed as read, its split and settings kept (not a submodule), its network the model.
+        self.original, self.model = OriginalModel.read(pretrain_ckpt)
+        self.split = self.original.split
         # Identity ids are indices into every identity of the dataset, sorted (the datamodule's order).
         self.identities = sorted({*self.split.train, *self.split.val, *self.split.test})
         expected = {"num_classes": num_classes, "task": task, "image_size": image_size}
@@ -188,7 +182,7 @@ class UnlearningMethod(L.LightningModule):
         trainer's checkpointing is off)."""
         if not self.trainer.checkpoint_callbacks:
             return []
-        folder = checkpoint_dir(self.trainer)
+        folder = layout.checkpoint_dir(self.trainer.default_root_dir)
         return [ModelCheckpoint(folder, save_top_k=0, save_last=True, enable_version_counter=False)]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -196,7 +190,7 @@ class UnlearningMethod(L.LightningModule):
         state = checkpoint["state_dict"]
         checkpoint["state_dict"] = {k: v for k, v in state.items() if not k.startswith("model.")}
         checkpoint.setdefault(RECORD_KEY, {}).update(
-            method=self.class_path(), original_sha256=self.original_sha256
+            method=self.class_path(), original_sha256=self.original.sha256
         )
         if self.check_set is not None:
             checkpoint[CHECK_SET_KEY] = self.check_set.to_record()
@@ -204,7 +198,7 @@ class UnlearningMethod(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         record = checkpoint.get(RECORD_KEY, {})
         source = f"the {type(self).__name__} checkpoint"
-        if record.get("original_sha256") != self.original_sha256:
+        if record.get("original_sha256") != self.original.sha256:
             raise CheckpointError(
                 f"{source} was prepared on another original model than {self.hparams.pretrain_ckpt}: "
                 f"use the pretrain checkpoint it was prepared from"
@@ -224,17 +218,7 @@ class UnlearningMethod(L.LightningModule):
     def unlearned_checkpoint(self, record: dict) -> dict:
         """The original model's checkpoint with the unlearned weights (read by
         :meth:`Classifier.from_checkpoint`), ``record`` added to its own (what was forgotten, how)."""
-        original = load_checkpoint(self.hparams.pretrain_ckpt, mmap=True)
-        kept = (
-            "epoch",
-            "global_step",
-            "pytorch-lightning_version",
-            "hyper_parameters",
-            "datamodule_hyper_parameters",
-        )
-        checkpoint = {key: original[key] for key in kept if key in original}
-        state = {key: value.cpu() for key, value in self.model.state_dict().items()}
-        return {**checkpoint, "state_dict": state, RECORD_KEY: {**original[RECORD_KEY], **record}}
+        return self.original.unlearned_checkpoint(self.model.state_dict(), record)
 
     # --- test: forget, then the shared evaluation ---------------------------------------------
 

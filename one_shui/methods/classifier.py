@@ -12,7 +12,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from ..checkpoints import CheckpointError, checkpoint_dir, load_checkpoint, verify_checkpoint
+from .. import layout
+from ..checkpoints import CheckpointError, load_checkpoint, verify_checkpoint
 from ..data.datamodule import TEST_POOLS
 from ..data.sources import Task
 from ..data.splits import Split
@@ -170,7 +171,7 @@ class Classifier(L.LightningModule):
         ``save_last`` only writes when the best one changes, and a resume would repeat epochs."""
         if not self.trainer.checkpoint_callbacks:
             return []
-        folder = checkpoint_dir(self.trainer)
+        folder = layout.checkpoint_dir(self.trainer.default_root_dir)
         best = ModelCheckpoint(
             folder, filename="best", monitor=f"val/{self.metric}", mode="max", enable_version_counter=False
         )
@@ -187,5 +188,5 @@ class Classifier(L.LightningModule):
         )
 
     def _last_checkpoint(self) -> str:
-        last = checkpoint_dir(self.trainer) / "last.ckpt"
+        last = layout.checkpoint_dir(self.trainer.default_root_dir) / layout.LAST
         return str(last) if last.is_file() else "none (no epoch finished)"
