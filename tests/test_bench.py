@@ -104,7 +104,7 @@ def test_results_md_leads_with_the_paired_table_and_paired_csv_holds_its_interva
     paired = read(folder / "outputs/tiny/paired.csv")
     assert list(paired[0]) == differences.paired_columns()
     assert [row["mean"] for row in paired] == [str(row["mean"]) for row in differences.paired_rows(table)]
-    forget = {row["row"]: row for row in paired if row["statistic"] == "forget"}
+    forget = {row["row"]: row for row in paired if row["statistic"] == "forget_per_person"}
     assert set(forget) == {"Retrain", "MetaUnlearn", "JiT", "Bad Teacher"}
     assert all(row["resampled"] == "people within seeds" and row["seeds"] == "2" for row in forget.values())
     for row in paired:

@@ -79,7 +79,7 @@ def test_a_seed_without_a_gap_to_divide_by_is_left_out_of_the_share():
     assert share.seeds == 2 and share.mean == pytest.approx(50.0)  # seed 1's gap of 0.2 is left out
 
 
-def test_forget_resamples_people_within_seeds_where_identities_csv_has_them():
+def test_forget_per_person_resamples_people_within_seeds_where_identities_csv_has_them():
     rows = table({"Pretrain": [90.0, 80.0], "Method": [88.0, 79.0]})
     rng = np.random.default_rng(0)
     people = {0: rng.normal(-3.0, 1.0, 12), 1: rng.normal(-1.0, 1.0, 8)}  # strata of unequal size
@@ -88,7 +88,8 @@ def test_forget_resamples_people_within_seeds_where_identities_csv_has_them():
         for seed, differences in people.items()
         for i, d in enumerate(differences)
     ]
-    forget = paired(rows, identities)[("Method",)]["forget"]
+    result = paired(rows, identities)[("Method",)]
+    forget = result["forget_per_person"]
     # the mean over seeds of each seed's mean over people, not the pooled mean of the 20 people
     assert forget.mean == pytest.approx((people[0].mean() + people[1].mean()) / 2)
     assert forget.resampled == "people within seeds" and forget.seeds == 2
@@ -96,8 +97,9 @@ def test_forget_resamples_people_within_seeds_where_identities_csv_has_them():
     # the people of one seed alone would give a wider interval than two seeds' people together
     alone = estimate([people[1]], "people within seeds")
     assert alone.high - alone.low > forget.high - forget.low
-    # without identities, the seeds' pool values are paired (two seeds: -2 and -1)
-    assert paired(rows)[("Method",)]["forget"].mean == pytest.approx(-1.5)
+    # the pool's forget stays the seeds' paired values (two seeds: -2 and -1), with or without identities
+    assert result["forget"].mean == pytest.approx(-1.5) and result["forget"].resampled == "seeds"
+    assert "forget_per_person" not in paired(rows)[("Method",)]
 
 
 def test_the_sequential_bench_pairs_each_request_with_pretrain_at_that_request():

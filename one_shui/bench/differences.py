@@ -5,9 +5,11 @@ paired difference d(r, m, s) = m(r, s) - m(Pretrain, s), per metric m and seed s
 of d over seeds, with a 95 % bootstrap interval (:func:`scipy.stats.bootstrap`, a fixed seed,
 :data:`RESAMPLES` resamples) stratified by seed:
 
-- the forget metric, where each forgotten person's value before and after is known (``identities.csv``):
-  the mean over seeds of the mean difference per person, people resampled within each seed;
-- every other metric (one value per seed): the mean over seeds, seeds resampled.
+- every metric of the table (one value per seed): the mean over seeds, seeds resampled;
+- where each forgotten person's forget metric before and after is known (``identities.csv``), also the
+  forget difference per person (:data:`PER_PERSON`): the mean over seeds of the mean over people, people
+  resampled within each seed. It is another metric than the pool's forget (the metric on one person's
+  few images, near its ceiling), so it stands beside it rather than in its place.
 
 The interval is BCa (bias-corrected and accelerated) where every stratum holds more than 3 values (the
 people of a seed); otherwise it is the percentile interval, because BCa's acceleration is a jackknife
@@ -43,6 +45,7 @@ METRICS = (
     "rmia_tpr_at_low_fpr", "forget_request", "check_drop",
 )  # fmt: skip
 GAP_CLOSED = "gap_closed"
+PER_PERSON = "forget_per_person"  # each forgotten person's forget metric, after minus before
 
 
 @dataclass(frozen=True)
@@ -96,8 +99,8 @@ def paired(
     by: Sequence[str] = (),
 ) -> dict[tuple, dict[str, Estimate]]:
     """Per row (keyed by its label and the ``by`` columns, e.g. the request k), each metric's difference
-    from Pretrain at the same seed (and ``by``), and the share of the memorisation gap closed. The
-    forget difference is per person where ``identities`` (identities.csv's rows) has the row's people."""
+    from Pretrain at the same seed (and ``by``), the share of the memorisation gap closed and, where
+    ``identities`` (identities.csv's rows) has the row's people, the forget difference per person."""
     values = {(row["row"], *(row[key] for key in by), int(row["seed"])): row for row in rows}
     people = _per_person(identities)
     result: dict[tuple, dict[str, Estimate]] = {}
@@ -120,7 +123,7 @@ def paired(
                 estimates[metric] = estimate([differences], "seeds")
         persons = [people.get((label, int(row["seed"]))) for row, _ in pairs]
         if persons and all(persons):
-            estimates["forget"] = estimate(persons, "people within seeds")
+            estimates[PER_PERSON] = estimate(persons, "people within seeds")
         gap = gap_closed(values, label, at, [int(row["seed"]) for row, _ in pairs])
         if gap is not None:
             estimates[GAP_CLOSED] = gap

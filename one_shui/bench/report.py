@@ -15,7 +15,7 @@ from pathlib import Path
 from ..atomic import write_text_atomic
 from ..metrics.rmia import RMIAResult
 from .config import ORIGINAL
-from .differences import Estimate
+from .differences import PER_PERSON, Estimate
 
 GROUPS = {
     "original": None,
@@ -47,6 +47,7 @@ PAIRED = [
     ("mia_auc", "MIA AUC", "+.3f"),
     ("rmia_auc", "RMIA AUC", "+.3f"),
     ("gap_closed", "gap closed %", ".0f"),
+    ("forget_per_person", "forget per person", "+.2f"),
 ]
 
 
@@ -205,18 +206,19 @@ def paired_lines(
 def paired_caption(rows: Sequence[Mapping], people: bool) -> str:
     """What the paired table shows, and how its intervals were drawn (``people``: forget per person)."""
     seeds = ", ".join(str(seed) for seed in sorted({int(row["seed"]) for row in rows}))
-    resampled = (
-        "Forget: each forgotten person's difference (identities.csv), people resampled within seeds (BCa); "
-        "the other columns: seeds resampled"
+    per_person = (
+        " Forget per person: each forgotten person's own forget metric (identities.csv, on their few "
+        "images, near its ceiling) after minus before, people resampled within seeds (BCa)."
         if people
-        else "Seeds resampled"
+        else ""
     )
     return (
         f"Paired differences from Pretrain (a row minus Pretrain at the same seed): the mean over seeds "
-        f"{seeds} [its 95 % bootstrap interval], * where the interval excludes 0. {resampled} (percentile; "
-        "with 3 seeds the interval runs from about the lowest seed's difference to the highest). Gap "
-        "closed: the share of the memorisation gap (Pretrain forget minus Retrain forget) that the row "
-        "closed, 100 for the retrained model's forgetting, above 100 for over-forgetting."
+        f"{seeds} [its 95 % bootstrap interval], * where the interval excludes 0; seeds resampled "
+        "(percentile: with 3 seeds the interval runs from about the lowest seed's difference to the "
+        "highest). Gap closed: the share of the memorisation gap (Pretrain forget minus Retrain forget) "
+        "that the row closed, 100 for the retrained model's forgetting, above 100 for over-forgetting."
+        + per_person
     )
 
 
@@ -224,7 +226,7 @@ def markdown(rows: Sequence[Mapping], title: str, paired: Mapping[tuple, Mapping
     """The paired table (``paired``: :func:`one_shui.bench.differences.paired` of ``rows``), then the
     paper's table of means: Pretrain, Retrain, the 1-SHUI methods, then the full-data references."""
     groups = {row["row"]: row["group"] for row in rows}
-    people = any(row["forget"].resampled != "seeds" for row in paired.values() if "forget" in row)
+    people = any(PER_PERSON in row for row in paired.values())
     lines = [f"## {title}", "", *paired_lines(paired, groups), "", paired_caption(rows, people), ""]
     return "\n".join(lines) + "\n" + means_markdown(rows)
 
