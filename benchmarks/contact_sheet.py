@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image
 
 from one_shui.atomic import write_bytes_atomic
+from one_shui.data.config import data_parser
 from one_shui.data.images import read_rgb
-from one_shui.data.report import data_parser
 from one_shui.data.sources import read_table
 from one_shui.data.splits import images_by_identity
 from one_shui.data.synthetic import SyntheticSpec, write_synthetic

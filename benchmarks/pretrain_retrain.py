@@ -17,7 +17,7 @@ from pathlib import Path
 from one_shui import layout
 from one_shui.bench.cells import QUIET, run_cli
 from one_shui.cli import OneShuiCLI
-from one_shui.data.report import data_parser
+from one_shui.data.config import data_parser
 from one_shui.metrics.tow import UTILITY_POOLS
 
 CONFIGS = Path(__file__).parents[1] / "configs"

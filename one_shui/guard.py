@@ -9,8 +9,8 @@ from pathlib import Path
 from jsonargparse import ArgumentError
 
 from .data.check_set import CheckSet, take_check_set
+from .data.config import data_parser
 from .data.datamodule import IdentityDataModule
-from .data.report import data_parser
 from .errors import MissingFileError, SettingError, UserError
 from .methods.base import UnlearningMethod
 from .metrics.utility import metric_name

@@ -27,7 +27,7 @@ from one_shui.bench.config import parse
 from one_shui.bench.runner import run_bench
 from one_shui.cli import OneShuiCLI
 from one_shui.data import IdentityDataModule, SyntheticSpec
-from one_shui.data.report import data_parser
+from one_shui.data.config import data_parser
 from one_shui.methods.base import UnlearningMethod
 
 # --- the configs and the tiny runs ------------------------------------------------------------------

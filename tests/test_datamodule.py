@@ -53,6 +53,13 @@ def test_pools_and_loaders(tmp_path):
     assert [len(loader.dataset) for loader in data.test_dataloader()] == [summary[p][1] for p in TEST_POOLS]
 
 
+def test_an_identity_id_is_its_position_among_every_identity_of_the_split(tmp_path):
+    data = make(tmp_path)
+    ids, _ = data.row_labels
+    assert data.split.identities == tuple(sorted(set(data.table.identities)))  # the split holds them all
+    assert [data.split.identities[i] for i in ids.tolist()] == list(data.table.identities)
+
+
 def test_mufac_targets_are_class_indices(tmp_path):
     data = make(tmp_path, dataset="mufac")
     images, ids, targets = next(iter(data.val_dataloader()))

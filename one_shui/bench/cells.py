@@ -29,8 +29,8 @@ from ..atomic import held, write_text_atomic
 from ..checkpoints import CheckpointError, load_checkpoint
 from ..cli import OneShuiCLI
 from ..cli import run as run_one_shui
+from ..data.config import data_parser
 from ..data.datamodule import IdentityDataModule
-from ..data.report import data_parser
 from ..data.splits import Split
 from ..errors import MissingFileError
 from ..methods.loading import config_method

@@ -238,8 +238,9 @@ class IdentityDataModule(L.LightningDataModule):
 
     @cached_property
     def identity_index(self) -> dict[str, int]:
-        """Identity -> integer id, over all identities of the dataset (sorted)."""
-        return {identity: i for i, identity in enumerate(sorted(set(self.table.identities)))}
+        """Identity -> integer id: its position in :attr:`Split.identities`."""
+        self.setup()
+        return {identity: i for i, identity in enumerate(self.split.identities)}
 
     @cached_property
     def row_labels(self) -> tuple[torch.Tensor, torch.Tensor]:

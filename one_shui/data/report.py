@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ArgumentParser
 
 from .. import layout
 from ..errors import exit_on_user_error
+from .config import data_parser
 from .datamodule import IdentityDataModule
 
 
@@ -34,14 +35,6 @@ def summarise(data: IdentityDataModule) -> str:
         f"  {identity}: {per_identity[identity] - 1}, {split.support[identity]}" for identity in split.forget
     ]
     return "\n".join(lines)
-
-
-def data_parser(**options) -> ArgumentParser:
-    """A parser of the data section alone: ``--config`` files and ``--data.*`` arguments."""
-    parser = ArgumentParser(default_config_files=None, **options)
-    parser.add_argument("--config", action=ActionConfigFile)
-    parser.add_subclass_arguments(IdentityDataModule, "data", required=True)
-    return parser
 
 
 def main(args: list[str] | None = None) -> None:

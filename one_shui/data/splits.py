@@ -46,6 +46,12 @@ class Split:
     format: int = SPLIT_FORMAT
 
     @property
+    def identities(self) -> tuple[str, ...]:
+        """Every identity of the dataset (the split partitions them all), sorted: an identity id is a
+        position here, in the datamodule's batches and in a method's requests alike."""
+        return tuple(sorted({*self.train, *self.val, *self.test}))
+
+    @property
     def retain(self) -> tuple[str, ...]:
         forget = set(self.forget)
         return tuple(i for i in self.train if i not in forget)

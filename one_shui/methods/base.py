@@ -103,8 +103,7 @@ class UnlearningMethod(L.LightningModule):
         # Read once: hashed as read, its split and settings kept (not a submodule), its network the model.
         self.original, self.model = OriginalModel.read(pretrain_ckpt)
         self.split = self.original.split
-        # Identity ids are indices into every identity of the dataset, sorted (the datamodule's order).
-        self.identities = sorted({*self.split.train, *self.split.val, *self.split.test})
+        self.identities = self.split.identities  # what an identity id indexes, as in the datamodule
         expected = {"num_classes": num_classes, "task": task, "image_size": image_size}
         for name, value in expected.items():
             if value is not None and self.model.hparams[name] != value:
