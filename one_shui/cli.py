@@ -40,6 +40,7 @@ class OneShuiCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True, layout_defaults: bool = True):
         self.run_record = RunRecord()
         self.layout_defaults = layout_defaults
+        self._run_options: dict = {}  # a method's run options as the command line gave them
         super().__init__(
             model_class=L.LightningModule,
             subclass_mode_model=True,
@@ -60,26 +61,23 @@ class OneShuiCLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:
         super().parse_arguments(parser, args)
         config = self._subcommand_config()
-        if not _is_identity_data(config):
-            return
-        if config.get("seed_everything") is True:  # LightningCLI's default: a random seed
-            config["seed_everything"] = config.data.init_args.seed
-        if self.layout_defaults:
-            _fill_from_layout(config, self.config.get("subcommand"))
-
-    def _parse_ckpt_path(self) -> None:
-        """Lightning puts the options a checkpoint was saved with over the command line's; those of a
-        method's run (:attr:`UnlearningMethod.run_options`) stay the command line's, so a test of a prepared
-        method against another retrain, or served on another model, is what it says."""
-        model = self._subcommand_config().get("model")
-        method = model is not None and _is_method(model.class_path)
-        given = {key: model.init_args.get(key) for key in UnlearningMethod.run_options} if method else {}
-        super()._parse_ckpt_path()
-        for key, value in given.items():
-            self._subcommand_config().model.init_args[key] = value
+        if _is_identity_data(config):
+            if config.get("seed_everything") is True:  # LightningCLI's default: a random seed
+                config["seed_everything"] = config.data.init_args.seed
+            if self.layout_defaults:
+                _fill_from_layout(config, self.config.get("subcommand"))
+        model = config.get("model")
+        if model is not None and _is_method(model.class_path):
+            self._run_options = {key: model.init_args.get(key) for key in UnlearningMethod.run_options}
 
     def before_instantiate_classes(self) -> None:
+        """Lightning then puts the options a ``--ckpt_path`` was saved with over the command line's; those
+        of a method's run (:attr:`UnlearningMethod.run_options`, kept by :meth:`parse_arguments`) are put
+        back, so a test of a prepared method against another retrain, or served on another model, is what
+        it says. (Both are public hooks, around Lightning's private checkpoint parsing.)"""
         config = self._subcommand_config()
+        for key, value in self._run_options.items():
+            config.model.init_args[key] = value
         if config.get("weights_only") is None and self.subcommand is not None:
             config["weights_only"] = True  # never unpickle arbitrary objects from a checkpoint
         self.run_record.config = yaml.safe_load(self._parser(self.subcommand).dump(config, skip_none=False))
