@@ -70,11 +70,12 @@ def estimate(strata: Sequence[Sequence[float]], resampled: str) -> Estimate:
     samples = [np.asarray(stratum, dtype=float) for stratum in strata]
     mean = float(np.mean([sample.mean() for sample in samples]))
     seeds = len(samples) if len(samples) > 1 else len(samples[0])
-    if min(len(sample) for sample in samples) < 2:
+    smallest = min(len(sample) for sample in samples)
+    if smallest < 2:
         return Estimate(mean, math.nan, math.nan, seeds, resampled)
     if all(np.ptp(sample) == 0 for sample in samples):
         return Estimate(mean, mean, mean, seeds, resampled)
-    method = "BCa" if min(len(sample) for sample in samples) > 3 else "percentile"
+    method = "BCa" if smallest > 3 else "percentile"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # BCa on a stratum of nearly equal values
         result = bootstrap(

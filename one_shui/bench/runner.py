@@ -65,7 +65,8 @@ def write_results(bench: Bench, runner: Runner, tracker: Tracker) -> Path:
     report.write_csv(
         folder / "identities.csv", identities, ["row", "group", "seed", "identity", "before", "after"]
     )
-    report.write_csv(folder / "paired.csv", differences.paired_rows(paired), differences.paired_columns())
+    paired_rows = differences.paired_rows(paired)
+    report.write_csv(folder / "paired.csv", paired_rows, differences.paired_columns())
     title = f"{bench.name}: N = {bench.request_size}, seeds {', '.join(map(str, bench.seeds))}"
     env, under = environment.write(folder, tracker.environment, records.values())
     markdown = write_text_atomic(folder / "results.md", report.markdown(rows, title, paired) + "\n" + under)
@@ -82,7 +83,7 @@ def write_results(bench: Bench, runner: Runner, tracker: Tracker) -> Path:
         plots.forget_per_identity(identities, rows[0]["metric"], folder / "forget_per_identity.png"),
         plots.forget_request(*request_photos(runner, seed), folder / "forget_request.png"),
     ]
-    tracker.summary(folder, rows, table, pngs, env, differences.paired_rows(paired))
+    tracker.summary(folder, rows, table, pngs, env, paired_rows)
     return markdown
 
 

@@ -32,16 +32,6 @@ COLUMNS = [
     "tow", "mia_auc", "check_before", "check_after", "check_drop", "fit_s", "forget_s", "test_s", "metric",
     "split",
 ]  # fmt: skip
-# The paired table's columns after k: (statistic, header, format), as the bench's (report.PAIRED)
-PAIRED = [
-    ("retain", "retain", "+.2f"),
-    ("forget", "forget (all so far)", "+.2f"),
-    ("forget_request", "forget (request k)", "+.2f"),
-    ("test", "test", "+.2f"),
-    ("tow", "ToW", "+.2f"),
-    ("mia_auc", "MIA AUC", "+.3f"),
-    ("gap_closed", "gap closed %", ".0f"),
-]
 # The table's columns after k: (results.csv column, header, format)
 TABLE = [
     ("retain", "retain", ".2f"),
@@ -52,6 +42,8 @@ TABLE = [
     ("mia_auc", "MIA AUC", ".3f"),
     ("check_drop", "check drop", ".2f"),
 ]
+# The paired table's columns after k: the table's (the check drop is a difference already), the gap closed
+PAIRED = [*report.signed(TABLE, frozenset({"check_drop"})), report.GAP_CLOSED]
 
 
 def plan(bench: Bench) -> list[Cell]:
