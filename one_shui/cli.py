@@ -4,8 +4,9 @@ The model and the data are chosen by ``class_path``; the number of classes, the 
 image size are linked from the data to the model rather than repeated. What the user leaves out comes
 from the run layout (:mod:`one_shui.layout`) of the data's setting (dataset, N, seed): the run's folder,
 a retrain's split (its pretrain's ``split.json``), a method's pretrain and retrain checkpoints, and the
-prepared method that ``test`` evaluates; ``seed_everything`` defaults to the data's seed. A path the user
-gives always wins. Checkpoints are read with ``weights_only=True``; ``--ckpt_path last`` resumes from
+prepared method that ``test`` evaluates; ``seed_everything`` defaults to the data's seed. A method's data
+is built as the method reads it: its preparation's pool and the split of its original model. A path the
+user gives always wins. Checkpoints are read with ``weights_only=True``; ``--ckpt_path last`` resumes from
 ``<default_root_dir>/checkpoints/last.ckpt`` and starts afresh when there is none yet.
 """
 
@@ -74,10 +75,13 @@ class OneShuiCLI(LightningCLI):
         """Lightning then puts the options a ``--ckpt_path`` was saved with over the command line's; those
         of a method's run (:attr:`UnlearningMethod.run_options`, kept by :meth:`parse_arguments`) are put
         back, so a test of a prepared method against another retrain, or served on another model, is what
-        it says. (Both are public hooks, around Lightning's private checkpoint parsing.)"""
+        it says; then the data is given what the method reads (:func:`_data_for_method`), before it is
+        built. (Both are public hooks, around Lightning's private checkpoint parsing.)"""
         config = self._subcommand_config()
         for key, value in self._run_options.items():
             config.model.init_args[key] = value
+        if self._run_options and _is_identity_data(config):
+            _data_for_method(config)
         if config.get("weights_only") is None and self.subcommand is not None:
             config["weights_only"] = True  # never unpickle arbitrary objects from a checkpoint
         self.run_record.config = yaml.safe_load(self._parser(self.subcommand).dump(config, skip_none=False))
@@ -125,6 +129,19 @@ def _is_method(path: str) -> bool:
 def _class(path: str) -> type:
     module, _, name = path.rpartition(".")
     return getattr(importlib.import_module(module), name)
+
+
+def _data_for_method(config) -> None:
+    """A method's data, decided before it is built: the pool and transform its preparation declares
+    (:meth:`UnlearningMethod.data_options`) and, unless the user gave a split file, the split that its
+    pretrain's run wrote beside the checkpoint, so that the data serves the original model's split
+    without making it again (without that file, the data makes it and the method checks it)."""
+    data, pretrain = config.data.init_args, config.model.init_args.pretrain_ckpt
+    for name, value in _class(config.model.class_path).data_options().items():
+        data[name] = value
+    split = Path(pretrain).with_name(layout.SPLIT) if pretrain else None
+    if not data.split_file and split is not None and split.is_file():
+        data.split_file = str(split)
 
 
 def _fill_from_layout(config, subcommand: str | None) -> None:

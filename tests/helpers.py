@@ -86,18 +86,22 @@ def fit_in(root: Path, *args: str) -> None:
         OneShuiCLI(["fit", *args])
 
 
-def meta_data(root: Path, **options) -> IdentityDataModule:
-    """The tiny runs' data, bound to their split."""
+def meta_data(root: Path, method: type[UnlearningMethod] | None = None, **options) -> IdentityDataModule:
+    """The tiny runs' data, bound to their split; as ``method``'s preparation reads it, when given (what
+    `one-shui fit` does)."""
     return IdentityDataModule(
         "celebahq",
         str(root / "data/synthetic"),
-        request_size=3,
-        synthetic=TINY_SPEC,
-        image_size=32,
-        batch_size=16,
-        split_file=str(root / "pre/checkpoints/split.json"),
-        cache_dir=str(root / "cache"),
-        **options,
+        **{
+            "request_size": 3,
+            "synthetic": TINY_SPEC,
+            "image_size": 32,
+            "batch_size": 16,
+            "split_file": str(root / "pre/checkpoints/split.json"),
+            "cache_dir": str(root / "cache"),
+            **(method.data_options() if method else {}),
+            **options,
+        },
     )
 
 
@@ -252,9 +256,8 @@ class Pass:
 
 def attach(method: UnlearningMethod, data) -> None:
     """Give ``method`` the datamodule as a test run would, without running the evaluation."""
-    data.use_split(method.split, "the pretrain checkpoint")
-    data.setup()
     method.trainer = SimpleNamespace(datamodule=data)
+    method.setup("test")
 
 
 def record_passes(monkeypatch, module, samples: int = 3) -> list[Pass]:

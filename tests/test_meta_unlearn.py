@@ -8,6 +8,7 @@ from torchmetrics.functional.classification import multilabel_average_precision
 
 from one_shui.checkpoints import load_checkpoint
 from one_shui.cli import OneShuiCLI
+from one_shui.methods.base import MethodSetupError
 from one_shui.methods.loading import load_prepared
 from one_shui.methods.meta_unlearn import MetaUnlearn
 
@@ -27,7 +28,7 @@ def test_meta_training_trains_the_meta_loss_and_leaves_the_backbone_alone(runs):
     method = MetaUnlearn(str(pretrain), hidden=32)
     original = {k: v.clone() for k, v in method.model.state_dict().items()}
     phi = {k: v.clone() for k, v in method.meta_loss.state_dict().items()}
-    trainer().fit(method, datamodule=meta_data(root))
+    trainer().fit(method, datamodule=meta_data(root, MetaUnlearn))
     assert all(torch.equal(original[k], v) for k, v in method.model.state_dict().items())
     grads = [p.grad for p in method.meta_loss.parameters()]
     assert all(g is not None and g.abs().sum() > 0 for g in grads)
@@ -146,19 +147,25 @@ def test_no_unlearning_is_the_pretrain_row_and_the_retrained_model_scores_tow_10
     assert gold.model.results["tow"] == pytest.approx(100)
 
 
-def test_meta_training_reads_the_simulated_requests_it_declares(runs):
-    """The method hands the datamodule its pool: whatever the data config says, fit reads requests."""
+def test_meta_training_reads_the_simulated_requests_it_declares(runs, monkeypatch):
+    """The CLI builds the data with the pool the method declares: whatever the data config says, fit reads
+    requests. Data built otherwise is refused by name, not rewritten."""
     root, pretrain, _ = runs
-    data = meta_data(root, train_pool="train")
-    trainer().fit(MetaUnlearn(str(pretrain), hidden=32), datamodule=data)
+    monkeypatch.chdir(root)
+    args = [*on_data(META_UNLEARN), *method_args(root, "declared"), "--data.init_args.train_pool=train"]
+    data = OneShuiCLI(args, run=False).datamodule
     assert data.hparams.train_pool == "simulated"
     assert data.train_dataloader().dataset.requests  # RequestBatch items, one per simulated request
+    data = meta_data(root, train_pool="train")
+    with pytest.raises(MethodSetupError, match="reads data.init_args.train_pool=simulated"):
+        trainer().fit(MetaUnlearn(str(pretrain), hidden=32), datamodule=data)
+    assert data.hparams.train_pool == "train"
 
 
 def test_no_checkpoint_is_written_when_the_trainer_has_checkpointing_off(runs, tmp_path, monkeypatch):
     root, pretrain, _ = runs
     monkeypatch.chdir(tmp_path)
-    trainer().fit(MetaUnlearn(str(pretrain), hidden=32), datamodule=meta_data(root))
+    trainer().fit(MetaUnlearn(str(pretrain), hidden=32), datamodule=meta_data(root, MetaUnlearn))
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
@@ -246,7 +253,7 @@ def test_the_meta_objective_pairs_forget_batches_with_val_batches_and_weighs_the
 
 def test_every_simulated_request_starts_a_fresh_shuffled_pass_over_val(runs, monkeypatch):
     root, pretrain, _ = runs
-    data = meta_data(root)
+    data = meta_data(root, MetaUnlearn)
     method = MetaUnlearn(str(pretrain), hidden=32, unlearning_batch_size=4)
     firsts = []
     original = MetaUnlearn.meta_objective

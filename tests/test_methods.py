@@ -13,10 +13,12 @@ from helpers import CONFIGS, QUIET, meta_data, method_args, on_data, quiet_train
 
 import one_shui.methods
 from one_shui.cli import OneShuiCLI
-from one_shui.data import IdentityDataModule
+from one_shui.data import IdentityDataModule, datamodule
+from one_shui.data.splits import make_split
 from one_shui.methods.base import UnlearningMethod
 from one_shui.methods.loading import config_method
 from one_shui.methods.meta_unlearn import MetaUnlearn
+from one_shui.methods.ssd import SSD
 
 
 def method_classes() -> list[type[UnlearningMethod]]:
@@ -67,7 +69,7 @@ def guard_data(monkeypatch, allowed: set[str]) -> None:
 def test_every_method_honours_the_unlearning_contract(method_class, runs, tmp_path, monkeypatch):
     root, pretrain, _ = runs
     method = method_class(str(pretrain), **TINY.get(method_class.__name__, {}))
-    data = meta_data(root)  # the method hands it the pool its fit reads
+    data = meta_data(root, method_class)  # the pool its fit reads, as the CLI builds it
     options = {"enable_checkpointing": False, "default_root_dir": tmp_path}
     if method.train_pool is not None:
         trainer = quiet_trainer(
@@ -134,7 +136,7 @@ def test_a_method_that_declares_it_reads_no_targets_is_blind_to_them(method_clas
             max_epochs=1, limit_train_batches=2, limit_val_batches=0, enable_checkpointing=False,
             reload_dataloaders_every_n_epochs=1, default_root_dir=tmp_path,
         )  # fmt: skip
-        trainer.fit(method, datamodule=meta_data(runs[0]))
+        trainer.fit(method, datamodule=meta_data(runs[0], method_class))
     prepared = {k: v.clone() for k, v in method.state_dict().items()}
     support = next(iter(meta_data(runs[0]).loader("support")))
     states = []
@@ -148,6 +150,29 @@ def test_a_method_that_declares_it_reads_no_targets_is_blind_to_them(method_clas
         method.updated_parameters
     )
     assert all(torch.equal(states[0][k], v) for k, v in states[1].items())
+
+
+def test_a_method_run_serves_the_split_its_pretrain_made_without_making_it_again(runs, monkeypatch):
+    """The CLI builds a method's data on the split.json beside its pretrain checkpoint, with the pool its
+    preparation declares: the run makes no split. Without that file the data makes it, once, and the
+    method checks it is the pretrain's."""
+    root, pretrain, _ = runs
+    monkeypatch.chdir(root)
+    made = []
+    monkeypatch.setattr(datamodule, "make_split", lambda *a, **k: made.append(a) or make_split(*a, **k))
+    config = CONFIGS / "methods" / "ssd.yaml"
+    cli = OneShuiCLI(["fit", *on_data(config), *method_args(root, "once")])
+    options = {k: cli.datamodule.hparams[k] for k in ("split_file", "train_pool", "augment_train")}
+    assert options == {"split_file": str(pretrain.with_name("split.json")), **SSD.data_options()}
+    assert cli.trainer.state.finished and made == []
+
+    moved = root / "moved"
+    moved.mkdir(exist_ok=True)
+    (moved / "best.ckpt").write_bytes(pretrain.read_bytes())
+    elsewhere = f"--model.init_args.pretrain_ckpt={moved / 'best.ckpt'}"
+    cli = OneShuiCLI(["fit", *on_data(config), *method_args(root, "made"), elsewhere])
+    assert cli.datamodule.hparams.split_file is None and len(made) == 1
+    assert cli.datamodule.split == cli.model.split
 
 
 # --- every method config, end to end ---------------------------------------------------------------

@@ -38,8 +38,7 @@ def test_fit_measures_the_training_data_unaugmented_at_the_configured_batch(runs
     config = yaml.safe_load((CONFIGS / "methods" / "ssd.yaml").read_text())
     assert config["data"]["init_args"]["batch_size"] == 128
     root, pretrain, _ = runs
-    data = meta_data(root)
-    data.hparams.batch_size = 10_000  # every training image in one batch: the shuffle cannot matter
+    data = meta_data(root, SSD, batch_size=10_000)  # every training image in one batch: no shuffle matters
     method = SSD(str(pretrain))
     modes = []
     squared = method._squared_gradient
@@ -51,7 +50,7 @@ def test_fit_measures_the_training_data_unaugmented_at_the_configured_batch(runs
         max_epochs=1, limit_val_batches=0, enable_checkpointing=False, default_root_dir=tmp_path
     )
     trainer.fit(method, datamodule=data)
-    assert not data.augment_train and int(method.batches) == 1 and modes == [False]
+    assert not data.hparams.augment_train and int(method.batches) == 1 and modes == [False]
 
     images, _, targets = next(iter(data.loader("train", batch_size=10_000)))  # the test transform, in order
     network = method.model.network.eval()

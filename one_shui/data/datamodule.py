@@ -123,7 +123,10 @@ class IdentityDataModule(L.LightningDataModule):
             checkpoints, ``checkpoints/split.json``). It must match the data.
         train_pool: what ``fit`` trains on: ``train`` (pretrain), ``retain`` (retrain, which needs
             ``split_file`` so that it is bound to its pretrain) or ``simulated`` (the simulated
-            requests of meta-training, anew each epoch). An unlearning method sets its own.
+            requests of meta-training, anew each epoch). An unlearning method declares its own, and the
+            CLI builds the data with it (:meth:`UnlearningMethod.data_options`).
+        augment_train: read ``fit``'s pool with the training transform (else the test one; shuffled
+            either way).
         synthetic: when given, the embedded synthetic dataset is written to ``root`` in the
             ``dataset`` layout (celebahq or mufac) before reading.
         image_size: side of the square images fed to the model.
@@ -146,6 +149,7 @@ class IdentityDataModule(L.LightningDataModule):
         seed: int = 0,
         split_file: str | None = None,
         train_pool: TrainPool = "train",
+        augment_train: bool = True,
         synthetic: SyntheticSpec | None = None,
         image_size: int = 224,
         crop_scale: tuple[float, float] = (0.08, 1.0),
@@ -191,7 +195,6 @@ class IdentityDataModule(L.LightningDataModule):
                 )
             self.use_split(Split.load(split_file), split_file)
         self.rows: dict[str, list[int]] = {}
-        self.augment_train = True  # the training transform on fit's pool (train_on may turn it off)
         self.audit_report: AuditReport | None = None  # made with the table
 
     # --- data and split ----------------------------------------------------------------------
@@ -269,19 +272,13 @@ class IdentityDataModule(L.LightningDataModule):
         self.rows = sequential_pools(self.split, table.files, table.identities, hp.requests, served)
 
     def use_split(self, split: Split, source: str) -> None:
-        """Serve ``split``, the one ``source`` was trained with, instead of making one (a method hands
-        over its pretrain's); refused when it is not the split of this data, seed and N."""
+        """Serve ``split``, the one ``source`` was trained with, instead of making one (the guard builds
+        the data of a model it holds); refused when it is not the split of this data, seed and N."""
         if self.split is not None:
             self.split.require_same(split, source)
             return
         self._check_made_here(split, source)
         self.split = split  # verified against the data in setup()
-
-    def train_on(self, pool: TrainPool, augment: bool = True) -> None:
-        """Serve ``pool`` to ``fit`` (an unlearning method's preparation declares the pool it reads), with
-        the training transform, or with the test one when not ``augment`` (shuffled either way)."""
-        self.hparams.train_pool = pool
-        self.augment_train = augment
 
     def _check_made_here(self, split: Split, source: str) -> None:
         seed, size = self.hparams.seed, self.hparams.request_size
@@ -334,7 +331,7 @@ class IdentityDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.hparams.train_pool == "simulated":
             return self.simulated_request_loader(self.trainer.current_epoch if self.trainer else 0)
-        return self.loader(self.hparams.train_pool, train=True, augment=self.augment_train)
+        return self.loader(self.hparams.train_pool, train=True, augment=self.hparams.augment_train)
 
     def val_dataloader(self) -> DataLoader:
         return self.loader("val")

@@ -65,9 +65,9 @@ class UnlearningMethod(L.LightningModule):
             meets its data and carried by its prepared checkpoint: the guard of `one-shui-forget` and the
             bench's ``check/before`` and ``check/after`` score the model on it.
 
-    What a method needs is declared once, in class attributes with safe defaults (an instance may
-    narrow them from its options): :attr:`reads`, :attr:`reads_targets`, :attr:`train_pool` and
-    :attr:`augment_train_pool`.
+    What a method needs is declared once, in class attributes with safe defaults: :attr:`reads`,
+    :attr:`reads_targets`, :attr:`train_pool` and :attr:`augment_train_pool` (the last two read by the
+    CLI before the data is built, :meth:`data_options`).
     A method takes its own options keyword-only and passes the others on as ``**kwargs``
     (LightningCLI resolves them from this signature).
     """
@@ -159,13 +159,28 @@ class UnlearningMethod(L.LightningModule):
         position = {name: k for k, name in enumerate(self.identities)}
         return torch.tensor([position[name] for name in spelled], dtype=torch.long)
 
+    @classmethod
+    def data_options(cls) -> dict:
+        """The data settings that the preparation reads (its pool and transform), which the CLI gives the
+        datamodule; none for a method with nothing to prepare."""
+        if cls.train_pool is None:
+            return {}
+        return {"train_pool": cls.train_pool, "augment_train": cls.augment_train_pool}
+
     def setup(self, stage: str) -> None:
-        """Hand the pretrain's split to the datamodule and, for ``fit``, the pool the preparation reads."""
+        """Check that the datamodule serves the pretrain's split and, for ``fit``, the data the preparation
+        declares (:meth:`data_options`); nothing of the data is changed."""
         data = self.trainer.datamodule
-        data.use_split(self.split, "the pretrain checkpoint")
-        if stage == "fit":
-            data.train_on(self.train_pool, self.augment_train_pool)
         data.setup(stage)
+        data.split.require_same(self.split, f"the pretrain checkpoint {self.hparams.pretrain_ckpt}")
+        served = {name: data.hparams[name] for name in self.data_options()}
+        if stage == "fit" and served != self.data_options():
+            settings = ", ".join(f"data.init_args.{k}={v}" for k, v in self.data_options().items())
+            raise MethodSetupError(
+                f"{type(self).__name__}'s preparation reads {settings}, but the data is set to "
+                f"{', '.join(f'{k}={v}' for k, v in served.items())}: build the data with those (as "
+                "`one-shui fit` does)"
+            )
         if self.check_set is None:
             self.check_set = take_check_set(data, self.hparams.check_size)
 
