@@ -119,6 +119,9 @@ def main() -> None:
     parser.add_argument("--grid", nargs="*", default=[], help="name=v1,v2 ... (none: the config as it is)")
     parser.add_argument("--requests", type=int, default=5, help="held-out simulated requests per setting")
     parser.add_argument("--out", type=Path, default=OUT, help="where benchmarks/pretrain_retrain.py ran")
+    parser.add_argument(
+        "--markdown", action="store_true", help="end with the table as docs/tuning.md gives it"
+    )
     args = parser.parse_args()
     axes = [(name, values.split(",")) for name, values in (item.split("=", 1) for item in args.grid)]
     results = []
@@ -133,6 +136,18 @@ def main() -> None:
         print(f"VAL-ToW {results[-1][0]:6.2f}  {setting}", flush=True)
     best = max(results, key=lambda r: r[0])
     print(f"\nbest on VAL: {best[1]} (VAL-ToW {best[0]:.2f})")
+    if args.markdown:
+        print("", *table(results, best), sep="\n")
+
+
+def table(results: list[tuple[float, dict[str, str]]], best: tuple[float, dict[str, str]]) -> list[str]:
+    """The grid's results as a markdown table (docs/tuning.md), the best in bold."""
+    names = list(best[1])
+    lines = ["| " + " | ".join([*names, "VAL-ToW"]) + " |", "|" + "---:|" * (len(names) + 1)]
+    for tow, setting in results:
+        figure = f"**{tow:.2f}**" if (tow, setting) == best else f"{tow:.2f}"
+        lines.append("| " + " | ".join([*setting.values(), figure]) + " |")
+    return lines
 
 
 if __name__ == "__main__":

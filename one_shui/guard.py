@@ -15,9 +15,8 @@ from .errors import MissingFileError, SettingError, UserError
 from .methods.base import UnlearningMethod
 from .metrics.utility import metric_name
 
-# Points of the check set's metric (mAP or accuracy, x100). On the embedded default no request of the
-# bench of one request drops more than 1.63 (SSD), and every step of the sequential bench that cost 7
-# points of retain or more drops 7.5 or more (README: "Requests one after another: the sequential bench").
+# Points of the check set's metric (mAP or accuracy, x100), chosen on the embedded default's benches:
+# docs/tuning.md, "The guard's maximum drop".
 MAX_DROP = 5.0
 
 

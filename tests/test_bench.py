@@ -158,7 +158,7 @@ def test_the_request_plot_shows_the_support_portrait_then_the_persons_other_phot
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
         runner = Runner(parse(["--config", str(config)]), tracker=None)
-        runner.records[(0, "stage", layout.PRETRAIN)] = {
+        runner.records[(0, "stage", layout.PRETRAIN, None)] = {
             "checkpoint": str(next(folder.glob("outputs/cells/*/N3-seed0/pretrain-*/checkpoints/best.ckpt")))
         }
         identity, portrait, photos = request_photos(runner, 0)
@@ -350,6 +350,12 @@ JIT = str(CONFIGS / "methods/jit.yaml")
         ({"methods": [{"label": "Retrain", "config": JIT}]}, "unique"),
         ({"methods": [{"label": "X", "config": "x.yaml"}]}, "'os.system' is not a one_shui UnlearningMethod"),
         ({"method_count": 1}, "method_count"),
+        (
+            {"methods": [{"config": JIT, "options": {"noise": 1}}]},
+            "jit.yaml: options: 'noise' is not accepted by JiT; its options are ",
+        ),
+        ({"methods": [{"config": JIT, "options": {"lr": "fast"}}]}, 'jit.yaml: options: Parser key "lr"'),
+        ({"evaluation_options": {"mia": "strong"}}, "bench tiny, evaluation_options: "),
     ],
 )
 def test_a_bench_config_that_cannot_run_is_one_message_before_anything_runs(
@@ -389,11 +395,11 @@ def test_every_bench_config_is_valid_and_its_method_arguments_parse(path, monkey
     monkeypatch.chdir(CONFIGS.parent)
     bench = parse(["--config", str(path)])
     assert len(bench.seeds) == 3 and bench.methods
-    rows = [(bench.evaluate, []), *((method.config, method.args) for method in bench.methods)]
+    rows = [(bench.evaluate, []), *((method.config, method.arguments) for method in bench.methods)]
     for config, args in rows:  # the arguments of every row must be ones its `one-shui fit` accepts
         with pytest.raises(SystemExit) as exit:
             OneShuiCLI(
-                ["fit", "--config", bench.data, "--config", config, *bench.evaluation_args, *args,
+                ["fit", "--config", bench.data, "--config", config, *bench.evaluation_arguments, *args,
                  "--print_config"]
             )  # fmt: skip
         assert exit.value.code in (None, 0)
@@ -405,7 +411,7 @@ def test_evaluation_arguments_reach_every_row_and_no_training(monkeypatch):
     bench = replace(bench, evaluation_args=["--model.init_args.mia=published"])
     runner = object.__new__(cells_module.Runner)  # its arguments only: no data read, nothing run
     runner.bench = bench
-    runner.record = lambda seed, kind, label: {"checkpoint": f"{label}/best.ckpt"}
+    runner.record = lambda seed, kind, label, request=None: {"checkpoint": f"{label}/best.ckpt"}
     for cell in cells_module.plan(bench):
         args = runner._arguments(cell)[0]
         assert ("--model.init_args.mia=published" in args) == (cell.kind != "stage"), cell

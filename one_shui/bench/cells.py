@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import io
 import json
 import shutil
 import sys
@@ -22,10 +23,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from .. import layout
-from ..atomic import held, write_text_atomic
+from ..atomic import held, write_bytes_atomic, write_text_atomic
 from ..checkpoints import CheckpointError, load_checkpoint
 from ..cli import OneShuiCLI
 from ..cli import run as run_one_shui
@@ -65,21 +67,21 @@ class Cell:
     label: str  # the stage ("pretrain", "retrain") or the row's label
     config: str
     args: tuple[str, ...] = ()  # the method's own `one-shui` arguments
-    # In the sequential bench, the request k the cell is at (1 to K); 0 in the bench of one request.
-    request: int = 0
+    request: int | None = None  # the request k (1 to requests) it is at; None: the pretrain, before any
+    requests: int = 1  # K, the requests of the bench
 
     @property
     def name(self) -> str:
         suffix = " (reference)" if self.kind == "reference" else ""
-        at = f", request {self.request}" if self.request else ""
+        at = f", request {self.request}" if self.request and self.requests > 1 else ""
         return f"{self.label}{suffix}, seed {self.seed}{at}"
 
     @property
     def tag(self) -> str:
-        """The label, marked ``@retrain`` for a reference and ``@k<request>`` at a request of the sequential
-        bench: its W&B run's name and, as a file name, its folder's."""
+        """The label, marked ``@retrain`` for a reference and ``@k<request>`` at a request of a bench of
+        several: its W&B run's name and, as a file name, its folder's."""
         tag = f"{self.label}@retrain" if self.kind == "reference" else self.label
-        return f"{tag}@k{self.request}" if self.request else tag
+        return f"{tag}@k{self.request}" if self.request and self.requests > 1 else tag
 
     @property
     def wandb_run(self) -> dict:
@@ -104,15 +106,21 @@ class Cell:
 
 
 def plan(bench: Bench) -> list[Cell]:
-    """Every cell of the bench, in the order they run: per seed, pretrain, retrain, then the rows."""
+    """Every cell of the bench, in the order they run: per seed, the pretrain, then per request k its
+    retrain, the Pretrain and Retrain rows and every method's row (each after the method's row at k - 1)
+    with, where the bench has RMIA references (:attr:`Bench.references`), the method's reference."""
     cells = []
+    kinds = ("row", "reference") if bench.references else ("row",)
     for seed in bench.seeds:
-        cells += [Cell(seed, "stage", stage, bench.train) for stage in (layout.PRETRAIN, layout.RETRAIN)]
-        cells += [Cell(seed, "row", label, bench.evaluate) for label in ORIGINAL]
-        for method in bench.methods:
+        cells.append(Cell(seed, "stage", layout.PRETRAIN, bench.train, requests=bench.requests))
+        for k in range(1, bench.requests + 1):
+            at = {"request": k, "requests": bench.requests}
+            cells.append(Cell(seed, "stage", layout.RETRAIN, bench.train, **at))
+            cells += [Cell(seed, "row", label, bench.evaluate, **at) for label in ORIGINAL]
             cells += [
-                Cell(seed, kind, method.label, method.config, tuple(method.args))
-                for kind in ("row", "reference")
+                Cell(seed, kind, method.label, method.config, tuple(method.arguments), **at)
+                for method in bench.methods
+                for kind in kinds
             ]
     return cells
 
@@ -191,14 +199,15 @@ class Runner:
         self.data = bench_data(bench)
         # the data read and audited once
         self.dataset, self.content = self.data.name, self.data.content_fingerprint
-        self.records: dict[tuple[int, str, str], dict] = {}
+        # the records by (seed, kind, label, request)
+        self.records: dict[tuple[int, str, str, int | None], dict] = {}
 
-    def record(self, seed: int, kind: str, label: str) -> dict:
-        return self.records[(seed, kind, label)]
+    def record(self, seed: int, kind: str, label: str, request: int | None = None) -> dict:
+        return self.records[(seed, kind, label, request)]
 
-    def key(self, cell: Cell) -> tuple:
-        """What :attr:`records` keeps the cell's record under."""
-        return (cell.seed, cell.kind, cell.label)
+    def at(self, request: int) -> dict[tuple[int, str, str], dict]:
+        """The records of the cells at ``request`` and of the pretrains before it, by (seed, kind, label)."""
+        return {key[:3]: record for key, record in self.records.items() if key[3] in (None, request)}
 
     def run(self, cell: Cell) -> dict:
         """The cell's record: read from its folder when it is done and whole, else made by running it,
@@ -215,18 +224,20 @@ class Runner:
                 record = self._execute(cell, [*args, f"--trainer.default_root_dir={folder}"], folder)
                 record.update(key=key, seed=cell.seed, kind=cell.kind, label=cell.label, original=original)
                 write_text_atomic(folder / RECORD, json.dumps(record))
-        self.records[self.key(cell)] = record
+        self.records[(cell.seed, cell.kind, cell.label, cell.request)] = record
         return record
 
     def attacks(self) -> dict[tuple[str, int], RMIAResult]:
-        """RMIA on every row, keyed by (label, seed), against its reference (see report.reference_of)."""
+        """RMIA on every row of a bench with references (one request), keyed by (label, seed), against
+        its reference (see report.reference_of)."""
+        records = self.at(1)
         return {
             (label, seed): rmia(
                 record["probabilities"],
-                reference_of(self.records, seed, label)["probabilities"],
+                reference_of(records, seed, label)["probabilities"],
                 offline_a=self.bench.rmia_offline_a,
             )
-            for (seed, kind, label), record in self.records.items()
+            for (seed, kind, label), record in records.items()
             if kind == "row"
         }
 
@@ -242,22 +253,28 @@ class Runner:
     def _arguments(self, cell: Cell) -> tuple[list[str], list[str], str | None]:
         """The cell's `one-shui` arguments (without its folder), the configs they read, and the stage
         whose model the cell starts from."""
-        bench, seed = self.bench, cell.seed
+        bench, seed, k = self.bench, cell.seed, cell.request
         args, configs = self._common(cell)
         if cell.label == layout.PRETRAIN:
             return args, configs, None
-        pretrain = Path(self.record(seed, "stage", layout.PRETRAIN)["checkpoint"])
+        pretrain = self.record(seed, "stage", layout.PRETRAIN)["checkpoint"]
         if cell.kind == "stage":
-            return [*args, *retrain_on(pretrain)], configs, None
-        retrain = self.record(seed, "stage", layout.RETRAIN)["checkpoint"]
+            return [*args, *retrain_on(Path(pretrain))], configs, None
+        retrain = self.record(seed, "stage", layout.RETRAIN, k)["checkpoint"]
         original = layout.RETRAIN if cell.kind == "reference" or cell.label == "Retrain" else layout.PRETRAIN
         args += [
-            f"--model.init_args.pretrain_ckpt={self.record(seed, 'stage', original)['checkpoint']}",
+            f"--model.init_args.pretrain_ckpt={retrain if original == layout.RETRAIN else pretrain}",
             # ToW needs the retrained model; a reference only serves RMIA
             f"--model.init_args.retrain_ckpt={retrain if cell.kind == 'row' else 'null'}",
-            *bench.evaluation_args,
-            *(() if cell.label in ORIGINAL else (*bench.method_args, *cell.args)),
+            *bench.evaluation_arguments,
         ]
+        if cell.label in ORIGINAL:
+            return args, configs, original
+        args += [*bench.method_args, *cell.args]
+        if k > 1:  # served on what the request before wrote
+            args.append(
+                f"--model.init_args.serve_on={self.record(seed, 'row', cell.label, k - 1)['unlearned']}"
+            )
         return args, configs, original
 
     def _common(self, cell: Cell) -> tuple[list[str], list[str]]:
@@ -269,7 +286,7 @@ class Runner:
         args.append(f"--data.init_args.request_size={bench.split_size}")
         if bench.requests > 1:
             args.append(f"--data.init_args.requests={bench.requests}")
-        if cell.request:
+        if bench.requests > 1 and cell.request:
             args.append(f"--data.init_args.request={cell.request}")
         return [*args, *bench.args], configs
 
@@ -289,40 +306,54 @@ class Runner:
         prepared = self._prepare(cell, args, folder, seconds)
         resume = [f"--ckpt_path={prepared}"] if prepared else []
         cli, seconds["test"] = run_cli("test", [*args, *resume, "--verbose=false"])
-        record = self._row_record(cell, cli.model, seconds, folder)
+        record = row_record(cli.model, seconds)
+        if cell.label not in ORIGINAL and cell.request < self.bench.requests:
+            record["unlearned"] = str(self._keep_unlearned(cell, cli.model, folder))
         return {**record, "prepared": str(prepared) if prepared else None, **ran_on(cli)}
 
+    @staticmethod
+    def _keep_unlearned(cell: Cell, method, folder: Path) -> Path:
+        """The unlearned model that the next request is served on, written in the cell's folder."""
+        unlearned = layout.checkpoint_dir(folder) / layout.UNLEARNED
+        buffer = io.BytesIO()
+        torch.save(method.unlearned_checkpoint({"unlearned": {"request": cell.request}}), buffer)
+        write_bytes_atomic(unlearned, buffer.getvalue())
+        return unlearned
+
     def _prepare(self, cell: Cell, args: list[str], folder: Path, seconds: dict[str, float]) -> Path | None:
-        """The prepared method's checkpoint, fitted in the cell's folder; None for a method with nothing to
-        prepare."""
+        """The prepared method's checkpoint, fitted in the cell's folder at the first request (it serves
+        every later one: a method is prepared once, on the original model); None for a method with nothing
+        to prepare."""
         if config_method(cell.config).train_pool is None:
             return None
+        if cell.request > 1:
+            prepared = self.record(cell.seed, cell.kind, cell.label, 1)["prepared"]
+            return Path(prepared) if prepared else None
         _, seconds["fit"] = run_cli("fit", [*args, "--ckpt_path=last"])
         return layout.checkpoint_dir(folder) / layout.LAST
 
-    def _row_record(self, cell: Cell, method, seconds: dict[str, float], folder: Path) -> dict:
-        """What a row's test gives: its metrics (the check set's scores before and after forget among
-        them), the per-identity forget metric, the MIA's curve and RMIA's probabilities."""
-        results, metric, evaluation = method.results, method.evaluation.metric, method.evaluation
-        seconds["forget"] = results["forget_seconds"]
-        prefix = f"forget/{metric}/"
-        return {
-            "method": method.class_path(),
-            "reads": results["reads"],
-            "mia_selection": results["mia_selection"],
-            "metric": metric,
-            "split": method.split.fingerprint,
-            "metrics": {
-                **{pool: results[f"{pool}/{metric}"] for pool in UTILITY_POOLS},
-                **{
-                    key: results[key] for key in ("tow", "mia_auc", "mia_forget_non_member") if key in results
-                },
-                "request": results.get(f"request/{metric}"),  # the forget utility of the request served
-                "check_before": results.get("check/before"),  # the guard's figures
-                "check_after": results.get("check/after"),
-            },
-            "seconds": seconds,
-            "identities": {k.removeprefix(prefix): v for k, v in results.items() if k.startswith(prefix)},
-            "mia_roc": {"fpr": evaluation.mia.fpr.tolist(), "tpr": evaluation.mia.tpr.tolist()},
-            "probabilities": {pool: p.tolist() for pool, p in evaluation.probabilities.items()},
-        }
+
+def row_record(method, seconds: dict[str, float]) -> dict:
+    """What a row's test gives: its metrics (the check set's scores before and after forget among
+    them), the per-identity forget metric, the MIA's curve and RMIA's probabilities."""
+    results, metric, evaluation = method.results, method.evaluation.metric, method.evaluation
+    seconds["forget"] = results["forget_seconds"]
+    prefix = f"forget/{metric}/"
+    return {
+        "method": method.class_path(),
+        "reads": results["reads"],
+        "mia_selection": results["mia_selection"],
+        "metric": metric,
+        "split": method.split.fingerprint,
+        "metrics": {
+            **{pool: results[f"{pool}/{metric}"] for pool in UTILITY_POOLS},
+            **{key: results[key] for key in ("tow", "mia_auc", "mia_forget_non_member") if key in results},
+            "request": results.get(f"request/{metric}"),  # the forget utility of the request served
+            "check_before": results.get("check/before"),  # the guard's figures
+            "check_after": results.get("check/after"),
+        },
+        "seconds": seconds,
+        "identities": {k.removeprefix(prefix): v for k, v in results.items() if k.startswith(prefix)},
+        "mia_roc": {"fpr": evaluation.mia.fpr.tolist(), "tpr": evaluation.mia.tpr.tolist()},
+        "probabilities": {pool: p.tolist() for pool, p in evaluation.probabilities.items()},
+    }

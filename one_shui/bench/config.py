@@ -5,15 +5,17 @@ be set on the command line too (``--seeds [0]``)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
 
 from ..errors import UserError
-from ..methods.loading import config_method
+from ..methods.base import UnlearningMethod
+from ..methods.loading import config_method, method_options
 
 ONE_SHUI_ARGUMENTS = ("--data.", "--trainer.", "--model.")  # passed through to the `one-shui` runs
 ORIGINAL = ("Pretrain", "Retrain")  # the rows of the models as trained, tested by the bench's evaluate config
@@ -31,14 +33,22 @@ class Method:
         config: the method's YAML (``configs/methods/<method>.yaml``), run by `one-shui fit/test`; its
             ``model.class_path`` names the method.
         label: the row's name in the table and the plots (default: the method's class name).
-        args: `one-shui` arguments added to this method's runs, after the bench's ``args``: the
-            setting's own values for the method, e.g. ``--model.init_args.meta_lr=0.3`` or
+        options: the setting's own values of the method's options (its ``model.init_args``), e.g.
+            ``{meta_lr: 0.3}``: checked against the method's signature when the bench is read, then
+            given to its runs after the bench's ``args``.
+        args: other `one-shui` arguments added to this method's runs, after its ``options``, e.g.
             ``--trainer.max_epochs=10``.
     """
 
     config: str
     label: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
     args: list[str] = field(default_factory=list)
+
+    @property
+    def arguments(self) -> list[str]:
+        """The method's `one-shui` arguments: its options, then its other ``args``."""
+        return [*model_arguments(self.options), *self.args]
 
 
 @dataclass(frozen=True)
@@ -76,9 +86,10 @@ class Bench:
         args: `one-shui` arguments added to every run, e.g. ``--data.init_args.root=/datasets``.
         method_args: `one-shui` arguments added to the runs of every method (not to the Pretrain and
             Retrain rows), before the method's own ``args``.
-        evaluation_args: `one-shui` arguments added to the runs of every method and of the Pretrain and
-            Retrain rows (not to the training), e.g. the published metrics
-            (``--model.init_args.mia=published``).
+        evaluation_options: options of every method's and of the Pretrain and Retrain rows' evaluation
+            (not of the training), checked against :class:`UnlearningMethod`'s: e.g. the published
+            metrics, ``{mia: published}``.
+        evaluation_args: other `one-shui` arguments added to those runs, after ``evaluation_options``.
         out: the output folder; the bench writes to ``<out>/<name>``.
         rmia_offline_a: RMIA's offline ``a``, set here (0.3, the RMIA authors' default), never chosen
             on the forget set or TEST.
@@ -96,6 +107,7 @@ class Bench:
     trainer: list[str] = field(default_factory=list)
     args: list[str] = field(default_factory=list)
     method_args: list[str] = field(default_factory=list)
+    evaluation_options: dict[str, Any] = field(default_factory=dict)
     evaluation_args: list[str] = field(default_factory=list)
     out: str = "outputs/bench"
     rmia_offline_a: float = 0.3
@@ -104,6 +116,18 @@ class Bench:
     @property
     def folder(self) -> Path:
         return Path(self.out) / self.name
+
+    @property
+    def evaluation_arguments(self) -> list[str]:
+        """The `one-shui` arguments of every row's evaluation: ``evaluation_options``, then
+        ``evaluation_args``."""
+        return [*model_arguments(self.evaluation_options), *self.evaluation_args]
+
+    @property
+    def references(self) -> bool:
+        """Whether each method row has its RMIA reference, the method applied to the retrained model: in a
+        bench of one request (a chain of requests has no single retrained model to start from)."""
+        return self.requests == 1
 
     @property
     def split_size(self) -> int:
@@ -169,10 +193,15 @@ def check(bench: Bench) -> Bench:
         raise BenchConfigError(
             f"bench {bench.name}: seeds must be distinct and at least one (got {bench.seeds})"
         )
+    try:
+        method_options(UnlearningMethod, bench.evaluation_options, "evaluation_options")
+    except UserError as err:
+        raise BenchConfigError(f"bench {bench.name}, {err}") from None
     methods = []
     for method in bench.methods:
         try:
             runs = config_method(method.config)
+            method_options(runs, method.options, "options")
         except UserError as err:
             raise BenchConfigError(
                 f"bench {bench.name}, method {method.label or method.config}: {err}"
@@ -192,3 +221,13 @@ def check(bench: Bench) -> Bench:
             f"bench {bench.name}: method labels must be unique and not {list(ORIGINAL)}: {sorted(repeated)}"
         )
     return replace(bench, methods=methods)
+
+
+def model_arguments(options: dict[str, Any]) -> list[str]:
+    """A model's ``options`` as `one-shui` arguments."""
+    return [f"--model.init_args.{key}={_text(value)}" for key, value in options.items()]
+
+
+def _text(value: Any) -> str:
+    """A value as the command line gives it (a string as it is, anything else as JSON, which YAML reads)."""
+    return value if isinstance(value, str) else json.dumps(value)

@@ -30,9 +30,7 @@ from .tracking import Tracker
 def run_bench(bench: Bench) -> Path:
     """Run (or reuse) every cell, then write the results; returns the results.md path."""
     tracker = Tracker(bench)
-    sequential_bench = bench.requests > 1
-    runner = (sequential.SequentialRunner if sequential_bench else Runner)(bench, tracker)
-    cells = (sequential.plan if sequential_bench else plan)(bench)
+    runner, cells = Runner(bench, tracker), plan(bench)
     quiet = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
     levels = [logger.level for logger in quiet]
     for logger in quiet:
@@ -51,13 +49,17 @@ def run_bench(bench: Bench) -> Path:
     finally:
         for logger, level in zip(quiet, levels, strict=True):
             logger.setLevel(level)
-    return (sequential.write_results if sequential_bench else write_results)(bench, runner, tracker)
+    # one request: the paper's table, with RMIA; several: the table by request (sequential.py)
+    write = write_results if bench.requests == 1 else sequential.write_results
+    return write(bench, runner, tracker)
 
 
 def write_results(bench: Bench, runner: Runner, tracker: Tracker) -> Path:
+    """The report of a bench of one request: results.csv, identities.csv, paired.csv, results.md and the
+    plots (in W&B's summary run too); the results.md path."""
     # Each run of a W&B sweep has a table of its own.
     folder = bench.folder / f"sweep-{tracker.sweep_run}" if tracker.sweep_run else bench.folder
-    records, attacks = runner.records, runner.attacks()
+    records, attacks = runner.at(1), runner.attacks()
     rows = report.result_rows(records, attacks)
     identities = report.identity_rows(records)
     paired = differences.paired(rows, identities)

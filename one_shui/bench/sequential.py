@@ -1,5 +1,6 @@
-"""The sequential bench (a bench config with ``requests: K`` above 1): K requests of N people each,
-served one after another, request k on the model that request k - 1 wrote, per method and seed.
+"""The report of the sequential bench (a bench config with ``requests: K`` above 1): K requests of N
+people each, served one after another, request k on the model that request k - 1 wrote, per method and
+seed (the cells are every bench's, :func:`one_shui.bench.cells.plan`).
 
 After each request k the model is tested as in the bench (retain, forget, test, ToW, MIA) on the pools
 of that moment: everyone forgotten so far is the forget pool (and this request's people alone give
@@ -12,19 +13,15 @@ would have refused the request.
 
 from __future__ import annotations
 
-import io
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import torch
-
-from .. import layout
-from ..atomic import write_bytes_atomic, write_text_atomic
+from ..atomic import write_text_atomic
 from ..guard import MAX_DROP
 from . import differences, environment, plots, report
-from .cells import Cell, Runner, retrain_on
-from .config import ORIGINAL, Bench
+from .cells import Runner
+from .config import Bench
 from .tracking import Tracker
 
 COLUMNS = [
@@ -44,71 +41,6 @@ TABLE = [
 ]
 # The paired table's columns after k: the table's (the check drop is a difference already), the gap closed
 PAIRED = [*report.signed(TABLE, frozenset({"check_drop"})), report.GAP_CLOSED]
-
-
-def plan(bench: Bench) -> list[Cell]:
-    """Per seed: the pretrain, then per request k its retrain, the Pretrain and Retrain rows and every
-    method's row (each after the method's row at k - 1)."""
-    cells = []
-    for seed in bench.seeds:
-        cells.append(Cell(seed, "stage", layout.PRETRAIN, bench.train))
-        for k in range(1, bench.requests + 1):
-            cells.append(Cell(seed, "stage", layout.RETRAIN, bench.train, request=k))
-            cells += [Cell(seed, "row", label, bench.evaluate, request=k) for label in ORIGINAL]
-            cells += [
-                Cell(seed, "row", method.label, method.config, tuple(method.args), request=k)
-                for method in bench.methods
-            ]
-    return cells
-
-
-class SequentialRunner(Runner):
-    """The cells of the sequential bench, their records kept by (seed, kind, label, request)."""
-
-    def record(self, seed: int, kind: str, label: str, request: int = 0) -> dict:
-        return self.records[(seed, kind, label, request)]
-
-    def key(self, cell: Cell) -> tuple:
-        return (cell.seed, cell.kind, cell.label, cell.request)
-
-    def _arguments(self, cell: Cell) -> tuple[list[str], list[str], str | None]:
-        args, configs = self._common(cell)
-        if cell.label == layout.PRETRAIN:
-            return args, configs, None
-        seed, k = cell.seed, cell.request
-        pretrain = Path(self.record(seed, "stage", layout.PRETRAIN)["checkpoint"])
-        if cell.kind == "stage":
-            return [*args, *retrain_on(pretrain)], configs, None
-        retrain = self.record(seed, "stage", layout.RETRAIN, k)["checkpoint"]
-        original = layout.RETRAIN if cell.label == "Retrain" else layout.PRETRAIN
-        args += [
-            f"--model.init_args.pretrain_ckpt={retrain if original == layout.RETRAIN else pretrain}",
-            f"--model.init_args.retrain_ckpt={retrain}",
-            *self.bench.evaluation_args,
-        ]
-        if cell.label not in ORIGINAL:
-            args += [*self.bench.method_args, *cell.args]
-            if k > 1:  # served on what the request before wrote
-                args.append(
-                    f"--model.init_args.serve_on={self.record(seed, 'row', cell.label, k - 1)['unlearned']}"
-                )
-        return args, configs, original
-
-    def _prepare(self, cell: Cell, args: list[str], folder: Path, seconds: dict[str, float]) -> Path | None:
-        if cell.request == 1:
-            return super()._prepare(cell, args, folder, seconds)
-        prepared = self.record(cell.seed, "row", cell.label, 1)["prepared"]  # prepared once, on the original
-        return Path(prepared) if prepared else None
-
-    def _row_record(self, cell: Cell, method, seconds: dict[str, float], folder: Path) -> dict:
-        record = super()._row_record(cell, method, seconds, folder)
-        if cell.label not in ORIGINAL and cell.request < self.bench.requests:
-            unlearned = layout.checkpoint_dir(folder) / layout.UNLEARNED
-            buffer = io.BytesIO()
-            torch.save(method.unlearned_checkpoint({"unlearned": {"request": cell.request}}), buffer)
-            write_bytes_atomic(unlearned, buffer.getvalue())
-            record["unlearned"] = str(unlearned)
-        return record
 
 
 def result_rows(records: Mapping[tuple, dict]) -> list[dict]:
@@ -210,7 +142,7 @@ def markdown(rows: Sequence[Mapping], title: str, paired: Mapping[tuple, Mapping
     return "\n".join(lines) + "\n"
 
 
-def write_results(bench: Bench, runner: SequentialRunner, tracker: Tracker) -> Path:
+def write_results(bench: Bench, runner: Runner, tracker: Tracker) -> Path:
     """results.csv, paired.csv, results.md and the plot by request (in W&B's summary run too); the
     results.md path."""
     folder = bench.folder / f"sweep-{tracker.sweep_run}" if tracker.sweep_run else bench.folder

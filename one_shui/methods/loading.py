@@ -93,13 +93,27 @@ def load_from_config(path: str | os.PathLike, pretrain_ckpt: str | os.PathLike) 
         )
     _, options = config_model(path)
     options = {k: v for k, v in options.items() if k not in ("pretrain_ckpt", "retrain_ckpt")}
+    arguments = method_options(method, {**options, "pretrain_ckpt": str(pretrain_ckpt)}, str(path))
+    return method(**arguments).eval()
+
+
+def method_options(method: type[UnlearningMethod], options: dict, source: str) -> dict:
+    """``options`` of ``method`` (its own and those it passes on), as its signature types them; refused,
+    in one line that names ``source``, an option it does not take (with those it does) or a wrong value."""
     parser = jsonargparse.ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(method)
+    accepted = {key.partition(".")[0] for key in parser.get_defaults().keys()}  # noqa: SIM118 (a Namespace)
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        names, verb = ", ".join(map(repr, unknown)), "is" if len(unknown) == 1 else "are"
+        raise MethodSetupError(
+            f"{source}: {names} {verb} not accepted by {method.__name__}; its options are "
+            f"{', '.join(sorted(accepted))}"
+        )
     try:
-        arguments = parser.parse_object({**options, "pretrain_ckpt": str(pretrain_ckpt)}).as_dict()
+        return parser.parse_object(options).as_dict()
     except jsonargparse.ArgumentError as err:
-        raise MethodSetupError(f"{path}: {' '.join(str(err).split())}") from None
-    return method(**arguments).eval()
+        raise MethodSetupError(f"{source}: {' '.join(str(err).split())}") from None
 
 
 def _checkpoint_method(checkpoint: dict, source: str) -> type[UnlearningMethod]:
