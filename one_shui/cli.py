@@ -13,6 +13,7 @@ user gives always wins. Checkpoints are read with ``weights_only=True``; ``--ckp
 from __future__ import annotations
 
 import importlib
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -41,6 +42,9 @@ class OneShuiCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True, layout_defaults: bool = True):
         self.run_record = RunRecord()
         self.layout_defaults = layout_defaults
+        # Lightning's notice, on every run, that TensorBoard is not installed: one_shui logs to the CSV
+        # logger it falls back on, or to W&B.
+        warnings.filterwarnings("ignore", message=r"Starting from v1\.9\.0, `tensorboardX` has been removed")
         self._run_options: dict = {}  # a method's run options as the command line gave them
         super().__init__(
             model_class=L.LightningModule,
@@ -132,12 +136,12 @@ def _class(path: str) -> type:
 
 
 def _data_for_method(config) -> None:
-    """A method's data, decided before it is built: the pool and transform its preparation declares
-    (:meth:`UnlearningMethod.data_options`) and, unless the user gave a split file, the split that its
-    pretrain's run wrote beside the checkpoint, so that the data serves the original model's split
-    without making it again (without that file, the data makes it and the method checks it)."""
+    """A method's data, decided before it is built: the pool, transform and batch size its preparation
+    declares (:meth:`UnlearningMethod.data_options`) and, unless the user gave a split file, the split
+    that its pretrain's run wrote beside the checkpoint, so that the data serves the original model's
+    split without making it again (without that file, the data makes it and the method checks it)."""
     data, pretrain = config.data.init_args, config.model.init_args.pretrain_ckpt
-    for name, value in _class(config.model.class_path).data_options().items():
+    for name, value in _class(config.model.class_path).data_options(config.model.init_args).items():
         data[name] = value
     split = Path(pretrain).with_name(layout.SPLIT) if pretrain else None
     if not data.split_file and split is not None and split.is_file():

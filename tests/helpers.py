@@ -86,7 +86,7 @@ def fit_in(root: Path, *args: str) -> None:
         OneShuiCLI(["fit", *args])
 
 
-def meta_data(root: Path, method: type[UnlearningMethod] | None = None, **options) -> IdentityDataModule:
+def meta_data(root: Path, method: UnlearningMethod | None = None, **options) -> IdentityDataModule:
     """The tiny runs' data, bound to their split; as ``method``'s preparation reads it, when given (what
     `one-shui fit` does)."""
     return IdentityDataModule(
@@ -99,7 +99,7 @@ def meta_data(root: Path, method: type[UnlearningMethod] | None = None, **option
             "batch_size": 16,
             "split_file": str(root / "pre/checkpoints/split.json"),
             "cache_dir": str(root / "cache"),
-            **(method.data_options() if method else {}),
+            **(method.data_options(method.hparams) if method else {}),
             **options,
         },
     )

@@ -28,7 +28,7 @@ def test_meta_training_trains_the_meta_loss_and_leaves_the_backbone_alone(runs):
     method = MetaUnlearn(str(pretrain), hidden=32)
     original = {k: v.clone() for k, v in method.model.state_dict().items()}
     phi = {k: v.clone() for k, v in method.meta_loss.state_dict().items()}
-    trainer().fit(method, datamodule=meta_data(root, MetaUnlearn))
+    trainer().fit(method, datamodule=meta_data(root, method))
     assert all(torch.equal(original[k], v) for k, v in method.model.state_dict().items())
     grads = [p.grad for p in method.meta_loss.parameters()]
     assert all(g is not None and g.abs().sum() > 0 for g in grads)
@@ -165,7 +165,8 @@ def test_meta_training_reads_the_simulated_requests_it_declares(runs, monkeypatc
 def test_no_checkpoint_is_written_when_the_trainer_has_checkpointing_off(runs, tmp_path, monkeypatch):
     root, pretrain, _ = runs
     monkeypatch.chdir(tmp_path)
-    trainer().fit(MetaUnlearn(str(pretrain), hidden=32), datamodule=meta_data(root, MetaUnlearn))
+    method = MetaUnlearn(str(pretrain), hidden=32)
+    trainer().fit(method, datamodule=meta_data(root, method))
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
@@ -253,8 +254,8 @@ def test_the_meta_objective_pairs_forget_batches_with_val_batches_and_weighs_the
 
 def test_every_simulated_request_starts_a_fresh_shuffled_pass_over_val(runs, monkeypatch):
     root, pretrain, _ = runs
-    data = meta_data(root, MetaUnlearn)
     method = MetaUnlearn(str(pretrain), hidden=32, unlearning_batch_size=4)
+    data = meta_data(root, method)
     firsts = []
     original = MetaUnlearn.meta_objective
 

@@ -18,7 +18,6 @@ from one_shui.data.splits import make_split
 from one_shui.methods.base import UnlearningMethod
 from one_shui.methods.loading import config_method
 from one_shui.methods.meta_unlearn import MetaUnlearn
-from one_shui.methods.ssd import SSD
 
 
 def method_classes() -> list[type[UnlearningMethod]]:
@@ -69,7 +68,7 @@ def guard_data(monkeypatch, allowed: set[str]) -> None:
 def test_every_method_honours_the_unlearning_contract(method_class, runs, tmp_path, monkeypatch):
     root, pretrain, _ = runs
     method = method_class(str(pretrain), **TINY.get(method_class.__name__, {}))
-    data = meta_data(root, method_class)  # the pool its fit reads, as the CLI builds it
+    data = meta_data(root, method)  # the data its fit reads, as the CLI builds it
     options = {"enable_checkpointing": False, "default_root_dir": tmp_path}
     if method.train_pool is not None:
         trainer = quiet_trainer(
@@ -136,7 +135,7 @@ def test_a_method_that_declares_it_reads_no_targets_is_blind_to_them(method_clas
             max_epochs=1, limit_train_batches=2, limit_val_batches=0, enable_checkpointing=False,
             reload_dataloaders_every_n_epochs=1, default_root_dir=tmp_path,
         )  # fmt: skip
-        trainer.fit(method, datamodule=meta_data(runs[0], method_class))
+        trainer.fit(method, datamodule=meta_data(runs[0], method))
     prepared = {k: v.clone() for k, v in method.state_dict().items()}
     support = next(iter(meta_data(runs[0]).loader("support")))
     states = []
@@ -162,8 +161,12 @@ def test_a_method_run_serves_the_split_its_pretrain_made_without_making_it_again
     monkeypatch.setattr(datamodule, "make_split", lambda *a, **k: made.append(a) or make_split(*a, **k))
     config = CONFIGS / "methods" / "ssd.yaml"
     cli = OneShuiCLI(["fit", *on_data(config), *method_args(root, "once")])
-    options = {k: cli.datamodule.hparams[k] for k in ("split_file", "train_pool", "augment_train")}
-    assert options == {"split_file": str(pretrain.with_name("split.json")), **SSD.data_options()}
+    options = {
+        k: cli.datamodule.hparams[k] for k in ("split_file", "train_pool", "augment_train", "batch_size")
+    }
+    # SSD's I_D: one pass over the training data, with the test transform, in batches of its train_batch_size
+    declared = {"train_pool": "train", "augment_train": False, "batch_size": 128}
+    assert options == {"split_file": str(pretrain.with_name("split.json")), **declared}
     assert cli.trainer.state.finished and made == []
 
     moved = root / "moved"

@@ -19,7 +19,7 @@ def fitted(runs, **options) -> PGU:
     trainer = quiet_trainer(
         max_epochs=1, limit_train_batches=2, limit_val_batches=0, enable_checkpointing=False
     )
-    trainer.fit(method, datamodule=meta_data(runs[0], PGU))
+    trainer.fit(method, datamodule=meta_data(runs[0], method))
     return method
 
 
@@ -103,7 +103,7 @@ def test_fit_sums_the_moments_over_the_training_data_seen_with_the_test_transfor
     root, pretrain, _ = runs
     method = PGU(str(pretrain))
     quiet_trainer(max_epochs=1, limit_val_batches=0, enable_checkpointing=False).fit(
-        method, datamodule=meta_data(root, PGU)
+        method, datamodule=meta_data(root, method)
     )
     expected: dict[str, torch.Tensor] = {}
     pool = meta_data(root).loader("train", batch_size=5)  # in order, test transform, other batches

@@ -36,10 +36,12 @@ def test_fit_measures_the_training_data_unaugmented_at_the_configured_batch(runs
     """I_D is the squared gradient of the mean loss of each batch of the training data, with the test
     transform and the model in eval mode: with one batch holding every training image, that of their mean."""
     config = yaml.safe_load((CONFIGS / "methods" / "ssd.yaml").read_text())
-    assert config["data"]["init_args"]["batch_size"] == 128
+    assert config["model"]["init_args"]["train_batch_size"] == 128
     root, pretrain, _ = runs
-    data = meta_data(root, SSD, batch_size=10_000)  # every training image in one batch: no shuffle matters
-    method = SSD(str(pretrain))
+    method = SSD(
+        str(pretrain), train_batch_size=10_000
+    )  # every training image in one batch: no shuffle matters
+    data = meta_data(root, method)
     modes = []
     squared = method._squared_gradient
     monkeypatch.setattr(

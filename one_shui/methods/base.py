@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import time
 import unicodedata
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -67,7 +67,8 @@ class UnlearningMethod(L.LightningModule):
 
     What a method needs is declared once, in class attributes with safe defaults: :attr:`reads`,
     :attr:`reads_targets`, :attr:`train_pool` and :attr:`augment_train_pool` (the last two read by the
-    CLI before the data is built, :meth:`data_options`).
+    CLI before the data is built, :meth:`data_options`, with a ``train_batch_size`` option where the
+    method has one).
     A method takes its own options keyword-only and passes the others on as ``**kwargs``
     (LightningCLI resolves them from this signature).
     """
@@ -160,12 +161,16 @@ class UnlearningMethod(L.LightningModule):
         return torch.tensor([position[name] for name in spelled], dtype=torch.long)
 
     @classmethod
-    def data_options(cls) -> dict:
-        """The data settings that the preparation reads (its pool and transform), which the CLI gives the
-        datamodule; none for a method with nothing to prepare."""
+    def data_options(cls, options: Mapping[str, Any]) -> dict:
+        """The data settings that the preparation of a method with ``options`` (its init_args) reads, which
+        the CLI gives the datamodule: its pool, its transform and, for a method whose options hold a
+        ``train_batch_size``, that batch size; none for a method with nothing to prepare."""
         if cls.train_pool is None:
             return {}
-        return {"train_pool": cls.train_pool, "augment_train": cls.augment_train_pool}
+        declared = {"train_pool": cls.train_pool, "augment_train": cls.augment_train_pool}
+        if options.get("train_batch_size") is not None:
+            declared["batch_size"] = options["train_batch_size"]
+        return declared
 
     def setup(self, stage: str) -> None:
         """Check that the datamodule serves the pretrain's split and, for ``fit``, the data the preparation
@@ -173,9 +178,10 @@ class UnlearningMethod(L.LightningModule):
         data = self.trainer.datamodule
         data.setup(stage)
         data.split.require_same(self.split, f"the pretrain checkpoint {self.hparams.pretrain_ckpt}")
-        served = {name: data.hparams[name] for name in self.data_options()}
-        if stage == "fit" and served != self.data_options():
-            settings = ", ".join(f"data.init_args.{k}={v}" for k, v in self.data_options().items())
+        declared = self.data_options(self.hparams)
+        served = {name: data.hparams[name] for name in declared}
+        if stage == "fit" and served != declared:
+            settings = ", ".join(f"data.init_args.{k}={v}" for k, v in declared.items())
             raise MethodSetupError(
                 f"{type(self).__name__}'s preparation reads {settings}, but the data is set to "
                 f"{', '.join(f'{k}={v}' for k, v in served.items())}: build the data with those (as "

@@ -108,6 +108,8 @@ class PGU(UnlearningMethod):
         gamma: the share of the spectrum whose directions are protected (0.9 for N <= 50, 0.75 for
             N = 200; MUFAC: 0.9 for N = 5, 0.75 for N = 10).
         support_batch_size: the support set's batch size (the published 128).
+        train_batch_size: the batch size of fit's pass over the training data (the published 128): the
+            data's batch size in fit (:meth:`~one_shui.methods.base.UnlearningMethod.data_options`).
         reverse_targets: which sigmoid entries the multilabel reverse loss pushes down: ``positive``
             (**fix**, the default: each sample's positive attributes) or ``published`` (the published
             code's: the 0/1 target values used as column indices, see :func:`reverse_loss`).
@@ -126,12 +128,15 @@ class PGU(UnlearningMethod):
         epochs: int = 5,
         gamma: float = 0.9,
         support_batch_size: int = 128,
+        train_batch_size: int = 128,
         reverse_targets: ReverseTargets = "positive",
         conv_patches: ConvPatches = "layer",
         **kwargs,
     ):
         at_least("model.init_args", 0, lr=lr, epochs=epochs, gamma=gamma)
-        at_least("model.init_args", 1, support_batch_size=support_batch_size)
+        at_least(
+            "model.init_args", 1, support_batch_size=support_batch_size, train_batch_size=train_batch_size
+        )
         at_most("model.init_args", 1, gamma=gamma)
         super().__init__(pretrain_ckpt, **kwargs)
         self.automatic_optimization = False  # fit measures; it never updates the model

@@ -28,7 +28,7 @@ def dampened(
 class SSD(UnlearningMethod):
     """Importance I = squared gradient of the batch's mean task loss, per parameter, averaged over batches,
     with the model in eval mode. ``fit`` computes I_D in one pass over the training data, read with the test
-    transform (no augmentation) in batches of ``data.init_args.batch_size`` (128 in the paper); it is kept
+    transform (no augmentation) in batches of ``train_batch_size`` (128 in the paper); it is kept
     in the prepared checkpoint, so that ``forget`` needs only the support set. ``forget`` computes I_S over
     the support images in batches of ``support_batch_size`` and dampens every parameter by :func:`dampened`.
 
@@ -36,6 +36,8 @@ class SSD(UnlearningMethod):
         dampening_constant: lambda.
         selection_weighting: alpha.
         support_batch_size: support images per batch of I_S (128 in the paper).
+        train_batch_size: training images per batch of I_D (128 in the paper): the data's batch size in
+            fit (:meth:`~one_shui.methods.base.UnlearningMethod.data_options`).
     """
 
     train_pool = "train"  # fit: one pass over the training data
@@ -48,6 +50,7 @@ class SSD(UnlearningMethod):
         dampening_constant: float = 0.1,
         selection_weighting: float = 50.0,
         support_batch_size: int = 128,
+        train_batch_size: int = 128,
         **kwargs,
     ):
         at_least(
@@ -56,7 +59,9 @@ class SSD(UnlearningMethod):
             dampening_constant=dampening_constant,
             selection_weighting=selection_weighting,
         )
-        at_least("model.init_args", 1, support_batch_size=support_batch_size)
+        at_least(
+            "model.init_args", 1, support_batch_size=support_batch_size, train_batch_size=train_batch_size
+        )
         super().__init__(pretrain_ckpt, **kwargs)
         self.automatic_optimization = False  # fit measures; it never updates the model
         size = sum(p.numel() for p in self.model.network.parameters())
