@@ -9,14 +9,14 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from helpers import CONFIGS, QUIET, meta_data, method_args, on_data, quiet_trainer, real_data_args
+from helpers import CONFIGS, QUIET, attach, meta_data, method_args, on_data, quiet_trainer, real_data_args
 
 import one_shui.methods
 from one_shui.cli import OneShuiCLI
 from one_shui.data import IdentityDataModule, datamodule
 from one_shui.data.splits import make_split
 from one_shui.methods.base import UnlearningMethod
-from one_shui.methods.loading import config_method
+from one_shui.methods.loading import config_method, method_options
 from one_shui.methods.meta_unlearn import MetaUnlearn
 
 
@@ -117,6 +117,53 @@ def test_a_method_declares_a_preparation_exactly_when_it_has_one(method_class):
     assert trains == (method_class.train_pool is not None)
     assert method_class.train_pool in (None, "train", "retain", "simulated")
     assert set(method_class.reads) >= {"support"}
+
+
+@pytest.mark.parametrize("method_class", method_classes(), ids=lambda cls: cls.__name__)
+def test_a_method_s_strength_is_one_of_its_options(method_class):
+    """Every method that changes the model declares the option that scales its update (its curve's
+    strength); one that changes nothing declares none."""
+    forgets = method_class.forget is not UnlearningMethod.forget and method_class.__name__ != "NoUnlearning"
+    assert (method_class.strength_option is not None) == forgets
+    if forgets:
+        method_options(method_class, {method_class.strength_option: 1.0}, method_class.__name__)
+
+
+STRENGTHS = [cls for cls in method_classes() if cls.strength_option is not None]
+
+
+@pytest.mark.parametrize("method_class", STRENGTHS, ids=lambda cls: cls.__name__)
+def test_strength_zero_leaves_the_model_as_it_was_and_one_is_the_method_as_configured(
+    method_class, runs, tmp_path
+):
+    root, pretrain, _ = runs
+    method = method_class(str(pretrain), **TINY.get(method_class.__name__, {}))
+    data = meta_data(root, method)
+    if method.train_pool is not None:
+        trainer = quiet_trainer(
+            max_epochs=1, limit_train_batches=2, limit_val_batches=0, enable_checkpointing=False,
+            reload_dataloaders_every_n_epochs=1, default_root_dir=tmp_path,
+        )  # fmt: skip
+        trainer.fit(method, datamodule=data)
+    attach(method, data)
+    support = next(iter(data.loader("support")))
+    prepared = {k: v.clone() for k, v in method.state_dict().items()}
+
+    def served(strength: float | None) -> dict[str, torch.Tensor]:
+        method.load_state_dict(prepared)
+        torch.manual_seed(0)  # the same noise and shuffles for a method that draws any
+        with torch.enable_grad():
+            method.forget(support) if strength is None else method.forget_at(support, strength)
+        return {k: v.clone() for k, v in method.model.state_dict().items()}
+
+    configured, original = (
+        served(None),
+        {k[len("model.") :]: v for k, v in prepared.items() if k.startswith("model.")},
+    )
+    assert all(torch.equal(original[k], v) for k, v in served(0.0).items())
+    assert all(torch.equal(configured[k], v) for k, v in served(1.0).items())
+    assert any(not torch.equal(configured[k], v) for k, v in served(4.0).items())
+    assert method.strength == 1.0  # served at 4, then back at the operating point
 
 
 # Every method that declares it reads no targets, and MetaUnlearn without the targets among its inputs.

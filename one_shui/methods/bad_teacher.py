@@ -27,6 +27,7 @@ class BadTeacher(UnlearningMethod):
     """
 
     reads = ("support", "forget", "retain")
+    strength_option = "lr"
 
     def __init__(
         self,
@@ -61,7 +62,7 @@ class BadTeacher(UnlearningMethod):
         incompetent = self._incompetent_teacher()
         forget_ids = self.identity_ids(list(self.split.forget)).to(self.device)
         student = self.model.network.train()
-        optimizer, schedule = cosine_sgd(student.parameters(), hp)
+        optimizer, schedule = cosine_sgd(student.parameters(), {**hp, "lr": self.at_strength(hp.lr)})
         data = self.trainer.datamodule
         both = ConcatDataset([data.images(pool, train=hp.augment) for pool in ("retain", "forget")])
         loader = DataLoader(

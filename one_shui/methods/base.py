@@ -68,7 +68,7 @@ class UnlearningMethod(L.LightningModule):
     What a method needs is declared once, in class attributes with safe defaults: :attr:`reads`,
     :attr:`reads_targets`, :attr:`train_pool` and :attr:`augment_train_pool` (the last two read by the
     CLI before the data is built, :meth:`data_options`, with a ``train_batch_size`` option where the
-    method has one).
+    method has one), and :attr:`strength_option` (served at a multiple by :meth:`forget_at`).
     A method takes its own options keyword-only and passes the others on as ``**kwargs``
     (LightningCLI resolves them from this signature).
     """
@@ -77,6 +77,9 @@ class UnlearningMethod(L.LightningModule):
     reads_targets: bool = True  # whether forget() reads the support images' targets (else served zeros)
     train_pool: TrainPool | None = None  # the pool fit() (the preparation) reads; None: nothing to prepare
     augment_train_pool: bool = True  # whether fit() reads its pool with the training transform
+    # The option whose value scales forget()'s update, which forget() reads through at_strength(); None:
+    # the method has no strength (no curve).
+    strength_option: str | None = None
     # Options of a run rather than of the preparation: a test keeps its own, not its prepared checkpoint's.
     run_options = ("pretrain_ckpt", "retrain_ckpt", "serve_on", "mia", "metric_precision")
 
@@ -117,6 +120,7 @@ class UnlearningMethod(L.LightningModule):
         self._forget_seconds = float("nan")
         self._check: dict[str, float] = {}  # the check set's scores before and after forget, in test
         self.check_set: CheckSet | None = None  # drawn in setup, or read from the prepared checkpoint
+        self.strength = 1.0  # forget's strength: a multiple of the operating point (forget_at sets it)
         self.evaluation = self._evaluation(self.model)
 
     def _evaluation(self, model: Classifier) -> Evaluation:
@@ -140,6 +144,24 @@ class UnlearningMethod(L.LightningModule):
     def forget(self, support: Batch) -> None:
         """Unlearn the people of ``support`` from ``self.model``, in place, reading nothing else."""
         raise NotImplementedError
+
+    def forget_at(self, support: Batch, strength: float) -> None:
+        """:meth:`forget` at ``strength`` times the operating point of :attr:`strength_option` (1: the
+        method as configured); 0 leaves the model exactly as it was."""
+        if self.strength_option is None:
+            raise MethodSetupError(f"{type(self).__name__} declares no strength: it has no curve")
+        at_least("forget_at", 0, strength=strength)
+        if strength == 0:
+            return
+        self.strength = strength
+        try:
+            self.forget(support)
+        finally:
+            self.strength = 1.0
+
+    def at_strength(self, value: float) -> float:
+        """``value`` of the strength option (or one that moves with it) at the strength being served."""
+        return value * self.strength
 
     @property
     def updated_parameters(self) -> tuple[str, ...]:

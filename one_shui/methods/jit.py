@@ -48,6 +48,7 @@ class JiT(UnlearningMethod):
     """
 
     reads_targets = False
+    strength_option = "lr"
 
     def __init__(
         self,
@@ -91,6 +92,6 @@ class JiT(UnlearningMethod):
                     grads = batch_grads
                 else:
                     grads = [total + grad for total, grad in zip(grads, batch_grads, strict=True)]
-                sgd_step_(params, grads, self.hparams.lr)
+                sgd_step_(params, grads, self.at_strength(self.hparams.lr))
         finally:
             self.model.train(was_training)

@@ -113,6 +113,7 @@ class MetaUnlearn(UnlearningMethod):
         self._validation: DataLoader | None = None
 
     train_pool = "simulated"  # meta-training reads simulated requests (reload the loaders every epoch)
+    strength_option = "meta_lr"  # the serving step size
 
     @property
     def updated_parameters(self) -> tuple[str, ...]:
@@ -248,7 +249,7 @@ class MetaUnlearn(UnlearningMethod):
                 with torch.autocast(self.device.type, enabled=False):
                     loss = self._meta_loss_on(LogitsAndFeatures(self.model.network)(support[0]), support)
                     grads = torch.autograd.grad(loss, updated)
-                sgd_step_(updated, grads, self.hparams.meta_lr)
+                sgd_step_(updated, grads, self.at_strength(self.hparams.meta_lr))
         finally:
             for weight in updated:
                 weight.requires_grad_(False)  # the original weights are never trained

@@ -119,6 +119,7 @@ class PGU(UnlearningMethod):
 
     train_pool = "train"  # fit: one pass over the training data
     augment_train_pool = False  # ... with the test transform
+    strength_option = "lr"  # the first epoch's step size of forget
 
     def __init__(
         self,
@@ -226,7 +227,7 @@ class PGU(UnlearningMethod):
         bases = self.protected_bases(images)
         weights = [layer.weight for layer in self.layers.values()]
         for epoch in range(hp.epochs):
-            lr = cosine_lr(hp.lr, epoch, hp.epochs)
+            lr = cosine_lr(self.at_strength(hp.lr), epoch, hp.epochs)
             for batch in torch.randperm(len(images), device=images.device).split(hp.support_batch_size):
                 logits = self.model(images[batch])
                 loss = pgu_loss(self.model.hparams.task, logits, targets[batch], hp.reverse_targets)

@@ -25,6 +25,7 @@ class SCRUB(UnlearningMethod):
     """
 
     reads = ("support", "forget", "retain")
+    strength_option = "lr"
 
     def __init__(
         self,
@@ -54,7 +55,7 @@ class SCRUB(UnlearningMethod):
         hp, task = self.hparams, self.model.hparams.task
         teacher = copy.deepcopy(self.model.network).eval().requires_grad_(False)
         student = self.model.network.train()
-        optimizer, schedule = cosine_sgd(student.parameters(), hp)
+        optimizer, schedule = cosine_sgd(student.parameters(), {**hp, "lr": self.at_strength(hp.lr)})
         data = self.trainer.datamodule
 
         def away(batch):  # max-step on the forget set

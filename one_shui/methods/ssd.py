@@ -42,6 +42,8 @@ class SSD(UnlearningMethod):
 
     train_pool = "train"  # fit: one pass over the training data
     augment_train_pool = False  # as published: I_D is measured on the images as they are tested
+    # alpha, the selection threshold: a stronger SSD selects more, so it serves alpha / strength
+    strength_option = "selection_weighting"
 
     def __init__(
         self,
@@ -120,7 +122,7 @@ class SSD(UnlearningMethod):
             parameters_to_vector(params).detach(),
             self.importance_sum / self.batches,
             self.support_importance(support),
-            selection_weighting=self.hparams.selection_weighting,
+            selection_weighting=self.hparams.selection_weighting / self.strength,
             dampening_constant=self.hparams.dampening_constant,
         )
         with torch.no_grad():
