@@ -32,12 +32,13 @@ from ..checkpoints import CheckpointError, load_checkpoint
 from ..cli import OneShuiCLI
 from ..cli import run as run_one_shui
 from ..data.config import data_parser
-from ..data.datamodule import IdentityDataModule
+from ..data.datamodule import TEST_POOLS, IdentityDataModule
 from ..data.splits import Split
 from ..errors import MissingFileError
 from ..methods.loading import config_method
 from ..metrics.rmia import RMIAResult, rmia
 from ..metrics.tow import UTILITY_POOLS
+from . import curves
 from .config import ORIGINAL, Bench, split_arguments
 from .report import reference_of
 from .tracking import Tracker
@@ -215,7 +216,9 @@ class Runner:
         args, configs, original = self._arguments(cell)
         first = cell.label == layout.PRETRAIN  # every other cell depends on the split it makes
         split = None if first else self.record(cell.seed, "stage", layout.PRETRAIN)["split"]
-        key = digest(args, configs, split, self.content)
+        method_row = cell.kind == "row" and cell.label not in ORIGINAL
+        curve = [f"curve={self.bench.curve}"] if self.bench.curve and method_row else []
+        key = digest([*args, *curve], configs, split, self.content)
         name, cells = f"{cell.slug}-{key[:12]}", Path(self.bench.out) / "cells"
         folder = layout.run_dir(self.dataset, self.bench.split_size, cell.seed, name, cells)
         with held(folder / LOCK, busy=lambda: say(f"{cell.name}: another bench runs it; waiting")):
@@ -307,6 +310,13 @@ class Runner:
         resume = [f"--ckpt_path={prepared}"] if prepared else []
         cli, seconds["test"] = run_cli("test", [*args, *resume, "--verbose=false"])
         record = row_record(cli.model, seconds)
+        if self.bench.curve and cell.kind == "row" and curves.has_curve(cli.model):
+            start, loaders = (
+                time.perf_counter(),
+                dict(zip(TEST_POOLS, cli.trainer.test_dataloaders, strict=True)),
+            )
+            record["curve"] = curves.serve(cli.model, loaders, self.bench.curve)
+            seconds["curve"] = time.perf_counter() - start
         if cell.label not in ORIGINAL and cell.request < self.bench.requests:
             record["unlearned"] = str(self._keep_unlearned(cell, cli.model, folder))
         return {**record, "prepared": str(prepared) if prepared else None, **ran_on(cli)}

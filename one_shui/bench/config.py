@@ -82,6 +82,9 @@ class Bench:
             each on the model the one before wrote (one split of K x N forget people, cut in its order),
             the table by request against a model retrained without everyone forgotten so far.
         seeds: one split, pretrain and retrain per seed.
+        curve: strengths at which every 1-SHUI method that declares one is served again after its row's
+            test, as multiples of its operating point (:mod:`one_shui.bench.curves`), e.g.
+            ``[0, 0.5, 1, 2, 4]``; empty: no curves. A bench of one request only.
         trainer: configs stacked in front of every run (e.g. ``configs/trainer/gpu.yaml``).
         args: `one-shui` arguments added to every run, e.g. ``--data.init_args.root=/datasets``.
         method_args: `one-shui` arguments added to the runs of every method (not to the Pretrain and
@@ -104,6 +107,7 @@ class Bench:
     request_size: int = 20
     requests: int = 1
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    curve: list[float] = field(default_factory=list)
     trainer: list[str] = field(default_factory=list)
     args: list[str] = field(default_factory=list)
     method_args: list[str] = field(default_factory=list)
@@ -188,6 +192,11 @@ def check(bench: Bench) -> Bench:
         raise BenchConfigError(
             f"bench {bench.name}: request_size and requests must be at least 1 (got {bench.request_size} "
             f"and {bench.requests})"
+        )
+    if bench.curve and (bench.requests > 1 or min(bench.curve) < 0):
+        raise BenchConfigError(
+            f"bench {bench.name}: a curve is served on a bench of one request, at strengths of at least 0 "
+            f"(got requests {bench.requests} and curve {bench.curve})"
         )
     if not bench.seeds or len(set(bench.seeds)) != len(bench.seeds):
         raise BenchConfigError(

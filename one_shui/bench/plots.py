@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
@@ -59,6 +60,45 @@ def paired(
         xlabel=f"forget {metric}, row minus Pretrain",
         ylabel=f"retain {metric}, row minus Pretrain",
         title="Paired differences from Pretrain (95 % intervals)",
+    )
+    axis.legend(fontsize=7, loc="best")
+    return save(figure, path)
+
+
+def curves(
+    points: Mapping[str, Sequence[tuple[float, Estimate, Estimate]]], target: Estimate, path: Path
+) -> Path:
+    """Each method's strength curve, ``points[method]`` = (strength, gap closed, retain drop) in the order
+    of strength, with the 95 % intervals over seeds as bars: Pretrain at the origin, Retrain (the whole
+    gap, at its own retain drop ``target``) a star, each method's operating point (strength 1) circled.
+    Right is forgetting; up is its cost to the other people."""
+    figure, axis = plt.subplots(figsize=(6.4, 4.8))
+    axis.axhline(0, color="black", linewidth=0.6)
+    axis.axvline(0, color="black", linewidth=0.6)
+    axis.axhline(1, color="grey", linewidth=0.6, linestyle=":")
+    axis.plot(0, 0, marker="o", color=COLOURS["original"], linestyle="none", label="Pretrain")
+    axis.errorbar(100, target.mean, yerr=_bar(target), marker="*", markersize=11, color=COLOURS["original"],
+                  linestyle="none", label="Retrain")  # fmt: skip
+    for label, curve in points.items():
+        gaps, drops = [gap for _, gap, _ in curve], [drop for _, _, drop in curve]
+        line = axis.errorbar(
+            [gap.mean for gap in gaps],
+            [drop.mean for drop in drops],
+            xerr=np.array([_bar(gap) for gap in gaps])[:, :, 0].T,
+            yerr=np.array([_bar(drop) for drop in drops])[:, :, 0].T,
+            marker=".",
+            capsize=2,
+            linewidth=1.2,
+            label=label,
+        )
+        for strength, gap, drop in curve:
+            if strength == 1:
+                axis.plot(gap.mean, drop.mean, marker="o", markersize=10, fillstyle="none",
+                          color=line[0].get_color(), linestyle="none")  # fmt: skip
+    axis.set(
+        xlabel="share of the memorisation gap closed, %",
+        ylabel="retain drop from Pretrain, points",
+        title="Strength curves (95 % intervals over seeds; circled: the VAL choice)",
     )
     axis.legend(fontsize=7, loc="best")
     return save(figure, path)

@@ -21,7 +21,7 @@ from .. import layout
 from ..atomic import write_text_atomic
 from ..data.splits import Split, images_by_identity
 from ..errors import UserError, exit_on_user_error, user_error
-from . import differences, environment, plots, report, sequential
+from . import curves, differences, environment, plots, report, sequential
 from .cells import Runner, plan
 from .config import Bench, parse
 from .tracking import Tracker
@@ -63,7 +63,15 @@ def write_results(bench: Bench, runner: Runner, tracker: Tracker) -> Path:
     rows = report.result_rows(records, attacks)
     identities = report.identity_rows(records)
     paired = differences.paired(rows, identities)
-    report.write_csv(folder / "results.csv", rows, report.COLUMNS)
+    strengths, columns, ranked = curves.curve_rows(records), report.COLUMNS, ""
+    if strengths:  # the bench's curve: each point, each curve's ranking number in the rows and the table
+        report.write_csv(folder / "curves.csv", strengths, curves.COLUMNS)
+        reached = curves.reaches(strengths)
+        for row in rows:
+            row[curves.REACH] = reached.get((row["row"], row["seed"]))
+        columns = [*report.COLUMNS, curves.REACH]
+        ranked = "\n" + curves.markdown(curves.ranking(strengths), bench.curve)
+    report.write_csv(folder / "results.csv", rows, columns)
     report.write_csv(
         folder / "identities.csv", identities, ["row", "group", "seed", "identity", "before", "after"]
     )
@@ -71,20 +79,25 @@ def write_results(bench: Bench, runner: Runner, tracker: Tracker) -> Path:
     report.write_csv(folder / "paired.csv", paired_rows, differences.paired_columns())
     title = f"{bench.name}: N = {bench.request_size}, seeds {', '.join(map(str, bench.seeds))}"
     env, under = environment.write(folder, tracker.environment, records.values())
-    markdown = write_text_atomic(folder / "results.md", report.markdown(rows, title, paired) + "\n" + under)
+    markdown = write_text_atomic(
+        folder / "results.md", report.markdown(rows, title, paired) + ranked + "\n" + under
+    )
     table, groups = report.summarise(rows), {row["row"]: row["group"] for row in rows}
     seed = bench.seeds[0]
-    curves = {
+    rocs = {
         "loss MIA": {r["label"]: (r["mia_roc"]["fpr"], r["mia_roc"]["tpr"])
                      for (s, kind, _), r in records.items() if kind == "row" and s == seed},
         "RMIA": {label: (a.fpr, a.tpr) for (label, s), a in attacks.items() if s == seed},
     }  # fmt: skip
     pngs = [
         plots.paired(paired, groups, rows[0]["metric"], folder / "paired.png"),
-        plots.roc_curves(curves, seed, folder / "roc.png"),
+        plots.roc_curves(rocs, seed, folder / "roc.png"),
         plots.forget_per_identity(identities, rows[0]["metric"], folder / "forget_per_identity.png"),
         plots.forget_request(*request_photos(runner, seed), folder / "forget_request.png"),
     ]
+    if strengths:
+        target = curves.retrain_drop(records)
+        pngs.append(plots.curves(curves.summarise(strengths), target, folder / "curves.png"))
     tracker.summary(folder, rows, table, pngs, env, paired_rows)
     return markdown
 

@@ -121,9 +121,10 @@ class UnlearningMethod(L.LightningModule):
         self._check: dict[str, float] = {}  # the check set's scores before and after forget, in test
         self.check_set: CheckSet | None = None  # drawn in setup, or read from the prepared checkpoint
         self.strength = 1.0  # forget's strength: a multiple of the operating point (forget_at sets it)
-        self.evaluation = self._evaluation(self.model)
+        self.evaluation = self.evaluation_of(self.model)
 
-    def _evaluation(self, model: Classifier) -> Evaluation:
+    def evaluation_of(self, model: Classifier) -> Evaluation:
+        """A fresh evaluation of ``model`` with this method's evaluation options."""
         hp = self.hparams
         return Evaluation(model.hparams.task, model.hparams.num_classes, hp.mia, hp.metric_precision)
 
@@ -291,7 +292,7 @@ class UnlearningMethod(L.LightningModule):
             retrained = Classifier.from_checkpoint(self.hparams.retrain_ckpt, split=self.split)
             self._retrained = {
                 "model": retrained.to(self.device),
-                "evaluation": self._evaluation(retrained),
+                "evaluation": self.evaluation_of(retrained),
             }
 
     def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
