@@ -12,6 +12,7 @@ finished cell whose record or checkpoint is damaged runs again.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import io
@@ -20,6 +21,7 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,11 +145,18 @@ def run_cli(subcommand: str, args: list[str]) -> tuple[OneShuiCLI, float]:
     """`one-shui <subcommand> <args>` in this process, every path given (no layout defaults): the CLI
     and its wall time in seconds."""
     start = time.perf_counter()
+    with silenced():
+        cli = run_one_shui([subcommand, *args], layout_defaults=False)
+    return cli, time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def silenced() -> Iterator[None]:
+    """The warnings that every cell would repeat (:data:`SILENCED`) left out, within the block."""
     with warnings.catch_warnings():
         for message in SILENCED:
             warnings.filterwarnings("ignore", message=message)
-        cli = run_one_shui([subcommand, *args], layout_defaults=False)
-    return cli, time.perf_counter() - start
+        yield
 
 
 def digest(args: list[str], configs: list[str], split: str | None, data: str) -> str:
@@ -315,7 +324,8 @@ class Runner:
                 time.perf_counter(),
                 dict(zip(TEST_POOLS, cli.trainer.test_dataloaders, strict=True)),
             )
-            record["curve"] = curves.serve(cli.model, loaders, self.bench.curve)
+            with silenced():
+                record["curve"] = curves.serve(cli.model, loaders, self.bench.curve)
             seconds["curve"] = time.perf_counter() - start
         if cell.label not in ORIGINAL and cell.request < self.bench.requests:
             record["unlearned"] = str(self._keep_unlearned(cell, cli.model, folder))

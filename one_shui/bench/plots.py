@@ -95,9 +95,13 @@ def curves(
             if strength == 1:
                 axis.plot(gap.mean, drop.mean, marker="o", markersize=10, fillstyle="none",
                           color=line[0].get_color(), linestyle="none")  # fmt: skip
+    # Linear near Pretrain (within 10 % of the gap and 1 point of retain), logarithmic beyond: the strong
+    # end of a curve does not squeeze the region that the ranking number reads.
+    axis.set_xscale("symlog", linthresh=10)
+    axis.set_yscale("symlog", linthresh=1)
     axis.set(
-        xlabel="share of the memorisation gap closed, %",
-        ylabel="retain drop from Pretrain, points",
+        xlabel="share of the memorisation gap closed, % (symlog)",
+        ylabel="retain drop from Pretrain, points (symlog)",
         title="Strength curves (95 % intervals over seeds; circled: the VAL choice)",
     )
     axis.legend(fontsize=7, loc="best")
