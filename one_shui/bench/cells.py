@@ -225,8 +225,10 @@ class Runner:
         args, configs, original = self._arguments(cell)
         first = cell.label == layout.PRETRAIN  # every other cell depends on the split it makes
         split = None if first else self.record(cell.seed, "stage", layout.PRETRAIN)["split"]
-        method_row = cell.kind == "row" and cell.label not in ORIGINAL
-        curve = [f"curve={self.bench.curve}"] if self.bench.curve and method_row else []
+        served_curve = (
+            self.bench.curve and cell.kind == "row" and curves.has_curve(config_method(cell.config))
+        )
+        curve = [f"curve={self.bench.curve}"] if served_curve else []
         key = digest([*args, *curve], configs, split, self.content)
         name, cells = f"{cell.slug}-{key[:12]}", Path(self.bench.out) / "cells"
         folder = layout.run_dir(self.dataset, self.bench.split_size, cell.seed, name, cells)
@@ -298,8 +300,8 @@ class Runner:
         args.append(f"--data.init_args.request_size={bench.split_size}")
         if bench.requests > 1:
             args.append(f"--data.init_args.requests={bench.requests}")
-        if bench.requests > 1 and cell.request:
-            args.append(f"--data.init_args.request={cell.request}")
+            if cell.request:
+                args.append(f"--data.init_args.request={cell.request}")
         return [*args, *bench.args], configs
 
     def _stage(self, args: list[str], folder: Path) -> dict:
@@ -319,11 +321,9 @@ class Runner:
         resume = [f"--ckpt_path={prepared}"] if prepared else []
         cli, seconds["test"] = run_cli("test", [*args, *resume, "--verbose=false"])
         record = row_record(cli.model, seconds)
-        if self.bench.curve and cell.kind == "row" and curves.has_curve(cli.model):
-            start, loaders = (
-                time.perf_counter(),
-                dict(zip(TEST_POOLS, cli.trainer.test_dataloaders, strict=True)),
-            )
+        if self.bench.curve and cell.kind == "row" and curves.has_curve(type(cli.model)):
+            start = time.perf_counter()
+            loaders = dict(zip(TEST_POOLS, cli.trainer.test_dataloaders, strict=True))
             with silenced():
                 record["curve"] = curves.serve(cli.model, loaders, self.bench.curve)
             seconds["curve"] = time.perf_counter() - start

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from ..methods.base import UnlearningMethod
 from ..methods.classifier import Classifier
 from ..metrics.tow import UTILITY_POOLS
 from . import differences
@@ -28,7 +29,7 @@ REACH = "gap_closed_at_1pt"  # the ranking number's column in results.csv
 COLUMNS = ["row", "strength", "seed", "retain", "forget", "test", "retain_drop", "gap_closed"]
 
 
-def has_curve(method) -> bool:
+def has_curve(method: type[UnlearningMethod]) -> bool:
     """Whether the bench serves ``method`` at its curve's strengths: a 1-SHUI method that declares a
     strength (a full-data reference row's forget is a whole unlearning run over the retain set, per point)."""
     return method.strength_option is not None and tuple(method.reads) == ("support",)
@@ -38,10 +39,9 @@ def serve(method, loaders: Mapping[str, torch.utils.data.DataLoader], strengths:
     """``method`` (tested: its model is the unlearned one) served its test's support set at each of
     ``strengths``, each from the original weights, evaluated on the ``loaders`` of the utility pools:
     {strength: {pool: utility}}. The model is left as the test left it."""
-    data, served = method.trainer.datamodule, {k: v.clone() for k, v in method.model.state_dict().items()}
+    served = {k: v.clone() for k, v in method.model.state_dict().items()}
     original = Classifier.from_checkpoint(method.hparams.pretrain_ckpt, split=method.split).state_dict()
-    support = next(iter(data.loader("support", batch_size=len(data.rows["support"]))))
-    support = tuple(part.to(method.device) for part in support)
+    support = method.support_batch()
     points = {}
     for strength in strengths:
         method.model.load_state_dict(original)
@@ -71,8 +71,7 @@ def curve_rows(records: Mapping[tuple[int, str, str], dict]) -> list[dict]:
         if kind != "row" or "curve" not in record:
             continue
         before = records[(seed, "row", differences.REFERENCE)]["metrics"]
-        retrained = records[(seed, "row", "Retrain")]["metrics"]
-        gap = before["forget"] - retrained["forget"]
+        retrained = records[(seed, "row", "Retrain")]["metrics"]["forget"]
         for strength, point in record["curve"].items():
             rows.append(
                 {
@@ -81,11 +80,7 @@ def curve_rows(records: Mapping[tuple[int, str, str], dict]) -> list[dict]:
                     "seed": seed,
                     **{pool: point[pool] for pool in UTILITY_POOLS},
                     "retain_drop": before["retain"] - point["retain"],
-                    "gap_closed": (
-                        100 * (before["forget"] - point["forget"]) / gap
-                        if gap >= differences.MIN_GAP
-                        else None
-                    ),
+                    "gap_closed": differences.share_closed(before["forget"], point["forget"], retrained),
                 }
             )
     return rows
@@ -146,16 +141,6 @@ def summarise(
             drop = differences.estimate([[row["retain_drop"] for row in mine]], "seeds")
             curves.setdefault(label, []).append((strength, differences.estimate([gaps], "seeds"), drop))
     return curves
-
-
-def retrain_drop(records: Mapping[tuple[int, str, str], dict]) -> differences.Estimate:
-    """Retrain's retain drop from Pretrain over seeds: where the whole gap closed lies."""
-    drops = [
-        records[(seed, "row", differences.REFERENCE)]["metrics"]["retain"] - record["metrics"]["retain"]
-        for (seed, kind, label), record in records.items()
-        if kind == "row" and label == "Retrain"
-    ]
-    return differences.estimate([drops], "seeds")
 
 
 def markdown(ranked: Mapping[str, differences.Estimate], strengths: Sequence[float]) -> str:

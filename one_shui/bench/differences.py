@@ -58,6 +58,10 @@ class Estimate:
     seeds: int
     resampled: str  # "seeds" or "people within seeds"
 
+    def negated(self) -> Estimate:
+        """The estimate of the opposite difference (the interval mirrored)."""
+        return Estimate(-self.mean, -self.high, -self.low, self.seeds, self.resampled)
+
     @property
     def excludes_zero(self) -> bool:
         """Whether the interval lies wholly on one side of 0 (never for a missing interval)."""
@@ -157,10 +161,17 @@ def gap_closed(
             or None in (before["forget"], retrained["forget"], row["forget"])
         ):
             continue
-        gap = float(before["forget"]) - float(retrained["forget"])
-        if gap >= MIN_GAP:
-            shares.append(100 * (float(before["forget"]) - float(row["forget"])) / gap)
+        share = share_closed(float(before["forget"]), float(row["forget"]), float(retrained["forget"]))
+        if share is not None:
+            shares.append(share)
     return estimate([shares], "seeds") if shares else None
+
+
+def share_closed(before: float, after: float, retrained: float) -> float | None:
+    """The share (in %) of the memorisation gap, the forget metric ``before`` minus the ``retrained``
+    model's, that a model whose forget metric is ``after`` closed; None for a gap below :data:`MIN_GAP`."""
+    gap = before - retrained
+    return 100 * (before - after) / gap if gap >= MIN_GAP else None
 
 
 def paired_rows(table: Mapping[tuple, Mapping[str, Estimate]], by: Sequence[str] = ()) -> list[dict]:

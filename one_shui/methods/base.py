@@ -271,14 +271,12 @@ class UnlearningMethod(L.LightningModule):
                 f"{type(self).__name__} is tested without its preparation: fit it first, or pass the "
                 f"checkpoint its fit wrote (--ckpt_path <run>/checkpoints/last.ckpt)"
             )
-        data = self.trainer.datamodule
-        support = data.loader("support", batch_size=len(data.rows["support"]))
         if self.hparams.serve_on:
             served = Classifier.from_checkpoint(self.hparams.serve_on, split=self.split)
             self.model.load_state_dict(served.state_dict())
         # Lightning tests under inference mode; forget() differentiates, so its batch is made outside it.
         with torch.inference_mode(False), torch.enable_grad():
-            batch = tuple(t.to(self.device) for t in next(iter(support)))
+            batch = self.support_batch()
             # this request's people: in the sequential bench, some of everyone forgotten so far
             self.evaluation.request = set(batch[1].tolist())
             self._check = {"check/before": self.check_score()}
@@ -294,6 +292,12 @@ class UnlearningMethod(L.LightningModule):
                 "model": retrained.to(self.device),
                 "evaluation": self.evaluation_of(retrained),
             }
+
+    def support_batch(self) -> Batch:
+        """The datamodule's support pool as one batch, on this module's device (what ``forget`` serves)."""
+        data = self.trainer.datamodule
+        support = data.loader("support", batch_size=len(data.rows["support"]))
+        return tuple(t.to(self.device) for t in next(iter(support)))
 
     def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         images, identities, targets = batch
