@@ -282,7 +282,9 @@ def augmented(dataset) -> bool:
     """Whether ``dataset`` (or the one under a Subset) serves images with the training transform."""
     while isinstance(dataset, Subset):
         dataset = dataset.dataset
-    return any(isinstance(t, v2.RandomResizedCrop) for t in dataset.transform.transforms)
+    return dataset.augment is not None and any(
+        isinstance(t, v2.RandomResizedCrop) for t in dataset.augment.transforms
+    )
 
 
 def cosine(lr: float, epoch: int, epochs: int) -> float:

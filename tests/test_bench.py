@@ -28,6 +28,7 @@ from one_shui.bench.config import parse, split_arguments
 from one_shui.bench.runner import main, request_photos, run_bench
 from one_shui.bench.tracking import Tracker, wandb_mode
 from one_shui.cli import OneShuiCLI
+from one_shui.data.images import RESIZED
 from one_shui.data.splits import Split
 from one_shui.methods.loading import config_method
 
@@ -497,3 +498,15 @@ def test_the_same_machine_lock_and_seed_give_an_identical_results_csv(tmp_path):
     )
     assert metrics(first / "results.csv") == metrics(second / "results.csv")
     assert (first / "identities.csv").read_text() == (second / "identities.csv").read_text()
+
+
+@pytest.mark.slow
+def test_every_image_a_bench_evaluates_is_decoded_once_in_all_its_cells(tmp_path):
+    """The Pretrain, Retrain, method and reference cells of a seed each build their loaders; none of
+    them decodes an evaluated image that an earlier one decoded (a bench that rebuilt its pools per cell
+    would decode each image once per cell)."""
+    RESIZED.clear()
+    decoded = RESIZED.decoded
+    folder, _ = run_tiny(tmp_path, seeds=[0], methods=[("JiT", "jit")])
+    images = list((folder / "data/synthetic/CelebAMask-HQ/CelebA-HQ-img").iterdir())
+    assert 0 < RESIZED.decoded - decoded <= len(images)

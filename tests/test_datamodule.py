@@ -1,3 +1,4 @@
+import os
 import shutil
 
 import lightning as L
@@ -9,7 +10,7 @@ from PIL import Image
 
 from one_shui.data import audit, images
 from one_shui.data.check_set import CheckSet, CheckSetError, take_check_set
-from one_shui.data.datamodule import TEST_POOLS, IdentityDataModule, RequestBatch
+from one_shui.data.datamodule import TEST_POOLS, IdentityDataModule, RequestBatch, build_transform
 from one_shui.data.images import ImageError
 from one_shui.data.sources import DataWarning
 from one_shui.data.splits import SplitMismatchError
@@ -284,3 +285,37 @@ def test_the_check_set_is_a_fixed_sample_of_val_read_as_tested(tmp_path):
 def test_a_damaged_check_set_is_refused(record):
     with pytest.raises(CheckSetError, match="its check set is damaged"):
         CheckSet.from_record(record, 16, "method.ckpt")
+
+
+def test_an_evaluated_image_is_decoded_once_for_every_datamodule_and_as_the_test_transform_reads_it(
+    tmp_path,
+):
+    """The cells of a bench build their datamodules anew in one process: each image that they evaluate is
+    decoded and resized once (images.RESIZED), then scaled and normalised each time, to the same values."""
+    images.RESIZED.clear()
+    first = make(tmp_path)
+    read = [list(loader) for loader in first.test_dataloader()]
+    decoded = images.RESIZED.decoded
+    again = [list(loader) for loader in make(tmp_path).test_dataloader()]
+    assert images.RESIZED.decoded == decoded  # none decoded again
+    for batches, others in zip(read, again, strict=True):
+        for batch, other in zip(batches, others, strict=True):
+            assert all(torch.equal(x, y) for x, y in zip(batch, other, strict=True))
+    transform = build_transform(16, train=False)  # the whole test transform, from the file
+    path = first.table.path(first.rows["test"][0])
+    assert torch.equal(first.images("test")[0][0], transform(Image.open(path).convert("RGB")))
+
+
+def test_a_rewritten_image_is_decoded_again_and_beyond_the_budget_nothing_is_kept(tmp_path):
+    resized = images.ResizedImages(budget=3 * 8 * 8)  # one 8 x 8 image
+    paths = []
+    for k, colour in enumerate(((255, 0, 0), (0, 255, 0))):
+        paths.append(tmp_path / f"{k}.png")
+        Image.new("RGB", (20, 20), colour).save(paths[-1])
+    red = resized(paths[0], 8)
+    assert torch.equal(resized(paths[0], 8), red) and resized.decoded == 1
+    assert resized(paths[1], 8)[1].eq(255).all() and resized(paths[1], 8)[1].eq(255).all()
+    assert resized.decoded == 3 and resized.held == red.nbytes  # the second image is not kept
+    Image.new("RGB", (20, 20), (0, 0, 255)).save(paths[0])
+    os.utime(paths[0], ns=(1, 1))  # a new modification time, as a rewritten file has
+    assert resized(paths[0], 8)[2].eq(255).all() and resized.decoded == 4

@@ -20,6 +20,7 @@ from PIL import Image
 
 from one_shui.checkpoints import load_checkpoint, sha256_of
 from one_shui.data.check_set import take_check_set
+from one_shui.data.datamodule import build_transform
 from one_shui.forget import load_portraits, main, parse_targets, read_request
 from one_shui.methods.classifier import Classifier
 from one_shui.methods.jit import JiT
@@ -83,7 +84,8 @@ def test_forget_writes_the_unlearned_model_and_its_receipt(prepared, runs, reque
     original = {k: v.clone() for k, v in method.model.state_dict().items()}
     data = meta_data(runs[0])
     images, ids, targets = next(iter(data.loader("support")))
-    images[0] = data.images("support").transform(Image.open(tmp_path / "portrait0.png").convert("RGB"))
+    portrait = Image.open(tmp_path / "portrait0.png").convert("RGB")
+    images[0] = build_transform(data.hparams.image_size, False)(portrait)
     method.forget((images, ids, targets))
     expected = method.model.state_dict()
     assert all(torch.allclose(expected[k], v, atol=1e-6) for k, v in unlearned.state_dict().items())

@@ -8,10 +8,10 @@ import hashlib
 from dataclasses import dataclass
 
 import torch
-from torchvision.transforms import v2
 
 from ..errors import UserError
-from .datamodule import IdentityDataModule, IdentityImages, scale_and_normalize
+from .datamodule import IdentityDataModule, scale_and_normalize
+from .images import RESIZED
 
 
 class CheckSetError(UserError, ValueError):
@@ -71,7 +71,5 @@ def take_check_set(data: IdentityDataModule, size: int) -> CheckSet:
         raise CheckSetError(f"{data.name}: VAL is empty; the check set is drawn from it")
     generator = torch.Generator().manual_seed(data.split.seed)
     chosen = sorted(val[i] for i in torch.randperm(len(val), generator=generator)[:size].tolist())
-    side = data.hparams.image_size
-    resize = v2.Compose([v2.Resize((side, side), antialias=True), v2.ToImage()])  # uint8, as tested
-    images, _, targets = zip(*IdentityImages(data.table, chosen, resize, data.row_labels), strict=True)
-    return CheckSet(torch.stack(images).as_subclass(torch.Tensor), torch.stack(targets))
+    images = [RESIZED(data.table.path(row), data.hparams.image_size) for row in chosen]  # uint8, as tested
+    return CheckSet(torch.stack(images), data.row_labels[1][chosen])

@@ -19,7 +19,7 @@ from torchvision.transforms import v2
 from .. import layout
 from ..errors import SettingError, at_least, at_most, positive
 from .audit import AuditReport, OnDuplicates, apply_duplicate_policy, audit_images
-from .images import read_rgb
+from .images import RESIZED, read_rgb
 from .sources import Table, read_table
 from .splits import (
     SimulatedRequest,
@@ -55,17 +55,25 @@ def scale_and_normalize() -> v2.Compose:
 
 
 class IdentityImages(Dataset):
-    """Rows of a Table as (image, identity index, target) samples.
+    """Rows of a Table as (image, identity index, target) samples, seen as tested (resized to
+    ``image_size``, read through :data:`~one_shui.data.images.RESIZED`, then scaled and normalised) or,
+    given ``augment``, through that training transform.
 
     ``labels`` holds the identity index and the target of every table row, made once per datamodule
     and shared by all its datasets.
     """
 
     def __init__(
-        self, table: Table, rows: Sequence[int], transform, labels: tuple[torch.Tensor, torch.Tensor]
+        self,
+        table: Table,
+        rows: Sequence[int],
+        labels: tuple[torch.Tensor, torch.Tensor],
+        image_size: int,
+        augment: v2.Compose | None = None,
     ):
-        self.table, self.rows, self.transform = table, list(rows), transform
+        self.table, self.rows, self.image_size, self.augment = table, list(rows), image_size, augment
         self.identity_ids, self.targets = labels
+        self.normalize = scale_and_normalize()
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -76,7 +84,9 @@ class IdentityImages(Dataset):
 
     def load(self, row: int) -> torch.Tensor:
         path = self.table.path(row)
-        return self.transform(read_rgb(path, path))
+        if self.augment is not None:
+            return self.augment(read_rgb(path, path))
+        return self.normalize(RESIZED(path, self.image_size))
 
 
 @dataclass  # not frozen: Lightning moves a batch to the device by setting its fields
@@ -133,6 +143,8 @@ class IdentityDataModule(L.LightningDataModule):
         crop_scale: scale range of the training random resized crop.
         batch_size: training batch size; ``eval_batch_size`` defaults to it.
         simulated_request_size: identities per simulated request (N_sim); defaults to ``request_size``.
+        simulation_seed: the seed of the simulated requests (who, in which order, which portrait);
+            defaults to ``seed``, the split's (the bench's unlearning seeds set another).
         verify_md5: CelebA only: check torchvision's MD5 sums of the annotation files.
         audit: decode and hash every image once (cached) to catch bad files and duplicates.
         on_duplicates: what to do with images shared across identities: warn, error or drop.
@@ -157,6 +169,7 @@ class IdentityDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         simulated_request_size: int | None = None,
+        simulation_seed: int | None = None,
         verify_md5: bool = True,
         audit: bool = True,
         on_duplicates: OnDuplicates = "warn",
@@ -309,8 +322,8 @@ class IdentityDataModule(L.LightningDataModule):
         if pool not in POOLS:
             raise ValueError(f"unknown pool {pool!r}; choose one of {', '.join(POOLS)}")
         hp = self.hparams
-        transform = build_transform(hp.image_size, train, tuple(hp.crop_scale))
-        return IdentityImages(self.table, self.rows[pool], transform, self.row_labels)
+        augment = build_transform(hp.image_size, True, tuple(hp.crop_scale)) if train else None
+        return IdentityImages(self.table, self.rows[pool], self.row_labels, hp.image_size, augment)
 
     def loader(
         self,
@@ -344,14 +357,16 @@ class IdentityDataModule(L.LightningDataModule):
         self.setup()
         size = self.hparams.simulated_request_size or self.hparams.request_size
         requests = simulated_requests(
-            self.split, self.table.files, self.table.identities, size=size, epoch=epoch
+            self.split,
+            self.table.files,
+            self.table.identities,
+            size=size,
+            epoch=epoch,
+            seed=self.hparams.simulation_seed,
         )
         # Requests hold table rows; portraits and forget images both get the test transform, as served.
         every_row = IdentityImages(
-            self.table,
-            range(len(self.table)),
-            build_transform(self.hparams.image_size, False),
-            self.row_labels,
+            self.table, range(len(self.table)), self.row_labels, self.hparams.image_size
         )
         return DataLoader(
             SimulatedRequestSet(every_row, requests), batch_size=None, collate_fn=_keep, **self._workers()

@@ -8,11 +8,14 @@ import io
 import os
 
 import numpy as np
+import torch
 from PIL import Image
+from torchvision.transforms import v2
 
 from ..errors import UserError
 
 INTEGER_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}  # what PIL gives high-bit-depth grey images
+RESIZED_BYTES = 2**30  # the memory that :data:`RESIZED` may hold
 
 
 class ImageError(UserError, ValueError):
@@ -52,3 +55,37 @@ def to_rgb(image: Image.Image, name: str | os.PathLike) -> Image.Image:
         )
     grey = np.rint(values * (255.0 / top)).astype(np.uint8)
     return Image.fromarray(grey).convert("RGB")  # 2-D uint8: PIL mode L
+
+
+class ResizedImages:
+    """Images as the model is tested on them before scaling: decoded, resized to ``side`` x ``side`` and
+    made uint8 tensors (3, side, side), kept in memory by file (its path, modification time and size) up
+    to ``budget`` bytes; beyond it, images are decoded each time they are read. So the cells of a bench,
+    which build their loaders anew in one process, and the points of a strength curve decode an evaluated
+    image once. :attr:`decoded` counts the decodings."""
+
+    def __init__(self, budget: int):
+        self.budget, self.held, self.decoded = budget, 0, 0
+        self.kept: dict[tuple, torch.Tensor] = {}
+        self.resize: dict[int, v2.Compose] = {}
+
+    def __call__(self, path: str | os.PathLike, side: int) -> torch.Tensor:
+        stat = os.stat(path)
+        key = (os.fspath(path), side, stat.st_mtime_ns, stat.st_size)
+        image = self.kept.get(key)
+        if image is None:
+            if side not in self.resize:
+                self.resize[side] = v2.Compose([v2.Resize((side, side), antialias=True), v2.ToImage()])
+            image = self.resize[side](read_rgb(path, path)).as_subclass(torch.Tensor)
+            self.decoded += 1
+            if self.held + image.nbytes <= self.budget:
+                self.kept[key] = image
+                self.held += image.nbytes
+        return image
+
+    def clear(self) -> None:
+        self.kept.clear()
+        self.held = 0
+
+
+RESIZED = ResizedImages(RESIZED_BYTES)  # the process's: shared by every datamodule and check set

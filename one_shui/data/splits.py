@@ -264,9 +264,16 @@ def sequential_pools(
 
 
 def simulated_requests(
-    split: Split, files: Sequence[str], identities: Sequence[str], *, size: int, epoch: int
+    split: Split,
+    files: Sequence[str],
+    identities: Sequence[str],
+    *,
+    size: int,
+    epoch: int,
+    seed: int | None = None,
 ) -> list[SimulatedRequest]:
-    """Meta-training requests of one epoch: TRAIN identities shuffled and cut into chunks of ``size``.
+    """Meta-training requests of one epoch: TRAIN identities shuffled and cut into chunks of ``size``,
+    drawn with ``seed`` (default the split's) and the epoch.
 
     The last chunk wraps round to the start of the shuffled list. Pools exclude the real support
     images. An identity with a single image takes part (that image is its simulated support image, as in
@@ -280,7 +287,7 @@ def simulated_requests(
             f"simulated request size {size} must be between 1 and the {len(rows)} TRAIN identities; "
             "set data.simulated_request_size"
         )
-    rng = random.Random(f"1-SHUI/simulated/{split.seed}/{epoch}")
+    rng = random.Random(f"1-SHUI/simulated/{split.seed if seed is None else seed}/{epoch}")
     order = sorted(rows)
     rng.shuffle(order)
     chunks = [order[start : start + size] for start in range(0, len(order), size)]
