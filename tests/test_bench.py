@@ -24,7 +24,8 @@ from one_shui.atomic import held
 from one_shui.bench import cells as cells_module
 from one_shui.bench import differences, report
 from one_shui.bench.cells import Runner
-from one_shui.bench.config import parse, split_arguments
+from one_shui.bench.config import BenchConfigError, parse, split_arguments
+from one_shui.bench.differences import NESTED
 from one_shui.bench.runner import main, request_photos, run_bench
 from one_shui.bench.tracking import Tracker, wandb_mode
 from one_shui.cli import OneShuiCLI
@@ -159,7 +160,7 @@ def test_the_request_plot_shows_the_support_portrait_then_the_persons_other_phot
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
         runner = Runner(parse(["--config", str(config)]), tracker=None)
-        runner.records[(0, "stage", layout.PRETRAIN, None)] = {
+        runner.records[(0, "stage", layout.PRETRAIN, None, 0)] = {
             "checkpoint": str(next(folder.glob("outputs/cells/*/N3-seed0/pretrain-*/checkpoints/best.ckpt")))
         }
         identity, portrait, photos = request_photos(runner, 0)
@@ -266,11 +267,15 @@ def test_a_cell_held_by_another_bench_is_waited_for(tmp_path):
 
 
 def test_the_reference_of_each_row_is_its_procedure_on_the_retrained_model():
-    records = {(0, "row", label): {"probabilities": label} for label in ("Pretrain", "Retrain", "JiT")}
-    records[(0, "reference", "JiT")] = {"probabilities": "JiT on retrain"}
-    assert report.reference_of(records, 0, "Pretrain") is records[(0, "row", "Retrain")]
-    assert report.reference_of(records, 0, "Retrain") is records[(0, "row", "Retrain")]
-    assert report.reference_of(records, 0, "JiT") is records[(0, "reference", "JiT")]
+    """At the same unlearning seed; Pretrain's and Retrain's is the retrained model."""
+    records = {(0, "row", label, 0): {"probabilities": label} for label in ("Pretrain", "Retrain", "JiT")}
+    records[(0, "row", "JiT", 1)] = {"probabilities": "JiT, unlearning seed 1"}
+    for u in (0, 1):
+        records[(0, "reference", "JiT", u)] = {"probabilities": f"JiT on retrain, unlearning seed {u}"}
+    assert report.reference_of(records, 0, "Pretrain") is records[(0, "row", "Retrain", 0)]
+    assert report.reference_of(records, 0, "Retrain") is records[(0, "row", "Retrain", 0)]
+    assert report.reference_of(records, 0, "JiT") is records[(0, "reference", "JiT", 0)]
+    assert report.reference_of(records, 0, "JiT", 1) is records[(0, "reference", "JiT", 1)]
 
 
 def test_best_is_the_highest_or_the_closest_to_retrain_among_1shui_rows_only():
@@ -416,6 +421,48 @@ def test_evaluation_arguments_reach_every_row_and_no_training(monkeypatch):
     for cell in cells_module.plan(bench):
         args = runner._arguments(cell)[0]
         assert ("--model.init_args.mia=published" in args) == (cell.kind != "stage"), cell
+
+
+def test_each_unlearning_seed_runs_every_method_anew_with_its_own_seeds_on_the_same_stages(monkeypatch):
+    """Unlearning seed 0 is the cell of a bench with one (same arguments, same folder); seed u > 0 has its
+    own cells, whose seed and simulated requests move by UNLEARNING_STRIDE x u, on the same pretrain."""
+    monkeypatch.chdir(CONFIGS.parent)
+    bench = parse(["--config", str(CONFIGS / "bench/synthetic.yaml"), "--seeds=[3]", "--unlearning_seeds=2"])
+    runner = object.__new__(cells_module.Runner)  # its arguments only: no data read, nothing run
+    runner.bench = bench
+    runner.record = lambda seed, kind, label, *at: {"checkpoint": f"{label}/best.ckpt"}
+    cells = cells_module.plan(bench)
+    again = [cell for cell in cells if cell.unlearning == 1]
+    assert {(cell.label, cell.kind) for cell in again} == {
+        (method.label, kind) for method in bench.methods for kind in ("row", "reference")
+    }
+    one = {cell.name: cell for cell in cells_module.plan(replace(bench, unlearning_seeds=1))}
+    for cell in cells:
+        args = runner._arguments(cell)[0]
+        seed = 3 + cells_module.UNLEARNING_STRIDE * cell.unlearning
+        assert f"--seed_everything={seed}" in args and "--data.init_args.seed=3" in args
+        assert (f"--data.init_args.simulation_seed={seed}" in args) == (cell.unlearning == 1)
+        if cell.unlearning:
+            assert cell.tag.endswith("@u1") and cell.name.endswith("unlearning seed 1")
+        else:
+            assert args == runner._arguments(one[cell.name])[0] and cell.tag == one[cell.name].tag
+    with pytest.raises(BenchConfigError, match="unlearning_seeds must be at least 1"):
+        parse(["--config", str(CONFIGS / "bench/synthetic.yaml"), "--unlearning_seeds=0"])
+
+
+@pytest.mark.slow
+def test_a_bench_of_two_unlearning_seeds_reports_both_nested_within_the_seed(tmp_path):
+    folder, _ = run_tiny(tmp_path, seeds=[0], methods=[("JiT", "jit")], unlearning_seeds=2)
+    rows = read(folder / "outputs/tiny/results.csv")
+    jit = [row for row in rows if row["row"] == "JiT"]
+    assert [row["unlearning_seed"] for row in jit] == ["0", "1"]
+    assert {row["unlearning_seed"] for row in rows if row["row"] in ("Pretrain", "Retrain")} == {"0"}
+    assert jit[0]["retain"] != jit[1]["retain"]  # JiT's noise drawn anew
+    paired_rows = read(folder / "outputs/tiny/paired.csv")
+    retain = next(row for row in paired_rows if (row["row"], row["statistic"]) == ("JiT", "retain"))
+    assert retain["resampled"] == NESTED and retain["seeds"] == "1"
+    assert float(retain["low"]) < float(retain["mean"]) < float(retain["high"])
+    assert "each method at 2 unlearning seeds" in (folder / "outputs/tiny/results.md").read_text()
 
 
 def test_the_embedded_default_runs_every_method_of_one_shui(monkeypatch):

@@ -8,7 +8,15 @@ import math
 import numpy as np
 import pytest
 
-from one_shui.bench.differences import RESAMPLES, estimate, paired, paired_columns, paired_rows
+from one_shui.bench.differences import (
+    NESTED,
+    RESAMPLES,
+    estimate,
+    over_seeds,
+    paired,
+    paired_columns,
+    paired_rows,
+)
 
 
 def table(values: dict[str, list[float]], metric: str = "forget") -> list[dict]:
@@ -118,3 +126,33 @@ def test_the_sequential_bench_pairs_each_request_with_pretrain_at_that_request()
         ("Method", 1, "forget"),
         ("Method", 2, "forget"),
     }
+
+
+def test_unlearning_seeds_nest_within_training_seeds():
+    """A seed's value is the mean over its unlearning seeds; the interval resamples training seeds, then
+    unlearning seeds within each: where every training seed has the same mean, only the second level
+    spreads it; where each training seed's unlearning seeds agree, it lies within the seeds' means."""
+    alike = over_seeds([[0.0, 10.0], [0.0, 10.0], [0.0, 10.0]])
+    assert alike.mean == 5.0 and alike.low < 5.0 < alike.high and alike.resampled == NESTED
+    assert alike.seeds == 3 and alike == over_seeds([[0.0, 10.0]] * 3)  # seeded
+    agreeing = over_seeds([[1.0, 1.0], [2.0, 2.0], [4.0, 4.0]])
+    assert agreeing.mean == pytest.approx(7 / 3)
+    assert 1.0 <= agreeing.low < agreeing.mean < agreeing.high <= 4.0
+    one_each = over_seeds([[1.0], [2.0], [4.0]])  # one unlearning seed: the seeds' interval as before
+    assert one_each == estimate([[1.0, 2.0, 4.0]], "seeds")
+
+
+def test_a_row_at_each_unlearning_seed_pairs_with_pretrain_of_its_training_seed():
+    pretrain = [90.0, 70.0, 80.0]
+    rows = [{"row": "Pretrain", "seed": s, "forget": v} for s, v in enumerate(pretrain)]
+    rows += [{"row": "Retrain", "seed": s, "forget": v - 10} for s, v in enumerate(pretrain)]
+    shifts = {0: (-4.0, -6.0), 1: (-5.0, -5.0), 2: (-3.0, -7.0)}  # per seed, its two unlearning seeds
+    rows += [
+        {"row": "Method", "seed": s, "unlearning_seed": u, "forget": pretrain[s] + shift}
+        for s, pair in shifts.items()
+        for u, shift in enumerate(pair)
+    ]
+    result = paired(rows)[("Method",)]
+    assert result["forget"].mean == pytest.approx(-5.0) and result["forget"].resampled == NESTED
+    assert result["forget"].seeds == 3 and result["forget"].low < -5.0 < result["forget"].high
+    assert result["gap_closed"].mean == pytest.approx(50.0) and result["gap_closed"].resampled == NESTED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lightning as L
 import pytest
 import timm
 import torch
@@ -108,3 +109,19 @@ def test_each_step_applies_the_gradients_of_the_batches_so_far_as_published(
     with torch.enable_grad():
         method.forget((torch.zeros(3, 3, 32, 32), torch.zeros(3), torch.zeros(3)))
     torch.testing.assert_close(params[0].detach(), before - 0.01 * applied)
+
+
+def test_its_noise_is_the_seed_s_so_two_unlearning_seeds_give_two_models_and_one_seed_one(runs):
+    """What the bench's unlearning seeds rely on: JiT on the same pretrain draws its noise from the seed
+    set before it (`--seed_everything`)."""
+
+    def forgotten(seed: int) -> dict[str, torch.Tensor]:
+        method, support = JiT(str(runs[1]), copies=2), spread_batch(3)  # spread_batch seeds torch itself
+        L.seed_everything(seed, verbose=False)
+        with torch.enable_grad():
+            method.forget((support, torch.zeros(3, dtype=torch.long), torch.zeros(3)))
+        return method.model.state_dict()
+
+    first, again, other = forgotten(0), forgotten(0), forgotten(1000)
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    assert any(not torch.equal(first[name], other[name]) for name in first)

@@ -146,6 +146,9 @@ def test_simulated_requests_are_deterministic_per_epoch():
     first = simulated_requests(split, files, ids, size=10, epoch=0)
     assert first == simulated_requests(split, files, ids, size=10, epoch=0)
     assert first != simulated_requests(split, files, ids, size=10, epoch=1)
+    # the split's seed by default; another seed (the bench's unlearning seeds) draws other requests
+    assert first == simulated_requests(split, files, ids, size=10, epoch=0, seed=split.seed)
+    assert first != simulated_requests(split, files, ids, size=10, epoch=0, seed=split.seed + 1000)
     with pytest.raises(ValueError, match="simulated request size"):
         simulated_requests(split, files, ids, size=10_000, epoch=0)
 

@@ -47,6 +47,7 @@ from .tracking import Tracker
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 RECORD, LOCK = "cell.json", ".lock"
+UNLEARNING_STRIDE = 1000  # between the seeds of a method's cells at consecutive unlearning seeds
 # Warnings that every cell would repeat, none of them about the user's settings.
 SILENCED = (
     "LightningCLI's args parameter is intended to run from",  # the bench builds the CLI's arguments
@@ -72,18 +73,22 @@ class Cell:
     args: tuple[str, ...] = ()  # the method's own `one-shui` arguments
     request: int | None = None  # the request k (1 to requests) it is at; None: the pretrain, before any
     requests: int = 1  # K, the requests of the bench
+    unlearning: int = 0  # the unlearning seed u of a method's cell (0 to unlearning_seeds - 1)
 
     @property
     def name(self) -> str:
         suffix = " (reference)" if self.kind == "reference" else ""
         at = f", request {self.request}" if self.request and self.requests > 1 else ""
-        return f"{self.label}{suffix}, seed {self.seed}{at}"
+        again = f", unlearning seed {self.unlearning}" if self.unlearning else ""
+        return f"{self.label}{suffix}, seed {self.seed}{again}{at}"
 
     @property
     def tag(self) -> str:
-        """The label, marked ``@retrain`` for a reference and ``@k<request>`` at a request of a bench of
-        several: its W&B run's name and, as a file name, its folder's."""
+        """The label, marked ``@retrain`` for a reference, ``@u<u>`` at an unlearning seed above 0 and
+        ``@k<request>`` at a request of a bench of several: its W&B run's name and, as a file name, its
+        folder's. (Unlearning seed 0 is the cell of a bench with one: benches share it.)"""
         tag = f"{self.label}@retrain" if self.kind == "reference" else self.label
+        tag = f"{tag}@u{self.unlearning}" if self.unlearning else tag
         return f"{tag}@k{self.request}" if self.request and self.requests > 1 else tag
 
     @property
@@ -95,6 +100,7 @@ class Cell:
             "kind": self.kind,
             "config": self.config,
             "request": self.request,
+            "unlearning_seed": self.unlearning,
         }
         job_type = self.label if self.kind == "stage" else self.kind  # pretrain, retrain, row or reference
         return {
@@ -110,8 +116,9 @@ class Cell:
 
 def plan(bench: Bench) -> list[Cell]:
     """Every cell of the bench, in the order they run: per seed, the pretrain, then per request k its
-    retrain, the Pretrain and Retrain rows and every method's row (each after the method's row at k - 1)
-    with, where the bench has RMIA references (:attr:`Bench.references`), the method's reference."""
+    retrain, the Pretrain and Retrain rows and, at each unlearning seed, every method's row (each after the
+    method's row at k - 1) with, where the bench has RMIA references (:attr:`Bench.references`), the
+    method's reference."""
     cells = []
     kinds = ("row", "reference") if bench.references else ("row",)
     for seed in bench.seeds:
@@ -121,11 +128,19 @@ def plan(bench: Bench) -> list[Cell]:
             cells.append(Cell(seed, "stage", layout.RETRAIN, bench.train, **at))
             cells += [Cell(seed, "row", label, bench.evaluate, **at) for label in ORIGINAL]
             cells += [
-                Cell(seed, kind, method.label, method.config, tuple(method.arguments), **at)
+                Cell(seed, kind, method.label, method.config, tuple(method.arguments), **at, unlearning=u)
                 for method in bench.methods
+                for u in range(bench.unlearning_seeds)
                 for kind in kinds
             ]
     return cells
+
+
+def unlearning_seed(cell: Cell) -> int:
+    """The seed of a cell's randomness: its training seed, and for a method's cell at unlearning seed
+    u > 0 the training seed plus :data:`UNLEARNING_STRIDE` x u (the same split, pretrain and retrain;
+    the method's own draws anew)."""
+    return cell.seed + UNLEARNING_STRIDE * cell.unlearning
 
 
 def retrain_on(pretrain: Path) -> list[str]:
@@ -209,15 +224,22 @@ class Runner:
         self.data = bench_data(bench)
         # the data read and audited once
         self.dataset, self.content = self.data.name, self.data.content_fingerprint
-        # the records by (seed, kind, label, request)
-        self.records: dict[tuple[int, str, str, int | None], dict] = {}
+        # the records by (seed, kind, label, request, unlearning seed)
+        self.records: dict[tuple[int, str, str, int | None, int], dict] = {}
 
-    def record(self, seed: int, kind: str, label: str, request: int | None = None) -> dict:
-        return self.records[(seed, kind, label, request)]
+    def record(
+        self, seed: int, kind: str, label: str, request: int | None = None, unlearning: int = 0
+    ) -> dict:
+        return self.records[(seed, kind, label, request, unlearning)]
 
-    def at(self, request: int) -> dict[tuple[int, str, str], dict]:
-        """The records of the cells at ``request`` and of the pretrains before it, by (seed, kind, label)."""
-        return {key[:3]: record for key, record in self.records.items() if key[3] in (None, request)}
+    def at(self, request: int) -> dict[tuple[int, str, str, int], dict]:
+        """The records of the cells at ``request`` and of the pretrains before it, by (seed, kind, label,
+        unlearning seed)."""
+        return {
+            (seed, kind, label, u): record
+            for (seed, kind, label, k, u), record in self.records.items()
+            if k in (None, request)
+        }
 
     def run(self, cell: Cell) -> dict:
         """The cell's record: read from its folder when it is done and whole, else made by running it,
@@ -236,22 +258,29 @@ class Runner:
             record = reusable(cell, folder)
             if record is None:
                 record = self._execute(cell, [*args, f"--trainer.default_root_dir={folder}"], folder)
-                record.update(key=key, seed=cell.seed, kind=cell.kind, label=cell.label, original=original)
+                record.update(
+                    key=key,
+                    seed=cell.seed,
+                    unlearning_seed=cell.unlearning,
+                    kind=cell.kind,
+                    label=cell.label,
+                    original=original,
+                )
                 write_text_atomic(folder / RECORD, json.dumps(record))
-        self.records[(cell.seed, cell.kind, cell.label, cell.request)] = record
+        self.records[(cell.seed, cell.kind, cell.label, cell.request, cell.unlearning)] = record
         return record
 
     def attacks(self) -> dict[tuple[str, int], RMIAResult]:
-        """RMIA on every row of a bench with references (one request), keyed by (label, seed), against
-        its reference (see report.reference_of)."""
+        """RMIA on every row of a bench with references (one request), keyed by (label, seed, unlearning
+        seed), against its reference (see report.reference_of)."""
         records = self.at(1)
         return {
-            (label, seed): rmia(
+            (label, seed, u): rmia(
                 record["probabilities"],
-                reference_of(records, seed, label)["probabilities"],
+                reference_of(records, seed, label, u)["probabilities"],
                 offline_a=self.bench.rmia_offline_a,
             )
-            for (seed, kind, label), record in records.items()
+            for (seed, kind, label, u), record in records.items()
             if kind == "row"
         }
 
@@ -286,9 +315,8 @@ class Runner:
             return args, configs, original
         args += [*bench.method_args, *cell.args]
         if k > 1:  # served on what the request before wrote
-            args.append(
-                f"--model.init_args.serve_on={self.record(seed, 'row', cell.label, k - 1)['unlearned']}"
-            )
+            before = self.record(seed, "row", cell.label, k - 1, cell.unlearning)
+            args.append(f"--model.init_args.serve_on={before['unlearned']}")
         return args, configs, original
 
     def _common(self, cell: Cell) -> tuple[list[str], list[str]]:
@@ -296,7 +324,9 @@ class Runner:
         bench = self.bench
         configs = [*bench.trainer, bench.data, cell.config]
         args = [arg for path in configs for arg in ("--config", path)] + QUIET
-        args += [f"--seed_everything={cell.seed}", f"--data.init_args.seed={cell.seed}"]
+        args += [f"--seed_everything={unlearning_seed(cell)}", f"--data.init_args.seed={cell.seed}"]
+        if cell.unlearning:  # MetaUnlearn's simulated requests drawn anew too
+            args.append(f"--data.init_args.simulation_seed={unlearning_seed(cell)}")
         args.append(f"--data.init_args.request_size={bench.split_size}")
         if bench.requests > 1:
             args.append(f"--data.init_args.requests={bench.requests}")
@@ -347,7 +377,7 @@ class Runner:
         if config_method(cell.config).train_pool is None:
             return None
         if cell.request > 1:
-            prepared = self.record(cell.seed, cell.kind, cell.label, 1)["prepared"]
+            prepared = self.record(cell.seed, cell.kind, cell.label, 1, cell.unlearning)["prepared"]
             return Path(prepared) if prepared else None
         _, seconds["fit"] = run_cli("fit", [*args, "--ckpt_path=last"])
         return layout.checkpoint_dir(folder) / layout.LAST

@@ -82,6 +82,10 @@ class Bench:
             each on the model the one before wrote (one split of K x N forget people, cut in its order),
             the table by request against a model retrained without everyone forgotten so far.
         seeds: one split, pretrain and retrain per seed.
+        unlearning_seeds: J; each method prepared and served J times per seed, on the same split, pretrain
+            and retrain, each time with other randomness (its initialisation, noise, batch and simulated
+            request order: :func:`one_shui.bench.cells.unlearning_seed`); the statistics nest them
+            within the seeds (:func:`one_shui.bench.differences.over_seeds`).
         curve: strengths at which every 1-SHUI method that declares one is served again after its row's
             test, as multiples of its operating point (:mod:`one_shui.bench.curves`), e.g.
             ``[0, 0.5, 1, 2, 4]``; empty: no curves. A bench of one request only.
@@ -107,6 +111,7 @@ class Bench:
     request_size: int = 20
     requests: int = 1
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    unlearning_seeds: int = 1
     curve: list[float] = field(default_factory=list)
     trainer: list[str] = field(default_factory=list)
     args: list[str] = field(default_factory=list)
@@ -188,10 +193,10 @@ def check(bench: Bench) -> Bench:
     for key, path in configs.items():
         if not Path(path).is_file():
             raise BenchConfigError(f"bench {bench.name}: {key} config {path} does not exist")
-    if bench.request_size < 1 or bench.requests < 1:
+    if min(bench.request_size, bench.requests, bench.unlearning_seeds) < 1:
         raise BenchConfigError(
-            f"bench {bench.name}: request_size and requests must be at least 1 (got {bench.request_size} "
-            f"and {bench.requests})"
+            f"bench {bench.name}: request_size, requests and unlearning_seeds must be at least 1 (got "
+            f"{bench.request_size}, {bench.requests} and {bench.unlearning_seeds})"
         )
     if bench.curve and (bench.requests > 1 or min(bench.curve) < 0):
         raise BenchConfigError(

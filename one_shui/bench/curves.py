@@ -26,7 +26,17 @@ from . import differences
 
 MAX_RETAIN_DROP = 1.0  # points of the retain metric the ranking number allows
 REACH = "gap_closed_at_1pt"  # the ranking number's column in results.csv
-COLUMNS = ["row", "strength", "seed", "retain", "forget", "test", "retain_drop", "gap_closed"]
+COLUMNS = [
+    "row",
+    "strength",
+    "seed",
+    "unlearning_seed",
+    "retain",
+    "forget",
+    "test",
+    "retain_drop",
+    "gap_closed",
+]
 
 
 def has_curve(method: type[UnlearningMethod]) -> bool:
@@ -64,20 +74,22 @@ def utilities(method, loaders: Mapping[str, torch.utils.data.DataLoader]) -> dic
     return evaluation.utilities()
 
 
-def curve_rows(records: Mapping[tuple[int, str, str], dict]) -> list[dict]:
-    """curves.csv: a row per method, strength and seed, paired with the seed's Pretrain and Retrain rows."""
+def curve_rows(records: Mapping[tuple[int, str, str, int], dict]) -> list[dict]:
+    """curves.csv: a row per method, strength, seed and unlearning seed, paired with the seed's Pretrain
+    and Retrain rows."""
     rows = []
-    for (seed, kind, label), record in records.items():
+    for (seed, kind, label, u), record in records.items():
         if kind != "row" or "curve" not in record:
             continue
-        before = records[(seed, "row", differences.REFERENCE)]["metrics"]
-        retrained = records[(seed, "row", "Retrain")]["metrics"]["forget"]
+        before = records[(seed, "row", differences.REFERENCE, 0)]["metrics"]
+        retrained = records[(seed, "row", "Retrain", 0)]["metrics"]["forget"]
         for strength, point in record["curve"].items():
             rows.append(
                 {
                     "row": label,
                     "strength": float(strength),
                     "seed": seed,
+                    "unlearning_seed": u,
                     **{pool: point[pool] for pool in UTILITY_POOLS},
                     "retain_drop": before["retain"] - point["retain"],
                     "gap_closed": differences.share_closed(before["forget"], point["forget"], retrained),
@@ -104,11 +116,12 @@ def reach(points: Sequence[tuple[float, float]], max_drop: float = MAX_RETAIN_DR
     return best
 
 
-def reaches(rows: Sequence[Mapping]) -> dict[tuple[str, int], float]:
-    """:func:`reach` of every method's curve at every seed (seeds without a gap to close left out)."""
-    curves: dict[tuple[str, int], list[Mapping]] = {}
+def reaches(rows: Sequence[Mapping]) -> dict[tuple[str, int, int], float]:
+    """:func:`reach` of every method's curve at every seed and unlearning seed (those without a gap to
+    close left out)."""
+    curves: dict[tuple[str, int, int], list[Mapping]] = {}
     for row in rows:
-        curves.setdefault((row["row"], row["seed"]), []).append(row)
+        curves.setdefault((row["row"], *differences.seed_of(row)), []).append(row)
     return {
         key: reach(
             [(row["retain_drop"], row["gap_closed"]) for row in sorted(mine, key=lambda r: r["strength"])]
@@ -120,10 +133,10 @@ def reaches(rows: Sequence[Mapping]) -> dict[tuple[str, int], float]:
 
 def ranking(rows: Sequence[Mapping]) -> dict[str, differences.Estimate]:
     """Each method's ranking number: :func:`reach` over its seeds, the mean with its interval."""
-    by_method: dict[str, list[float]] = {}
-    for (label, _), value in reaches(rows).items():
-        by_method.setdefault(label, []).append(value)
-    return {label: differences.estimate([values], "seeds") for label, values in by_method.items()}
+    by_method: dict[str, list[tuple[int, float]]] = {}
+    for (label, seed, _), value in reaches(rows).items():
+        by_method.setdefault(label, []).append((seed, value))
+    return {label: over_seeds(values) for label, values in by_method.items()}
 
 
 def summarise(
@@ -136,10 +149,10 @@ def summarise(
         points.setdefault((row["row"], row["strength"]), []).append(row)
     curves: dict[str, list] = {}
     for (label, strength), mine in sorted(points.items(), key=lambda item: item[0][1]):
-        gaps = [row["gap_closed"] for row in mine if row["gap_closed"] is not None]
+        gaps = [(row["seed"], row["gap_closed"]) for row in mine if row["gap_closed"] is not None]
         if gaps:
-            drop = differences.estimate([[row["retain_drop"] for row in mine]], "seeds")
-            curves.setdefault(label, []).append((strength, differences.estimate([gaps], "seeds"), drop))
+            drop = over_seeds([(row["seed"], row["retain_drop"]) for row in mine])
+            curves.setdefault(label, []).append((strength, over_seeds(gaps), drop))
     return curves
 
 
@@ -159,3 +172,8 @@ def markdown(ranked: Mapping[str, differences.Estimate], strengths: Sequence[flo
         "interval. curves.csv has every point, curves.png the curves.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def over_seeds(values: Sequence[tuple[int, float]]) -> differences.Estimate:
+    """(seed, value) pairs' mean over seeds, with its interval (nested over unlearning seeds)."""
+    return differences.over_seeds(differences.by_seed(values))

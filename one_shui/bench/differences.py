@@ -18,6 +18,11 @@ that of the 10 distinct resampled means: it runs from about the lowest seed's di
 and a difference is marked only when every seed moved the same way. Identical values give an interval of
 width 0; a single seed, none (NaN: there is nothing to resample).
 
+With several **unlearning seeds** per training seed (the bench's ``unlearning_seeds``: each method prepared
+and served again on the same pretrain with other randomness), a training seed's value is the mean over
+its unlearning seeds, and the interval is nested (:func:`over_seeds`): each resample draws training seeds,
+then unlearning seeds within each drawn one (the percentile interval of :data:`RESAMPLES` such means).
+
 The **share of the memorisation gap closed**, g(r, s) = (forget(Pretrain, s) - forget(r, s)) /
 (forget(Pretrain, s) - forget(Retrain, s)), is 1 for the retrained model's forgetting, 0 for none, above 1
 for over-forgetting; seeds whose gap is below :data:`MIN_GAP` points are left out (nothing to divide).
@@ -46,6 +51,7 @@ METRICS = (
 )  # fmt: skip
 GAP_CLOSED = "gap_closed"
 PER_PERSON = "forget_per_person"  # each forgotten person's forget metric, after minus before
+NESTED = "training seeds, then unlearning seeds"  # what a nested interval resampled
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,32 @@ def estimate(strata: Sequence[Sequence[float]], resampled: str) -> Estimate:
     return Estimate(mean, float(interval.low), float(interval.high), seeds, resampled)
 
 
+def over_seeds(strata: Sequence[Sequence[float]]) -> Estimate:
+    """The mean over training seeds (``strata``: each one's values, one per unlearning seed) of each
+    seed's mean, with its interval: :func:`estimate`'s over the seeds when each has one value, else
+    nested (training seeds resampled, then unlearning seeds within each drawn one; percentile)."""
+    samples = [np.asarray(stratum, dtype=float) for stratum in strata]
+    if all(len(sample) == 1 for sample in samples):
+        return estimate([np.concatenate(samples)], "seeds")
+    mean = float(np.mean([sample.mean() for sample in samples]))
+    rng, seeds = np.random.default_rng(RANDOM_SEED), len(samples)
+    # inner[s, b, j]: the mean of a resample of seed s's unlearning seeds, for position j of resample b
+    draws = [rng.integers(len(sample), size=(RESAMPLES, seeds, len(sample))) for sample in samples]
+    inner = np.stack([sample[draw].mean(-1) for sample, draw in zip(samples, draws, strict=True)])
+    drawn = rng.integers(seeds, size=(RESAMPLES, seeds))  # the training seeds of each resample
+    means = inner[drawn, np.arange(RESAMPLES)[:, None], np.arange(seeds)].mean(axis=1)
+    low, high = np.percentile(means, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])
+    return Estimate(mean, float(low), float(high), seeds, NESTED)
+
+
+def by_seed(values: Sequence[tuple[int, float]]) -> list[list[float]]:
+    """(training seed, value) pairs as :func:`over_seeds`'s strata: each seed's values, seeds in order."""
+    strata: dict[int, list[float]] = {}
+    for seed, value in sorted(values, key=lambda pair: pair[0]):
+        strata.setdefault(seed, []).append(value)
+    return list(strata.values())
+
+
 def _mean_of_means(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.mean([sample.mean(axis=axis) for sample in samples], axis=0)
 
@@ -105,56 +137,65 @@ def paired(
 ) -> dict[tuple, dict[str, Estimate]]:
     """Per row (keyed by its label and the ``by`` columns, e.g. the request k), each metric's difference
     from Pretrain at the same seed (and ``by``), the share of the memorisation gap closed and, where
-    ``identities`` (identities.csv's rows) has the row's people, the forget difference per person."""
-    values = {(row["row"], *(row[key] for key in by), int(row["seed"])): row for row in rows}
+    ``identities`` (identities.csv's rows) has the row's people, the forget difference per person.
+    A row's values at each unlearning seed (its ``unlearning_seed``, 0 when absent) pair with Pretrain's
+    at the same training seed; the interval nests them (:func:`over_seeds`)."""
+    values = {(row["row"], *(row[key] for key in by), *seed_of(row)): row for row in rows}
     people = _per_person(identities)
     result: dict[tuple, dict[str, Estimate]] = {}
     for label, *at in dict.fromkeys((row["row"], *(row[key] for key in by)) for row in rows):
         if label == REFERENCE:
             continue
-        seeds = sorted(seed for (name, *where, seed) in values if name == label and where == at)
-        pairs = [(values[(label, *at, s)], values.get((REFERENCE, *at, s))) for s in seeds]
+        seeds = sorted(key[-2:] for key in values if key[0] == label and list(key[1:-2]) == at)
+        pairs = [(values[(label, *at, *key)], values.get((REFERENCE, *at, key[0], 0))) for key in seeds]
         pairs = [(row, reference) for row, reference in pairs if reference is not None]
         if not pairs:
             continue
         estimates = {}
         for metric in METRICS:
             differences = [
-                float(row[metric]) - float(reference[metric])
+                (int(row["seed"]), float(row[metric]) - float(reference[metric]))
                 for row, reference in pairs
                 if row.get(metric) is not None and reference.get(metric) is not None
             ]
             if differences:
-                estimates[metric] = estimate([differences], "seeds")
-        persons = [people.get((label, int(row["seed"]))) for row, _ in pairs]
+                estimates[metric] = over_seeds(by_seed(differences))
+        persons = [people.get((label, *seed_of(row))) for row, _ in pairs]
         if persons and all(persons):
             estimates[PER_PERSON] = estimate(persons, "people within seeds")
-        gap = gap_closed(values, label, at, [int(row["seed"]) for row, _ in pairs])
+        gap = gap_closed(values, label, at, [seed_of(row) for row, _ in pairs])
         if gap is not None:
             estimates[GAP_CLOSED] = gap
         result[(label, *at)] = estimates
     return result
 
 
-def _per_person(identities: Sequence[Mapping]) -> dict[tuple[str, int], list[float]]:
-    """Each row's and seed's per-person forget difference (after minus before), in the file's order."""
-    people: dict[tuple[str, int], list[float]] = {}
+def seed_of(row: Mapping) -> tuple[int, int]:
+    """A results row's (training seed, unlearning seed); the unlearning seed is 0 where it has none."""
+    return int(row["seed"]), int(row.get("unlearning_seed") or 0)
+
+
+def _per_person(identities: Sequence[Mapping]) -> dict[tuple[str, int, int], list[float]]:
+    """Each row's, seed's and unlearning seed's per-person forget difference (after minus before), in the
+    file's order."""
+    people: dict[tuple[str, int, int], list[float]] = {}
     for line in identities:
-        people.setdefault((line["row"], int(line["seed"])), []).append(
+        people.setdefault((line["row"], *seed_of(line)), []).append(
             float(line["after"]) - float(line["before"])
         )
     return people
 
 
 def gap_closed(
-    values: Mapping[tuple, Mapping], label: str, at: Sequence, seeds: Sequence[int]
+    values: Mapping[tuple, Mapping], label: str, at: Sequence, seeds: Sequence[tuple[int, int]]
 ) -> Estimate | None:
-    """The share of the memorisation gap that ``label`` closed (in %), over the seeds with a gap of at
-    least :data:`MIN_GAP`; None without a Retrain row."""
+    """The share of the memorisation gap that ``label`` closed (in %) at each (training seed, unlearning
+    seed) of ``seeds`` whose gap is at least :data:`MIN_GAP`, over training seeds; None without a Retrain
+    row."""
     shares = []
-    for seed in seeds:
-        before, retrained = values.get((REFERENCE, *at, seed)), values.get(("Retrain", *at, seed))
-        row = values[(label, *at, seed)]
+    for seed, unlearning in seeds:
+        before, retrained = values.get((REFERENCE, *at, seed, 0)), values.get(("Retrain", *at, seed, 0))
+        row = values[(label, *at, seed, unlearning)]
         if (
             before is None
             or retrained is None
@@ -163,8 +204,8 @@ def gap_closed(
             continue
         share = share_closed(float(before["forget"]), float(row["forget"]), float(retrained["forget"]))
         if share is not None:
-            shares.append(share)
-    return estimate([shares], "seeds") if shares else None
+            shares.append((seed, share))
+    return over_seeds(by_seed(shares)) if shares else None
 
 
 def share_closed(before: float, after: float, retrained: float) -> float | None:

@@ -23,9 +23,9 @@ GROUPS = {
     "full-data": "*Full-data references (not 1-SHUI: they read all of D_f and D_r)*",
 }
 COLUMNS = [
-    "row", "group", "seed", "method", "reads", "retain", "forget", "test", "tow", "mia_auc",
-    "mia_forget_non_member", "rmia_auc", "rmia_tpr_at_low_fpr", "rmia_low_fpr", "fit_s", "forget_s",
-    "test_s", "reference_s", "metric", "split", "mia_selection",
+    "row", "group", "seed", "unlearning_seed", "method", "reads", "retain", "forget", "test", "tow",
+    "mia_auc", "mia_forget_non_member", "rmia_auc", "rmia_tpr_at_low_fpr", "rmia_low_fpr", "fit_s",
+    "forget_s", "test_s", "reference_s", "metric", "split", "mia_selection",
 ]  # fmt: skip
 # The table's columns: (results.csv column, header, format, what is best: "max" or "retrain")
 TABLE = [
@@ -60,33 +60,48 @@ def group(record: Mapping) -> str:
     return "1-SHUI" if record["reads"] == "support" else "full-data"
 
 
-def reference_of(records: Mapping[tuple[int, str, str], dict], seed: int, label: str) -> dict:
-    """RMIA's reference for a row: the same procedure applied to the retrained model. For Pretrain
-    (no unlearning) that is the retrained model itself, and so for Retrain."""
-    return records[(seed, "row", "Retrain")] if label in ORIGINAL else records[(seed, "reference", label)]
+def reference_of(
+    records: Mapping[tuple[int, str, str, int], dict], seed: int, label: str, u: int = 0
+) -> dict:
+    """RMIA's reference for a row (at unlearning seed ``u``): the same procedure, with the same seeds,
+    applied to the retrained model. For Pretrain (no unlearning) that is the retrained model itself, and
+    so for Retrain."""
+    if label in ORIGINAL:
+        return records[(seed, "row", "Retrain", 0)]
+    return records[(seed, "reference", label, u)]
 
 
 def result_rows(
-    records: Mapping[tuple[int, str, str], dict], attacks: Mapping[tuple[str, int], RMIAResult]
+    records: Mapping[tuple[int, str, str, int], dict], attacks: Mapping[tuple[str, int, int], RMIAResult]
 ) -> list[dict]:
-    """One results.csv row per table row and seed, in the table's order, with its RMIA (``attacks``,
-    keyed by label and seed)."""
+    """One results.csv row per table row, seed and unlearning seed, in the table's order, with its RMIA
+    (``attacks``, keyed by label, seed and unlearning seed)."""
     rows = [
-        result_row(records, record, reference_of(records, seed, label), attacks[(label, seed)])
-        for (seed, kind, label), record in records.items()
+        {
+            **result_row(records, record, reference_of(records, seed, label, u), attacks[(label, seed, u)]),
+            "unlearning_seed": u,
+        }
+        for (seed, kind, label, u), record in records.items()
         if kind == "row"
     ]
-    groups = list(GROUPS)
-    labels = list(dict.fromkeys(label for _, kind, label in records if kind == "row"))  # the config's order
-    rows.sort(key=lambda row: (groups.index(row["group"]), labels.index(row["row"]), row["seed"]))
-    return rows
+    return in_table_order(rows, ["seed", "unlearning_seed"])
+
+
+def in_table_order(rows: Sequence[dict], within: Sequence[str]) -> list[dict]:
+    """``rows`` in the tables' order: by group, by label as they first come (the config's order), then by
+    the ``within`` columns."""
+    groups, labels = list(GROUPS), list(dict.fromkeys(row["row"] for row in rows))
+    return sorted(
+        rows,
+        key=lambda row: (groups.index(row["group"]), labels.index(row["row"]), *(row[k] for k in within)),
+    )
 
 
 def result_row(records: Mapping, record: Mapping, reference: Mapping, result: RMIAResult) -> dict:
     """A results.csv row. The fit of Pretrain and Retrain is their training; ``reference_s``, all of the
     reference cell's time."""
     label, seconds, original = record["label"], record["seconds"], record["label"] in ORIGINAL
-    stage = records.get((record["seed"], "stage", label.lower())) if original else None
+    stage = records.get((record["seed"], "stage", label.lower(), 0)) if original else None
     metrics = ("retain", "forget", "test", "tow", "mia_auc", "mia_forget_non_member")
     return {
         **{key: record[key] for key in ("seed", "method", "reads", "metric", "split")},
@@ -104,16 +119,20 @@ def result_row(records: Mapping, record: Mapping, reference: Mapping, result: RM
     }
 
 
-def identity_rows(records: Mapping[tuple[int, str, str], dict]) -> list[dict]:
-    """The forget metric of each forget identity before (Pretrain) and after each row, per seed."""
+IDENTITY_COLUMNS = ["row", "group", "seed", "unlearning_seed", "identity", "before", "after"]
+
+
+def identity_rows(records: Mapping[tuple[int, str, str, int], dict]) -> list[dict]:
+    """The forget metric of each forget identity before (Pretrain) and after each row, per seed and
+    unlearning seed (:data:`IDENTITY_COLUMNS`)."""
     rows = []
-    for (seed, kind, label), record in records.items():
+    for (seed, kind, label, u), record in records.items():
         if kind != "row" or label == "Pretrain":
             continue
-        before = records[(seed, "row", "Pretrain")]["identities"]
+        before = records[(seed, "row", "Pretrain", 0)]["identities"]
         rows += [
-            {"row": label, "group": group(record), "seed": seed, "identity": identity, "before": value,
-             "after": record["identities"][identity]}
+            {"row": label, "group": group(record), "seed": seed, "unlearning_seed": u, "identity": identity,
+             "before": value, "after": record["identities"][identity]}
             for identity, value in before.items()
         ]  # fmt: skip
     return rows
@@ -206,9 +225,23 @@ def paired_lines(
     return lines
 
 
+def seeds_of(rows: Sequence[Mapping]) -> str:
+    """The training seeds of ``rows``, and how many unlearning seeds each method had where more than one:
+    ``0, 1, 2`` or ``0, 1, 2, each method at 3 unlearning seeds``."""
+    seeds = ", ".join(str(seed) for seed in sorted({int(row["seed"]) for row in rows}))
+    again = max(int(row.get("unlearning_seed") or 0) for row in rows)
+    return f"{seeds}, each method at {again + 1} unlearning seeds" if again else seeds
+
+
 def paired_caption(rows: Sequence[Mapping], people: bool) -> str:
     """What the paired table shows, and how its intervals were drawn (``people``: forget per person)."""
-    seeds = ", ".join(str(seed) for seed in sorted({int(row["seed"]) for row in rows}))
+    seeds = seeds_of(rows)
+    nested = (
+        " With unlearning seeds, a seed's value is the mean over its unlearning seeds, and the interval "
+        "resamples training seeds, then unlearning seeds within each (percentile)."
+        if "unlearning seeds" in seeds
+        else ""
+    )
     per_person = (
         " Forget per person: each forgotten person's own forget metric (identities.csv, on their few "
         "images, near its ceiling) after minus before, people resampled within seeds (BCa)."
@@ -221,6 +254,7 @@ def paired_caption(rows: Sequence[Mapping], people: bool) -> str:
         "(percentile: with 3 seeds the interval runs from about the lowest seed's difference to the "
         "highest). Gap closed: the share of the memorisation gap (Pretrain forget minus Retrain forget) "
         "that the row closed, 100 for the retrained model's forgetting, above 100 for over-forgetting."
+        + nested
         + per_person
     )
 
@@ -239,7 +273,6 @@ def means_markdown(rows: Sequence[Mapping]) -> str:
     table = summarise(rows)
     groups = {row["row"]: row["group"] for row in rows}
     winners = best(table, groups)
-    seeds = sorted({int(row["seed"]) for row in rows})
     metric = rows[0]["metric"]
     low_fpr = statistics.mean(float(row["rmia_low_fpr"]) for row in rows)
     published = sorted({row["row"] for row in rows if row.get("mia_selection") == "published"})
@@ -271,7 +304,7 @@ def means_markdown(rows: Sequence[Mapping]) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        f"Mean ± std over seeds {', '.join(map(str, seeds))}; retain / forget / test: {metric} x100. "
+        f"Mean ± std over seeds {seeds_of(rows)}; retain / forget / test: {metric} x100. "
         f"ToW: 100 is the retrained model's utilities. {attack}. RMIA: "
         "offline, its TPR at the lowest FPR that the population and TEST resolve "
         f"(on average {100 * low_fpr:.2f} %); "

@@ -72,12 +72,10 @@ def write_results(bench: Bench, runner: Runner, tracker: Tracker) -> Path:
         columns = [*report.COLUMNS, curves.REACH]
         ranked = "\n" + curves.markdown(curves.ranking(strengths), bench.curve)
     report.write_csv(folder / "results.csv", rows, columns)
-    report.write_csv(
-        folder / "identities.csv", identities, ["row", "group", "seed", "identity", "before", "after"]
-    )
+    report.write_csv(folder / "identities.csv", identities, report.IDENTITY_COLUMNS)
     paired_rows = differences.paired_rows(paired)
     report.write_csv(folder / "paired.csv", paired_rows, differences.paired_columns())
-    title = f"{bench.name}: N = {bench.request_size}, seeds {', '.join(map(str, bench.seeds))}"
+    title = f"{bench.name}: N = {bench.request_size}, seeds {report.seeds_of(rows)}"
     env, under = environment.write(folder, tracker.environment, records.values())
     markdown = write_text_atomic(
         folder / "results.md", report.markdown(rows, title, paired) + ranked + "\n" + under
@@ -86,8 +84,8 @@ def write_results(bench: Bench, runner: Runner, tracker: Tracker) -> Path:
     seed = bench.seeds[0]
     rocs = {
         "loss MIA": {r["label"]: (r["mia_roc"]["fpr"], r["mia_roc"]["tpr"])
-                     for (s, kind, _), r in records.items() if kind == "row" and s == seed},
-        "RMIA": {label: (a.fpr, a.tpr) for (label, s), a in attacks.items() if s == seed},
+                     for (s, kind, _, u), r in records.items() if kind == "row" and (s, u) == (seed, 0)},
+        "RMIA": {label: (a.fpr, a.tpr) for (label, s, u), a in attacks.items() if (s, u) == (seed, 0)},
     }  # fmt: skip
     pngs = [
         plots.paired(paired, groups, rows[0]["metric"], folder / "paired.png"),

@@ -14,6 +14,7 @@ would have refused the request.
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -25,9 +26,9 @@ from .config import Bench
 from .tracking import Tracker
 
 COLUMNS = [
-    "row", "group", "seed", "request", "method", "reads", "retain", "forget", "forget_request", "test",
-    "tow", "mia_auc", "check_before", "check_after", "check_drop", "fit_s", "forget_s", "test_s", "metric",
-    "split",
+    "row", "group", "seed", "unlearning_seed", "request", "method", "reads", "retain", "forget",
+    "forget_request", "test", "tow", "mia_auc", "check_before", "check_after", "check_drop", "fit_s",
+    "forget_s", "test_s", "metric", "split",
 ]  # fmt: skip
 # The table's columns after k: (results.csv column, header, format)
 TABLE = [
@@ -44,9 +45,9 @@ PAIRED = [*report.signed(TABLE, frozenset({"check_drop"})), report.GAP_CLOSED]
 
 
 def result_rows(records: Mapping[tuple, dict]) -> list[dict]:
-    """One results.csv row per table row, seed and request, in the table's order."""
+    """One results.csv row per table row, seed, unlearning seed and request, in the table's order."""
     rows = []
-    for (seed, kind, label, k), record in records.items():
+    for (seed, kind, label, k, u), record in records.items():
         if kind != "row":
             continue
         metrics, seconds = record["metrics"], record["seconds"]
@@ -57,6 +58,7 @@ def result_rows(records: Mapping[tuple, dict]) -> list[dict]:
                 "row": label,
                 "group": report.group(record),
                 "seed": seed,
+                "unlearning_seed": u,
                 "request": k,
                 **{key: metrics.get(key) for key in ("retain", "forget", "test", "tow", "mia_auc")},
                 "forget_request": metrics.get("request"),
@@ -68,11 +70,7 @@ def result_rows(records: Mapping[tuple, dict]) -> list[dict]:
                 "test_s": seconds["test"],
             }
         )
-    groups, labels = list(report.GROUPS), list(dict.fromkeys(row["row"] for row in rows))
-    rows.sort(
-        key=lambda row: (groups.index(row["group"]), labels.index(row["row"]), row["request"], row["seed"])
-    )
-    return rows
+    return report.in_table_order(rows, ["request", "seed", "unlearning_seed"])
 
 
 def summarise(rows: Sequence[Mapping]) -> dict[tuple[str, int], dict[str, tuple[float, float]]]:
@@ -92,7 +90,8 @@ def summarise(rows: Sequence[Mapping]) -> dict[tuple[str, int], dict[str, tuple[
 
 
 def stopped(rows: Sequence[Mapping], max_drop: float = MAX_DROP) -> dict[tuple[str, int], int]:
-    """How many seeds' request the guard of `one-shui-forget` would have refused, per row and request."""
+    """How many seeds' (and unlearning seeds') request the guard of `one-shui-forget` would have refused,
+    per row and request."""
     counts: dict[tuple[str, int], int] = {}
     for row in rows:
         key = (row["row"], row["request"])
@@ -105,7 +104,7 @@ def markdown(rows: Sequence[Mapping], title: str, paired: Mapping[tuple, Mapping
     """The tables by request: each row's paired differences from Pretrain after each request k (``paired``:
     :func:`one_shui.bench.differences.paired` by request), then its metrics, mean ± std over seeds."""
     table, refused = summarise(rows), stopped(rows)
-    seeds = sorted({int(row["seed"]) for row in rows})
+    runs = Counter((row["row"], row["request"]) for row in rows)  # seeds x unlearning seeds
     groups = {row["row"]: row["group"] for row in rows}
     lines = [
         f"## {title}",
@@ -128,11 +127,11 @@ def markdown(rows: Sequence[Mapping], title: str, paired: Mapping[tuple, Mapping
         lines.append(
             f"| {label if k == 1 else ''} | {k} | "
             + " | ".join(cells)
-            + f" | {refused[(label, k)]}/{len(seeds)} |"
+            + f" | {refused[(label, k)]}/{runs[(label, k)]} |"
         )
     lines += [
         "",
-        f"Mean ± std over seeds {', '.join(map(str, seeds))}; metrics as in the bench "
+        f"Mean ± std over seeds {report.seeds_of(rows)}; metrics as in the bench "
         f"({rows[0]['metric']} x100), after request k, each served on the model request k - 1 wrote. Forget "
         "(all so far): everyone forgotten by requests 1 to k; forget (request k): its people alone. ToW: "
         "against a model retrained without everyone forgotten so far. Check drop: the check set's score "
@@ -151,7 +150,7 @@ def write_results(bench: Bench, runner: Runner, tracker: Tracker) -> Path:
     report.write_csv(folder / "results.csv", rows, COLUMNS)
     paired_rows = differences.paired_rows(paired, by=["request"])
     report.write_csv(folder / "paired.csv", paired_rows, differences.paired_columns(["request"]))
-    seeds = ", ".join(map(str, bench.seeds))
+    seeds = report.seeds_of(rows)
     title = f"{bench.name}: {bench.requests} requests of N = {bench.request_size} people, seeds {seeds}"
     env, under = environment.write(folder, tracker.environment, runner.records.values())
     markdown_path = write_text_atomic(folder / "results.md", markdown(rows, title, paired) + "\n" + under)
