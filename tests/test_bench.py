@@ -29,7 +29,7 @@ from one_shui.bench.differences import NESTED
 from one_shui.bench.runner import main, request_photos, run_bench
 from one_shui.bench.tracking import Tracker, wandb_mode
 from one_shui.cli import OneShuiCLI
-from one_shui.data.images import RESIZED
+from one_shui.data.images import IMAGES
 from one_shui.data.splits import Split
 from one_shui.methods.loading import config_method
 
@@ -548,12 +548,12 @@ def test_the_same_machine_lock_and_seed_give_an_identical_results_csv(tmp_path):
 
 
 @pytest.mark.slow
-def test_every_image_a_bench_evaluates_is_decoded_once_in_all_its_cells(tmp_path):
-    """The Pretrain, Retrain, method and reference cells of a seed each build their loaders; none of
-    them decodes an evaluated image that an earlier one decoded (a bench that rebuilt its pools per cell
-    would decode each image once per cell)."""
-    RESIZED.clear()
-    decoded = RESIZED.decoded
+def test_every_image_a_bench_reads_is_decoded_once_in_all_its_cells(tmp_path):
+    """The pretrain, the retrain, the Pretrain, Retrain, method and reference cells of a seed each build
+    their loaders; none of them decodes an image that an earlier one (or epoch) decoded (a bench that
+    rebuilt its pools per cell would decode each image once per cell)."""
+    IMAGES.clear()
+    decoded = IMAGES.decoded
     folder, _ = run_tiny(tmp_path, seeds=[0], methods=[("JiT", "jit")])
     images = list((folder / "data/synthetic/CelebAMask-HQ/CelebA-HQ-img").iterdir())
-    assert 0 < RESIZED.decoded - decoded <= len(images)
+    assert 0 < IMAGES.decoded - decoded <= len(images)

@@ -40,6 +40,22 @@ def test_the_ranking_is_the_mean_over_seeds_with_its_interval():
     assert rank.mean == pytest.approx(45.0) and rank.low <= 40.0 < 50.0 <= rank.high and rank.seeds == 2
 
 
+def test_each_results_row_gets_the_ranking_number_of_its_own_curve():
+    """At its seed and unlearning seed; a row without a curve, or whose curve has no gap, gets none."""
+    points = [
+        {"row": "A", "seed": 0, "unlearning_seed": u, "strength": 1.0, "retain_drop": 0.5, "gap_closed": gap}
+        for u, gap in enumerate((20.0, 30.0))
+    ]
+    points.append({"row": "A", "seed": 1, "strength": 1.0, "retain_drop": 0.5, "gap_closed": None})
+    rows = [{"row": "A", "seed": 0, "unlearning_seed": u} for u in (0, 1)]
+    rows += [
+        {"row": "A", "seed": 1, "unlearning_seed": 0},
+        {"row": "Pretrain", "seed": 0, "unlearning_seed": 0},
+    ]
+    curves.add_reach(rows, points)
+    assert [row[curves.REACH] for row in rows] == [20.0, 30.0, None, None]
+
+
 @pytest.mark.slow
 def test_a_tiny_bench_serves_each_curve_from_one_preparation_and_strength_0_is_pretrain(
     tmp_path, monkeypatch

@@ -7,6 +7,7 @@ import pytest
 import torch
 from helpers import quiet_trainer
 from PIL import Image
+from torchvision.transforms import v2
 
 from one_shui.data import audit, images
 from one_shui.data.check_set import CheckSet, CheckSetError, take_check_set
@@ -287,35 +288,42 @@ def test_a_damaged_check_set_is_refused(record):
         CheckSet.from_record(record, 16, "method.ckpt")
 
 
-def test_an_evaluated_image_is_decoded_once_for_every_datamodule_and_as_the_test_transform_reads_it(
-    tmp_path,
-):
-    """The cells of a bench build their datamodules anew in one process: each image that they evaluate is
-    decoded and resized once (images.RESIZED), then scaled and normalised each time, to the same values."""
-    images.RESIZED.clear()
-    first = make(tmp_path)
+def test_an_image_is_decoded_once_for_every_datamodule_and_read_as_the_transforms_read_the_file(tmp_path):
+    """The cells of a bench build their datamodules anew in one process, and a fit reads its pool every
+    epoch: each image is decoded once (images.IMAGES), its test view made once, to the same values."""
+    images.IMAGES.clear()
+    first, before = make(tmp_path), images.IMAGES.decoded
     read = [list(loader) for loader in first.test_dataloader()]
-    decoded = images.RESIZED.decoded
+    decoded = images.IMAGES.decoded
+    assert decoded - before == sum(len(first.rows[pool]) for pool in TEST_POOLS)
     again = [list(loader) for loader in make(tmp_path).test_dataloader()]
-    assert images.RESIZED.decoded == decoded  # none decoded again
+    torch.manual_seed(0)
+    augmented = list(make(tmp_path).loader("retain", train=True))
+    assert images.IMAGES.decoded == decoded  # none decoded again
     for batches, others in zip(read, again, strict=True):
         for batch, other in zip(batches, others, strict=True):
             assert all(torch.equal(x, y) for x, y in zip(batch, other, strict=True))
-    transform = build_transform(16, train=False)  # the whole test transform, from the file
     path = first.table.path(first.rows["test"][0])
-    assert torch.equal(first.images("test")[0][0], transform(Image.open(path).convert("RGB")))
+    tested = build_transform(16, train=False)(Image.open(path).convert("RGB"))  # from the file itself
+    assert torch.equal(first.images("test")[0][0], tested)
+    images.IMAGES.clear()  # the training transform on images read from the files: the same draws
+    torch.manual_seed(0)
+    for batch, other in zip(augmented, make(tmp_path).loader("retain", train=True), strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(batch, other, strict=True))
 
 
 def test_a_rewritten_image_is_decoded_again_and_beyond_the_budget_nothing_is_kept(tmp_path):
-    resized = images.ResizedImages(budget=3 * 8 * 8)  # one 8 x 8 image
+    memory = images.ImageMemory(budget=3 * 20 * 20)  # one decoded 20 x 20 image
     paths = []
     for k, colour in enumerate(((255, 0, 0), (0, 255, 0))):
         paths.append(tmp_path / f"{k}.png")
         Image.new("RGB", (20, 20), colour).save(paths[-1])
-    red = resized(paths[0], 8)
-    assert torch.equal(resized(paths[0], 8), red) and resized.decoded == 1
-    assert resized(paths[1], 8)[1].eq(255).all() and resized(paths[1], 8)[1].eq(255).all()
-    assert resized.decoded == 3 and resized.held == red.nbytes  # the second image is not kept
+    red = memory(paths[0])
+    assert memory(paths[0]) is red and memory.decoded == 1 and red.getpixel((0, 0)) == (255, 0, 0)
+    assert memory(paths[1]).getpixel((0, 0)) == (0, 255, 0) == memory(paths[1]).getpixel((0, 0))
+    assert memory.decoded == 3 and memory.held == 3 * 20 * 20  # the second image is not kept
+    to_tensor = v2.Compose([v2.ToImage()])
+    assert memory(paths[0], "tensor", to_tensor)[0].eq(255).all() and memory.decoded == 3  # not kept
     Image.new("RGB", (20, 20), (0, 0, 255)).save(paths[0])
     os.utime(paths[0], ns=(1, 1))  # a new modification time, as a rewritten file has
-    assert resized(paths[0], 8)[2].eq(255).all() and resized.decoded == 4
+    assert memory(paths[0]).getpixel((0, 0)) == (0, 0, 255) and memory.decoded == 4

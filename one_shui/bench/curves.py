@@ -131,6 +131,14 @@ def reaches(rows: Sequence[Mapping]) -> dict[tuple[str, int, int], float]:
     }
 
 
+def add_reach(rows: Sequence[dict], points: Sequence[Mapping]) -> None:
+    """Each results row's ranking number (column :data:`REACH`), read from its curve's ``points`` (the
+    curve rows) at the row's seed and unlearning seed; None where its curve has no gap to close."""
+    reached = reaches(points)
+    for row in rows:
+        row[REACH] = reached.get((row["row"], *differences.seed_of(row)))
+
+
 def ranking(rows: Sequence[Mapping]) -> dict[str, differences.Estimate]:
     """Each method's ranking number: :func:`reach` over its seeds, the mean with its interval."""
     by_method: dict[str, list[tuple[int, float]]] = {}

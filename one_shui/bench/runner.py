@@ -66,9 +66,7 @@ def write_results(bench: Bench, runner: Runner, tracker: Tracker) -> Path:
     strengths, columns, ranked = curves.curve_rows(records), report.COLUMNS, ""
     if strengths:  # the bench's curve: each point, each curve's ranking number in the rows and the table
         report.write_csv(folder / "curves.csv", strengths, curves.COLUMNS)
-        reached = curves.reaches(strengths)
-        for row in rows:
-            row[curves.REACH] = reached.get((row["row"], row["seed"]))
+        curves.add_reach(rows, strengths)
         columns = [*report.COLUMNS, curves.REACH]
         ranked = "\n" + curves.markdown(curves.ranking(strengths), bench.curve)
     report.write_csv(folder / "results.csv", rows, columns)

@@ -8,10 +8,11 @@ import hashlib
 from dataclasses import dataclass
 
 import torch
+from torchvision.transforms import v2
 
 from ..errors import UserError
 from .datamodule import IdentityDataModule, scale_and_normalize
-from .images import RESIZED
+from .images import IMAGES
 
 
 class CheckSetError(UserError, ValueError):
@@ -71,5 +72,7 @@ def take_check_set(data: IdentityDataModule, size: int) -> CheckSet:
         raise CheckSetError(f"{data.name}: VAL is empty; the check set is drawn from it")
     generator = torch.Generator().manual_seed(data.split.seed)
     chosen = sorted(val[i] for i in torch.randperm(len(val), generator=generator)[:size].tolist())
-    images = [RESIZED(data.table.path(row), data.hparams.image_size) for row in chosen]  # uint8, as tested
-    return CheckSet(torch.stack(images), data.row_labels[1][chosen])
+    side = data.hparams.image_size
+    resize = v2.Compose([v2.Resize((side, side), antialias=True), v2.ToImage()])  # uint8, as tested
+    images = [IMAGES(data.table.path(row), ("resized", side), resize) for row in chosen]
+    return CheckSet(torch.stack(images).as_subclass(torch.Tensor), data.row_labels[1][chosen])

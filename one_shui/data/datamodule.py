@@ -19,7 +19,7 @@ from torchvision.transforms import v2
 from .. import layout
 from ..errors import SettingError, at_least, at_most, positive
 from .audit import AuditReport, OnDuplicates, apply_duplicate_policy, audit_images
-from .images import RESIZED, read_rgb
+from .images import IMAGES
 from .sources import Table, read_table
 from .splits import (
     SimulatedRequest,
@@ -55,9 +55,9 @@ def scale_and_normalize() -> v2.Compose:
 
 
 class IdentityImages(Dataset):
-    """Rows of a Table as (image, identity index, target) samples, seen as tested (resized to
-    ``image_size``, read through :data:`~one_shui.data.images.RESIZED`, then scaled and normalised) or,
-    given ``augment``, through that training transform.
+    """Rows of a Table as (image, identity index, target) samples, seen as tested (the test transform at
+    ``image_size``) or, given ``augment``, through that training transform; the images and their test
+    view are read through :data:`~one_shui.data.images.IMAGES` (once per process).
 
     ``labels`` holds the identity index and the target of every table row, made once per datamodule
     and shared by all its datasets.
@@ -71,9 +71,10 @@ class IdentityImages(Dataset):
         image_size: int,
         augment: v2.Compose | None = None,
     ):
-        self.table, self.rows, self.image_size, self.augment = table, list(rows), image_size, augment
+        self.table, self.rows, self.augment = table, list(rows), augment
         self.identity_ids, self.targets = labels
-        self.normalize = scale_and_normalize()
+        self.tested = ("tested", image_size)  # the test view's name
+        self.test_transform = build_transform(image_size, False)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -85,8 +86,8 @@ class IdentityImages(Dataset):
     def load(self, row: int) -> torch.Tensor:
         path = self.table.path(row)
         if self.augment is not None:
-            return self.augment(read_rgb(path, path))
-        return self.normalize(RESIZED(path, self.image_size))
+            return self.augment(IMAGES(path))
+        return IMAGES(path, self.tested, self.test_transform)
 
 
 @dataclass  # not frozen: Lightning moves a batch to the device by setting its fields

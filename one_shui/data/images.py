@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable, Hashable
 
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms import v2
 
 from ..errors import UserError
 
 INTEGER_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}  # what PIL gives high-bit-depth grey images
-RESIZED_BYTES = 2**30  # the memory that :data:`RESIZED` may hold
+MEMORY_BYTES = 2**30  # the memory that :data:`IMAGES` may hold
 
 
 class ImageError(UserError, ValueError):
@@ -57,35 +57,53 @@ def to_rgb(image: Image.Image, name: str | os.PathLike) -> Image.Image:
     return Image.fromarray(grey).convert("RGB")  # 2-D uint8: PIL mode L
 
 
-class ResizedImages:
-    """Images as the model is tested on them before scaling: decoded, resized to ``side`` x ``side`` and
-    made uint8 tensors (3, side, side), kept in memory by file (its path, modification time and size) up
-    to ``budget`` bytes; beyond it, images are decoded each time they are read. So the cells of a bench,
-    which build their loaders anew in one process, and the points of a strength curve decode an evaluated
-    image once. :attr:`decoded` counts the decodings."""
+class ImageMemory:
+    """Image files read once per process: each file's decoded image (:func:`read_rgb`) and the views made
+    of it (e.g. the test transform's tensor), kept in memory by file (its path, modification time and
+    size) and view, up to ``budget`` bytes in all; beyond it, what does not fit is made again each time.
+    So the cells of a bench, which build their datamodules anew in one process, the epochs of a fit and
+    the points of a strength curve decode an image once and apply a deterministic transform to it once.
+    :attr:`decoded` counts the decodings."""
 
     def __init__(self, budget: int):
         self.budget, self.held, self.decoded = budget, 0, 0
-        self.kept: dict[tuple, torch.Tensor] = {}
-        self.resize: dict[int, v2.Compose] = {}
+        self.kept: dict[tuple, Image.Image | torch.Tensor] = {}
 
-    def __call__(self, path: str | os.PathLike, side: int) -> torch.Tensor:
+    def __call__(
+        self,
+        path: str | os.PathLike,
+        view: Hashable = None,
+        make: Callable[[Image.Image], torch.Tensor] | None = None,
+    ) -> Image.Image | torch.Tensor:
+        """The file's decoded image (``view`` None), or ``make`` of it, the view named ``view`` (a
+        deterministic function of the image alone: the same view, the same ``make``)."""
         stat = os.stat(path)
-        key = (os.fspath(path), side, stat.st_mtime_ns, stat.st_size)
-        image = self.kept.get(key)
-        if image is None:
-            if side not in self.resize:
-                self.resize[side] = v2.Compose([v2.Resize((side, side), antialias=True), v2.ToImage()])
-            image = self.resize[side](read_rgb(path, path)).as_subclass(torch.Tensor)
-            self.decoded += 1
-            if self.held + image.nbytes <= self.budget:
-                self.kept[key] = image
-                self.held += image.nbytes
-        return image
+        file = (os.fspath(path), stat.st_mtime_ns, stat.st_size)
+        if view is None:
+            return self._kept((*file, None), lambda: self._decode(path))
+        return self._kept((*file, view), lambda: make(self(path)))
+
+    def _decode(self, path: str | os.PathLike) -> Image.Image:
+        self.decoded += 1
+        return read_rgb(path, path)
+
+    def _kept(self, key: tuple, make: Callable[[], Image.Image | torch.Tensor]):
+        value = self.kept.get(key)
+        if value is None:
+            value = make()
+            size = (
+                value.nbytes
+                if isinstance(value, torch.Tensor)
+                else len(value.getbands()) * value.width * value.height
+            )
+            if self.held + size <= self.budget:
+                self.kept[key] = value
+                self.held += size
+        return value
 
     def clear(self) -> None:
         self.kept.clear()
         self.held = 0
 
 
-RESIZED = ResizedImages(RESIZED_BYTES)  # the process's: shared by every datamodule and check set
+IMAGES = ImageMemory(MEMORY_BYTES)  # the process's: shared by every datamodule and check set
