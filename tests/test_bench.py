@@ -489,12 +489,11 @@ def test_the_environment_is_written_beside_the_results_and_under_the_table(bench
     assert f"({env['cpu_capability']}) with {env['threads']} threads" in table and "environment.json" in table
 
 
-def test_bench_records_are_json(bench):
+def test_bench_records_are_json_and_a_reference_s_holds_what_rmia_reads_of_it(bench):
     folder, _ = bench
     record = json.loads(next((folder / SEED.format(0)).glob("JiT@retrain-*/cell.json")).read_text())
-    assert (
-        record["kind"] == "reference" and record["original"] == "retrain" and "tow" not in record["metrics"]
-    )
+    assert record["kind"] == "reference" and record["original"] == "retrain" and "metrics" not in record
+    assert set(record["probabilities"]) == {"forget", "test", "population"}
 
 
 def test_the_results_notebook_shows_a_bench_s_table_and_plots(bench, monkeypatch):

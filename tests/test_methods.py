@@ -7,6 +7,7 @@ import pkgutil
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from helpers import CONFIGS, QUIET, attach, meta_data, method_args, on_data, quiet_trainer, real_data_args
@@ -16,6 +17,7 @@ from one_shui.cli import OneShuiCLI
 from one_shui.data import IdentityDataModule, datamodule
 from one_shui.data.splits import make_split
 from one_shui.methods.base import UnlearningMethod
+from one_shui.methods.jit import JiT
 from one_shui.methods.loading import config_method, method_options
 from one_shui.methods.meta_unlearn import MetaUnlearn
 
@@ -275,3 +277,32 @@ def test_every_method_config_runs_on_each_real_layout(dataset, tmp_path, monkeyp
     OneShuiCLI(["fit", *data, *recipe, *args])
     for config in METHOD_CONFIGS:
         assert "mia_auc" in fit_and_test(config, [*data, "--config", str(config), *args]), config.name
+
+
+def test_an_rmia_reference_s_test_keeps_the_probabilities_of_the_full_test_and_nothing_else(
+    runs, monkeypatch
+):
+    """The bench's reference cell (the method on the retrained model) serves RMIA only: the same
+    probabilities as a full test of it, without the retain pool's forward passes, the MIA or the check set."""
+    root, _, retrain = runs
+    forwards: list[int] = []
+
+    def tested(reference: bool) -> UnlearningMethod:
+        method = JiT(str(retrain), copies=2, reference=reference)
+        model_forward = method.model.forward
+        monkeypatch.setattr(method.model, "forward", lambda x: forwards.append(len(x)) or model_forward(x))
+        torch.manual_seed(0)  # JiT's noise, the same in both
+        quiet_trainer().test(method, datamodule=meta_data(root), verbose=False)
+        return method
+
+    full = tested(False)
+    seen = sum(forwards)
+    forwards.clear()
+    reference = tested(True)
+    assert set(reference.results) == {"probabilities", "reads", "mia_selection", "forget_seconds"}
+    for role, probabilities in full.evaluation.probabilities.items():
+        np.testing.assert_array_equal(reference.results["probabilities"][role], probabilities)
+    data = meta_data(root)
+    data.setup()
+    check, retain = 2 * len(full.check_set), len(data.rows["retain"])
+    assert sum(forwards) == seen - retain - check  # the check set before and after forget, not read

@@ -309,6 +309,7 @@ class Runner:
             f"--model.init_args.pretrain_ckpt={retrain if original == layout.RETRAIN else pretrain}",
             # ToW needs the retrained model; a reference only serves RMIA
             f"--model.init_args.retrain_ckpt={retrain if cell.kind == 'row' else 'null'}",
+            *(["--model.init_args.reference=true"] if cell.kind == "reference" else []),
             *bench.evaluation_arguments,
         ]
         if cell.label in ORIGINAL:
@@ -350,7 +351,9 @@ class Runner:
         prepared = self._prepare(cell, args, folder, seconds)
         resume = [f"--ckpt_path={prepared}"] if prepared else []
         cli, seconds["test"] = run_cli("test", [*args, *resume, "--verbose=false"])
-        record = row_record(cli.model, seconds)
+        record = (
+            row_record(cli.model, seconds) if cell.kind == "row" else reference_record(cli.model, seconds)
+        )
         if self.bench.curve and cell.kind == "row" and curves.has_curve(type(cli.model)):
             start = time.perf_counter()
             loaders = dict(zip(TEST_POOLS, cli.trainer.test_dataloaders, strict=True))
@@ -381,6 +384,16 @@ class Runner:
             return Path(prepared) if prepared else None
         _, seconds["fit"] = run_cli("fit", [*args, "--ckpt_path=last"])
         return layout.checkpoint_dir(folder) / layout.LAST
+
+
+def reference_record(method, seconds: dict[str, float]) -> dict:
+    """What an RMIA reference's test gives (see ``UnlearningMethod``'s ``reference``): RMIA's
+    probabilities."""
+    results = method.results
+    seconds["forget"] = results["forget_seconds"]
+    probabilities = {role: p.tolist() for role, p in results["probabilities"].items()}
+    return {"method": method.class_path(), "reads": results["reads"], "split": method.split.fingerprint,
+            "seconds": seconds, "probabilities": probabilities}  # fmt: skip
 
 
 def row_record(method, seconds: dict[str, float]) -> dict:

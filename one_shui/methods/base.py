@@ -23,7 +23,7 @@ from ..checkpoints import RECORD_KEY, CheckpointError, checkpoint_split
 from ..data.check_set import CheckSet, take_check_set
 from ..data.datamodule import TEST_POOLS, TrainPool
 from ..errors import UserError, at_least
-from ..metrics.evaluation import Evaluation
+from ..metrics.evaluation import ATTACK_POOLS, Evaluation
 from ..metrics.tow import UTILITY_POOLS
 from ..metrics.utility import check_score
 from .classifier import Classifier
@@ -61,6 +61,10 @@ class UnlearningMethod(L.LightningModule):
         metric_precision: ``float32`` (ours) or ``bf16`` (the published metrics on bfloat16 outputs).
         serve_on: a model that an earlier request wrote from the same original model (the sequential bench's
             previous step): ``test`` puts its weights in place of the original's before ``forget``.
+        reference: the test of an RMIA reference (the bench's ``<row>@retrain`` cell, the method on the
+            retrained model): it keeps only what RMIA reads of it, each forget, TEST and VAL sample's
+            probability of its true label (:attr:`Evaluation.probabilities`), and leaves out the retain
+            pool, the metrics, the MIA and the check set.
         check_size: VAL images in the check set (:mod:`one_shui.data.check_set`), drawn when the method
             meets its data and carried by its prepared checkpoint: the guard of `one-shui-forget` and the
             bench's ``check/before`` and ``check/after`` score the model on it.
@@ -81,7 +85,7 @@ class UnlearningMethod(L.LightningModule):
     # the method has no strength (no curve).
     strength_option: str | None = None
     # Options of a run rather than of the preparation: a test keeps its own, not its prepared checkpoint's.
-    run_options = ("pretrain_ckpt", "retrain_ckpt", "serve_on", "mia", "metric_precision")
+    run_options = ("pretrain_ckpt", "retrain_ckpt", "serve_on", "mia", "metric_precision", "reference")
 
     def __init__(
         self,
@@ -94,6 +98,7 @@ class UnlearningMethod(L.LightningModule):
         image_size: int | None = None,
         mia: Literal["balanced", "published"] = "balanced",
         metric_precision: Literal["float32", "bf16"] = "float32",
+        reference: bool = False,
         check_size: int = 128,
     ):
         super().__init__()
@@ -279,11 +284,12 @@ class UnlearningMethod(L.LightningModule):
             batch = self.support_batch()
             # this request's people: in the sequential bench, some of everyone forgotten so far
             self.evaluation.request = set(batch[1].tolist())
-            self._check = {"check/before": self.check_score()}
+            self._check = {} if self.hparams.reference else {"check/before": self.check_score()}
             start = time.perf_counter()
             self.forget(batch)
             self._forget_seconds = time.perf_counter() - start
-            self._check["check/after"] = self.check_score()
+            if not self.hparams.reference:
+                self._check["check/after"] = self.check_score()
         for logger in self.loggers:
             logger.log_hyperparams({"forget_reads": ",".join(self.reads)})
         if self.hparams.retrain_ckpt:
@@ -302,15 +308,19 @@ class UnlearningMethod(L.LightningModule):
     def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         images, identities, targets = batch
         pool = TEST_POOLS[dataloader_idx]
+        if self.hparams.reference and pool not in ATTACK_POOLS:
+            return
         self.evaluation.update(pool, self.model(images), targets, identities)
         if self._retrained and pool in UTILITY_POOLS:
             self._retrained["evaluation"].update(pool, self._retrained["model"](images), targets, identities)
 
     def on_test_epoch_end(self) -> None:
-        retrained = None
-        if self._retrained:
-            retrained = self._retrained["evaluation"].utilities()
-        self.results = self.evaluation.log(self, retrained)
+        if self.hparams.reference:
+            self.results = {"probabilities": self.evaluation.attack_probabilities()}
+            self.evaluation.reset()
+        else:
+            retrained = self._retrained["evaluation"].utilities() if self._retrained else None
+            self.results = self.evaluation.log(self, retrained)
         self.results["reads"] = ",".join(self.reads)
         self.results["mia_selection"] = self.hparams.mia
         self.results["forget_seconds"] = self._forget_seconds

@@ -20,6 +20,7 @@ from .utility import metric_name, task_loss, utility_metric
 
 EVAL_POOLS = (*UTILITY_POOLS, "val")  # the MIA trains on retain vs VAL
 POOL_OF_ROLE = {"forget": "forget", "test": "test", "population": "val"}  # RMIA's roles: our pools
+ATTACK_POOLS = tuple(POOL_OF_ROLE.values())  # the pools RMIA reads
 
 
 class Evaluation:
@@ -81,13 +82,21 @@ class Evaluation:
             loss_mia(*losses, seed=seed) if self.mia_kind == "balanced" else published_loss_mia(*losses)
         )
         results["mia_auc"], results["mia_forget_non_member"] = self.mia.auc, self.mia.forget_non_member
-        self.probabilities = {
-            name: true_label_probability(*pools[pool][:2], self.task).numpy()
-            for name, pool in POOL_OF_ROLE.items()
-        }
+        self.probabilities = self.attack_probabilities(pools)
         if retrained is not None:
             results["tow"] = tug_of_war(utilities, retrained)
         return results
+
+    def attack_probabilities(
+        self, pools: Mapping[str, tuple[torch.Tensor, ...]] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Each sample's probability of its true label on RMIA's pools, by role (``pools``: the outputs,
+        when already gathered); all that an RMIA reference's test keeps."""
+        pools = pools or {pool: self._cat(pool) for pool in ATTACK_POOLS}
+        return {
+            name: true_label_probability(*pools[pool][:2], self.task).numpy()
+            for name, pool in POOL_OF_ROLE.items()
+        }
 
     def utilities(self) -> dict[str, float]:
         """The metric on retain, forget and test, keyed by pool."""
