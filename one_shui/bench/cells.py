@@ -357,9 +357,8 @@ class Runner:
         if self.bench.curve and cell.kind == "row" and curves.has_curve(type(cli.model)):
             start = time.perf_counter()
             loaders = dict(zip(TEST_POOLS, cli.trainer.test_dataloaders, strict=True))
-            as_it_was = self.record(cell.seed, "row", "Pretrain", cell.request)["metrics"]
             with silenced():
-                record["curve"] = curves.serve(cli.model, loaders, self.bench.curve, as_it_was)
+                record["curve"] = curves.serve(cli.model, loaders, self.bench.curve)
             seconds["curve"] = time.perf_counter() - start
         if cell.label not in ORIGINAL and cell.request < self.bench.requests:
             record["unlearned"] = str(self._keep_unlearned(cell, cli.model, folder))

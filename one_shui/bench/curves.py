@@ -5,8 +5,7 @@ A method's strength is a multiple of the operating point of its declared option
 model as it was). After a row's test, its method is served the request again at each strength of the
 bench's ``curve``, each time from the original weights, and each point is evaluated on retain, forget and
 test as the row is (the same :class:`~one_shui.metrics.evaluation.Evaluation`, on the test's own
-loaders): no new Trainer, no MIA. At strength 0 the model is the original one: its point is the Pretrain
-row's utilities, not measured again.
+loaders): no new Trainer, no MIA.
 
 Per point and seed, paired with Pretrain of the seed: the **retain drop** (Pretrain's retain minus the
 point's) and the **share of the memorisation gap closed** (:func:`one_shui.bench.differences.gap_closed`'s
@@ -46,24 +45,17 @@ def has_curve(method: type[UnlearningMethod]) -> bool:
     return method.strength_option is not None and tuple(method.reads) == ("support",)
 
 
-def serve(
-    method,
-    loaders: Mapping[str, torch.utils.data.DataLoader],
-    strengths: Sequence[float],
-    as_it_was: Mapping[str, float],
-) -> dict:
+def serve(method, loaders: Mapping[str, torch.utils.data.DataLoader], strengths: Sequence[float]) -> dict:
     """``method`` (tested: its model is the unlearned one) served its test's support set at each of
     ``strengths``, each from the original weights, evaluated on the ``loaders`` of the utility pools:
-    {strength: {pool: utility}}. At strength 0 the model is the original one, whose utilities the Pretrain
-    row measured (``as_it_was``, by pool): they are that point. The model is left as the test left it."""
+    {strength: {pool: utility}}. The model is left as the test left it. (Strength 0 is evaluated too,
+    though it is the Pretrain row's: each pass over a loader draws from the random stream that the next
+    points' noise comes from, so leaving it out would move them.)"""
     served = {k: v.clone() for k, v in method.model.state_dict().items()}
     original = Classifier.from_checkpoint(method.hparams.pretrain_ckpt, split=method.split).state_dict()
     support = method.support_batch()
     points = {}
     for strength in strengths:
-        if strength == 0:
-            points[str(float(strength))] = {pool: as_it_was[pool] for pool in UTILITY_POOLS}
-            continue
         method.model.load_state_dict(original)
         with torch.inference_mode(False), torch.enable_grad():
             method.forget_at(support, strength)
