@@ -307,8 +307,8 @@ class Runner:
         original = layout.RETRAIN if cell.kind == "reference" or cell.label == "Retrain" else layout.PRETRAIN
         args += [
             f"--model.init_args.pretrain_ckpt={retrain if original == layout.RETRAIN else pretrain}",
-            # ToW is the report's, against the Retrain row (report.tow): no row runs the retrained model again
-            "--model.init_args.retrain_ckpt=null",
+            # ToW needs the retrained model; a reference only serves RMIA
+            f"--model.init_args.retrain_ckpt={retrain if cell.kind == 'row' else 'null'}",
             *(["--model.init_args.reference=true"] if cell.kind == "reference" else []),
             *bench.evaluation_arguments,
         ]

@@ -48,9 +48,7 @@ def has_curve(method: type[UnlearningMethod]) -> bool:
 def serve(method, loaders: Mapping[str, torch.utils.data.DataLoader], strengths: Sequence[float]) -> dict:
     """``method`` (tested: its model is the unlearned one) served its test's support set at each of
     ``strengths``, each from the original weights, evaluated on the ``loaders`` of the utility pools:
-    {strength: {pool: utility}}. The model is left as the test left it. (Strength 0 is evaluated too,
-    though it is the Pretrain row's: each pass over a loader draws from the random stream that the next
-    points' noise comes from, so leaving it out would move them.)"""
+    {strength: {pool: utility}}. The model is left as the test left it."""
     served = {k: v.clone() for k, v in method.model.state_dict().items()}
     original = Classifier.from_checkpoint(method.hparams.pretrain_ckpt, split=method.split).state_dict()
     support = method.support_batch()
