@@ -132,13 +132,15 @@ def test_unlearning_seeds_nest_within_training_seeds():
     """A seed's value is the mean over its unlearning seeds; the interval resamples training seeds, then
     unlearning seeds within each: where every training seed has the same mean, only the second level
     spreads it; where each training seed's unlearning seeds agree, it lies within the seeds' means."""
-    alike = over_seeds([[0.0, 10.0], [0.0, 10.0], [0.0, 10.0]])
+    alike = over_seeds([(s, v) for s in range(3) for v in (0.0, 10.0)])
     assert alike.mean == 5.0 and alike.low < 5.0 < alike.high and alike.resampled == NESTED
-    assert alike.seeds == 3 and alike == over_seeds([[0.0, 10.0]] * 3)  # seeded
-    agreeing = over_seeds([[1.0, 1.0], [2.0, 2.0], [4.0, 4.0]])
+    assert alike.seeds == 3 and alike == over_seeds([(s, v) for v in (0.0, 10.0) for s in range(3)])
+    agreeing = over_seeds([(s, v) for s, v in enumerate((1.0, 2.0, 4.0)) for _ in range(2)])
     assert agreeing.mean == pytest.approx(7 / 3)
     assert 1.0 <= agreeing.low < agreeing.mean < agreeing.high <= 4.0
-    one_each = over_seeds([[1.0], [2.0], [4.0]])  # one unlearning seed: the seeds' interval as before
+    one_each = over_seeds(
+        [(0, 1.0), (1, 2.0), (2, 4.0)]
+    )  # one unlearning seed: the seeds' interval as before
     assert one_each == estimate([[1.0, 2.0, 4.0]], "seeds")
 
 

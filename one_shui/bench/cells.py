@@ -387,27 +387,29 @@ class Runner:
 
 
 def reference_record(method, seconds: dict[str, float]) -> dict:
-    """What an RMIA reference's test gives (see ``UnlearningMethod``'s ``reference``): RMIA's
-    probabilities."""
-    results = method.results
-    seconds["forget"] = results["forget_seconds"]
-    probabilities = {role: p.tolist() for role, p in results["probabilities"].items()}
-    return {"method": method.class_path(), "reads": results["reads"], "split": method.split.fingerprint,
-            "seconds": seconds, "probabilities": probabilities}  # fmt: skip
+    """What an RMIA reference's test gives (see ``UnlearningMethod``'s ``reference``): what every test
+    gives (:func:`tested`) and RMIA's probabilities."""
+    probabilities = {role: p.tolist() for role, p in method.results["probabilities"].items()}
+    return {**tested(method, seconds), "probabilities": probabilities}
+
+
+def tested(method, seconds: dict[str, float]) -> dict:
+    """What every test gives: the method, what it read, the split and the phases' times (``forget``'s
+    added to ``seconds``)."""
+    seconds["forget"] = method.results["forget_seconds"]
+    return {"method": method.class_path(), "reads": method.results["reads"],
+            "split": method.split.fingerprint, "seconds": seconds}  # fmt: skip
 
 
 def row_record(method, seconds: dict[str, float]) -> dict:
     """What a row's test gives: its metrics (the check set's scores before and after forget among
     them), the per-identity forget metric, the MIA's curve and RMIA's probabilities."""
     results, metric, evaluation = method.results, method.evaluation.metric, method.evaluation
-    seconds["forget"] = results["forget_seconds"]
     prefix = f"forget/{metric}/"
     return {
-        "method": method.class_path(),
-        "reads": results["reads"],
+        **tested(method, seconds),
         "mia_selection": results["mia_selection"],
         "metric": metric,
-        "split": method.split.fingerprint,
         "metrics": {
             **{pool: results[f"{pool}/{metric}"] for pool in UTILITY_POOLS},
             **{key: results[key] for key in ("tow", "mia_auc", "mia_forget_non_member") if key in results},
@@ -415,7 +417,6 @@ def row_record(method, seconds: dict[str, float]) -> dict:
             "check_before": results.get("check/before"),  # the guard's figures
             "check_after": results.get("check/after"),
         },
-        "seconds": seconds,
         "identities": {k.removeprefix(prefix): v for k, v in results.items() if k.startswith(prefix)},
         "mia_roc": {"fpr": evaluation.mia.fpr.tolist(), "tpr": evaluation.mia.tpr.tolist()},
         "probabilities": {pool: p.tolist() for pool, p in evaluation.probabilities.items()},

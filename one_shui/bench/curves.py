@@ -144,7 +144,7 @@ def ranking(rows: Sequence[Mapping]) -> dict[str, differences.Estimate]:
     by_method: dict[str, list[tuple[int, float]]] = {}
     for (label, seed, _), value in reaches(rows).items():
         by_method.setdefault(label, []).append((seed, value))
-    return {label: over_seeds(values) for label, values in by_method.items()}
+    return {label: differences.over_seeds(values) for label, values in by_method.items()}
 
 
 def summarise(
@@ -159,8 +159,8 @@ def summarise(
     for (label, strength), mine in sorted(points.items(), key=lambda item: item[0][1]):
         gaps = [(row["seed"], row["gap_closed"]) for row in mine if row["gap_closed"] is not None]
         if gaps:
-            drop = over_seeds([(row["seed"], row["retain_drop"]) for row in mine])
-            curves.setdefault(label, []).append((strength, over_seeds(gaps), drop))
+            drop = differences.over_seeds([(row["seed"], row["retain_drop"]) for row in mine])
+            curves.setdefault(label, []).append((strength, differences.over_seeds(gaps), drop))
     return curves
 
 
@@ -180,8 +180,3 @@ def markdown(ranked: Mapping[str, differences.Estimate], strengths: Sequence[flo
         "interval. curves.csv has every point, curves.png the curves.",
     ]
     return "\n".join(lines) + "\n"
-
-
-def over_seeds(values: Sequence[tuple[int, float]]) -> differences.Estimate:
-    """(seed, value) pairs' mean over seeds, with its interval (nested over unlearning seeds)."""
-    return differences.over_seeds(differences.by_seed(values))

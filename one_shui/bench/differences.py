@@ -100,11 +100,14 @@ def estimate(strata: Sequence[Sequence[float]], resampled: str) -> Estimate:
     return Estimate(mean, float(interval.low), float(interval.high), seeds, resampled)
 
 
-def over_seeds(strata: Sequence[Sequence[float]]) -> Estimate:
-    """The mean over training seeds (``strata``: each one's values, one per unlearning seed) of each
-    seed's mean, with its interval: :func:`estimate`'s over the seeds when each has one value, else
-    nested (training seeds resampled, then unlearning seeds within each drawn one; percentile)."""
-    samples = [np.asarray(stratum, dtype=float) for stratum in strata]
+def over_seeds(values: Sequence[tuple[int, float]]) -> Estimate:
+    """The mean over training seeds of each seed's mean of its ``values`` ((training seed, value) pairs, a
+    value per unlearning seed), with its interval: :func:`estimate`'s over the seeds when each has one
+    value, else nested (training seeds resampled, then unlearning seeds within each drawn one; percentile)."""
+    strata: dict[int, list[float]] = {}
+    for seed, value in sorted(values, key=lambda pair: pair[0]):
+        strata.setdefault(seed, []).append(value)
+    samples = [np.asarray(stratum, dtype=float) for stratum in strata.values()]
     if all(len(sample) == 1 for sample in samples):
         return estimate([np.concatenate(samples)], "seeds")
     mean = float(np.mean([sample.mean() for sample in samples]))
@@ -116,14 +119,6 @@ def over_seeds(strata: Sequence[Sequence[float]]) -> Estimate:
     means = inner[drawn, np.arange(RESAMPLES)[:, None], np.arange(seeds)].mean(axis=1)
     low, high = np.percentile(means, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])
     return Estimate(mean, float(low), float(high), seeds, NESTED)
-
-
-def by_seed(values: Sequence[tuple[int, float]]) -> list[list[float]]:
-    """(training seed, value) pairs as :func:`over_seeds`'s strata: each seed's values, seeds in order."""
-    strata: dict[int, list[float]] = {}
-    for seed, value in sorted(values, key=lambda pair: pair[0]):
-        strata.setdefault(seed, []).append(value)
-    return list(strata.values())
 
 
 def _mean_of_means(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -159,7 +154,7 @@ def paired(
                 if row.get(metric) is not None and reference.get(metric) is not None
             ]
             if differences:
-                estimates[metric] = over_seeds(by_seed(differences))
+                estimates[metric] = over_seeds(differences)
         persons = [people.get((label, *seed_of(row))) for row, _ in pairs]
         if persons and all(persons):
             estimates[PER_PERSON] = estimate(persons, "people within seeds")
@@ -205,7 +200,7 @@ def gap_closed(
         share = share_closed(float(before["forget"]), float(row["forget"]), float(retrained["forget"]))
         if share is not None:
             shares.append((seed, share))
-    return over_seeds(by_seed(shares)) if shares else None
+    return over_seeds(shares) if shares else None
 
 
 def share_closed(before: float, after: float, retrained: float) -> float | None:

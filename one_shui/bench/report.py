@@ -239,7 +239,7 @@ def paired_caption(rows: Sequence[Mapping], people: bool) -> str:
     nested = (
         " With unlearning seeds, a seed's value is the mean over its unlearning seeds, and the interval "
         "resamples training seeds, then unlearning seeds within each (percentile)."
-        if "unlearning seeds" in seeds
+        if any(int(row.get("unlearning_seed") or 0) for row in rows)
         else ""
     )
     per_person = (
