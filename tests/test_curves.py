@@ -5,11 +5,15 @@ from __future__ import annotations
 import csv
 
 import pytest
+import torch
 import wandb
-from helpers import run_tiny
+from helpers import meta_data, quiet_trainer, run_tiny
 
 from one_shui.bench import curves
 from one_shui.bench.tracking import Tracker
+from one_shui.methods.base import TEST_POOLS
+from one_shui.methods.jit import JiT
+from one_shui.metrics.tow import UTILITY_POOLS
 
 
 def test_the_ranking_number_interpolates_where_the_curve_crosses_one_point():
@@ -92,3 +96,32 @@ def test_a_tiny_bench_serves_each_curve_from_one_preparation_and_strength_0_is_p
     _, logged_rows, _, plots, _, _ = summaries[0]
     assert out / "curves.png" in plots and all(curves.REACH in row for row in logged_rows)
     assert len(list(out.glob("wandb/offline-run-*/run-*.wandb"))) == 1
+
+
+def test_a_curve_point_draws_from_its_own_stream_whatever_ran_before_it(runs, monkeypatch):
+    """Each point's random stream is seeded by the cell's seed and its strength: JiT at a strength draws
+    the same noise (and gives the same point) whether other strengths or other draws came before it, other
+    noise at another seed, and the caller's stream goes on after the curve as if none had been served."""
+    root, pretrain, _ = runs
+    method = JiT(str(pretrain), copies=2)
+    trainer = quiet_trainer()
+    trainer.test(method, datamodule=meta_data(root), verbose=False)
+    loaders = dict(zip(TEST_POOLS, trainer.test_dataloaders, strict=True))
+    as_it_was = dict.fromkeys(UTILITY_POOLS, 50.0)
+    streams = []
+    real = JiT.forget_at
+    monkeypatch.setattr(
+        JiT, "forget_at", lambda self, *a: streams.append(torch.get_rng_state()) or real(self, *a)
+    )
+
+    alone = curves.serve(method, loaders, [3.0], as_it_was, seed=0)
+    torch.rand(1000)  # the caller drew before the curve
+    before = torch.get_rng_state()
+    after_others = curves.serve(method, loaders, [0.0, 1.0, 3.0], as_it_was, seed=0)
+    assert torch.equal(torch.get_rng_state(), before)
+    curves.serve(method, loaders, [3.0], as_it_was, seed=1)
+
+    assert after_others["0.0"] == as_it_was and after_others["3.0"] == alone["3.0"]
+    at_3, at_1, at_3_again, at_3_seed_1 = streams
+    assert torch.equal(at_3, at_3_again) and not torch.equal(at_3, at_1)
+    assert not torch.equal(at_3, at_3_seed_1)

@@ -13,6 +13,7 @@ import torch
 from helpers import CONFIGS, QUIET, attach, meta_data, method_args, on_data, quiet_trainer, real_data_args
 
 import one_shui.methods
+from one_shui.bench import report
 from one_shui.cli import OneShuiCLI
 from one_shui.data import IdentityDataModule, datamodule
 from one_shui.data.splits import make_split
@@ -20,6 +21,7 @@ from one_shui.methods.base import UnlearningMethod
 from one_shui.methods.jit import JiT
 from one_shui.methods.loading import config_method, method_options
 from one_shui.methods.meta_unlearn import MetaUnlearn
+from one_shui.methods.no_unlearning import NoUnlearning
 
 
 def method_classes() -> list[type[UnlearningMethod]]:
@@ -306,3 +308,25 @@ def test_an_rmia_reference_s_test_keeps_the_probabilities_of_the_full_test_and_n
     data.setup()
     check, retain = 2 * len(full.check_set), len(data.rows["retain"])
     assert sum(forwards) == seen - retain - check  # the check set before and after forget, not read
+
+
+def test_the_bench_s_tow_against_the_retrain_row_is_the_tow_a_test_given_the_retrained_model_computes(runs):
+    """The bench computes ToW from a row's utilities and the Retrain row's (report.tow) instead of running
+    the retrained model again in every row's test: the same number, to the last bit."""
+    root, pretrain, retrain = runs
+
+    def tested(method: UnlearningMethod) -> dict:
+        torch.manual_seed(0)
+        quiet_trainer().test(method, datamodule=meta_data(root), verbose=False)
+        return method.results
+
+    given = tested(JiT(str(pretrain), copies=2, retrain_ckpt=str(retrain)))
+    alone = tested(JiT(str(pretrain), copies=2))
+    retrain_row = tested(NoUnlearning(str(retrain)))
+    metric = JiT(str(pretrain)).evaluation.metric
+
+    def utilities(results: dict) -> dict:
+        return {"metrics": {pool: results[f"{pool}/{metric}"] for pool in ("retain", "forget", "test")}}
+
+    assert "tow" in given and "tow" not in alone
+    assert report.tow(utilities(alone), utilities(retrain_row)) == given["tow"]

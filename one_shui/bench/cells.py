@@ -307,8 +307,8 @@ class Runner:
         original = layout.RETRAIN if cell.kind == "reference" or cell.label == "Retrain" else layout.PRETRAIN
         args += [
             f"--model.init_args.pretrain_ckpt={retrain if original == layout.RETRAIN else pretrain}",
-            # ToW needs the retrained model; a reference only serves RMIA
-            f"--model.init_args.retrain_ckpt={retrain if cell.kind == 'row' else 'null'}",
+            # ToW is the report's, against the Retrain row (report.tow): no row runs the retrained model again
+            "--model.init_args.retrain_ckpt=null",
             *(["--model.init_args.reference=true"] if cell.kind == "reference" else []),
             *bench.evaluation_arguments,
         ]
@@ -357,8 +357,11 @@ class Runner:
         if self.bench.curve and cell.kind == "row" and curves.has_curve(type(cli.model)):
             start = time.perf_counter()
             loaders = dict(zip(TEST_POOLS, cli.trainer.test_dataloaders, strict=True))
+            as_it_was = self.record(cell.seed, "row", "Pretrain", cell.request)["metrics"]
             with silenced():
-                record["curve"] = curves.serve(cli.model, loaders, self.bench.curve)
+                record["curve"] = curves.serve(
+                    cli.model, loaders, self.bench.curve, as_it_was, unlearning_seed(cell)
+                )
             seconds["curve"] = time.perf_counter() - start
         if cell.label not in ORIGINAL and cell.request < self.bench.requests:
             record["unlearned"] = str(self._keep_unlearned(cell, cli.model, folder))

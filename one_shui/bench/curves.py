@@ -5,7 +5,10 @@ A method's strength is a multiple of the operating point of its declared option
 model as it was). After a row's test, its method is served the request again at each strength of the
 bench's ``curve``, each time from the original weights, and each point is evaluated on retain, forget and
 test as the row is (the same :class:`~one_shui.metrics.evaluation.Evaluation`, on the test's own
-loaders): no new Trainer, no MIA.
+loaders): no new Trainer, no MIA. At strength 0 the model is the original one: its point is the Pretrain
+row's utilities, not measured again. Each point draws its randomness (JiT's noise, PGU's batches) from its
+own stream, seeded by the cell's seed and the strength (:func:`point_seed`): a point does not depend on the
+test before it or on the other strengths, and the test's stream goes on after the curve as if unserved.
 
 Per point and seed, paired with Pretrain of the seed: the **retain drop** (Pretrain's retain minus the
 point's) and the **share of the memorisation gap closed** (:func:`one_shui.bench.differences.gap_closed`'s
@@ -15,6 +18,7 @@ most :data:`MAX_RETAIN_DROP` point along it (:func:`reach`), the mean over seeds
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -45,21 +49,45 @@ def has_curve(method: type[UnlearningMethod]) -> bool:
     return method.strength_option is not None and tuple(method.reads) == ("support",)
 
 
-def serve(method, loaders: Mapping[str, torch.utils.data.DataLoader], strengths: Sequence[float]) -> dict:
+def serve(
+    method,
+    loaders: Mapping[str, torch.utils.data.DataLoader],
+    strengths: Sequence[float],
+    as_it_was: Mapping[str, float],
+    seed: int,
+) -> dict:
     """``method`` (tested: its model is the unlearned one) served its test's support set at each of
-    ``strengths``, each from the original weights, evaluated on the ``loaders`` of the utility pools:
-    {strength: {pool: utility}}. The model is left as the test left it."""
+    ``strengths``, each from the original weights and with torch's random stream seeded by
+    :func:`point_seed` of ``seed`` (the cell's) and the strength, evaluated on the ``loaders`` of the utility
+    pools: {strength: {pool: utility}}. At strength 0 the model is the original one, whose utilities the
+    Pretrain row measured (``as_it_was``, by pool): they are that point. The model, and torch's random
+    stream, are left as the test left them."""
     served = {k: v.clone() for k, v in method.model.state_dict().items()}
-    original = Classifier.from_checkpoint(method.hparams.pretrain_ckpt, split=method.split).state_dict()
-    support = method.support_batch()
     points = {}
-    for strength in strengths:
-        method.model.load_state_dict(original)
-        with torch.inference_mode(False), torch.enable_grad():
-            method.forget_at(support, strength)
-        points[str(float(strength))] = utilities(method, loaders)
+    with torch.random.fork_rng(devices=cuda_devices(method.device)):
+        original = Classifier.from_checkpoint(method.hparams.pretrain_ckpt, split=method.split).state_dict()
+        support = method.support_batch()
+        for strength in strengths:
+            if strength == 0:
+                points[str(float(strength))] = {pool: as_it_was[pool] for pool in UTILITY_POOLS}
+                continue
+            method.model.load_state_dict(original)
+            torch.manual_seed(point_seed(seed, strength))
+            with torch.inference_mode(False), torch.enable_grad():
+                method.forget_at(support, strength)
+            points[str(float(strength))] = utilities(method, loaders)
     method.model.load_state_dict(served)
     return points
+
+
+def point_seed(seed: int, strength: float) -> int:
+    """A curve point's seed, drawn from the cell's ``seed`` and the ``strength``'s exact value alone."""
+    return random.Random(f"1-SHUI/curve/{seed}/{float(strength)!r}").getrandbits(63)
+
+
+def cuda_devices(device: torch.device) -> list[torch.device]:
+    """The CUDA devices whose random streams a point on ``device`` draws from (none on the CPU)."""
+    return [device] if device.type == "cuda" else []
 
 
 @torch.inference_mode()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..atomic import write_text_atomic
 from ..metrics.rmia import RMIAResult
+from ..metrics.tow import tug_of_war
 from .config import ORIGINAL
 from .differences import PER_PERSON, Estimate
 
@@ -102,12 +103,13 @@ def result_row(records: Mapping, record: Mapping, reference: Mapping, result: RM
     reference cell's time."""
     label, seconds, original = record["label"], record["seconds"], record["label"] in ORIGINAL
     stage = records.get((record["seed"], "stage", label.lower(), 0)) if original else None
-    metrics = ("retain", "forget", "test", "tow", "mia_auc", "mia_forget_non_member")
+    metrics = ("retain", "forget", "test", "mia_auc", "mia_forget_non_member")
     return {
         **{key: record[key] for key in ("seed", "method", "reads", "metric", "split")},
         "row": label,
         "group": group(record),
         **{key: record["metrics"].get(key) for key in metrics},
+        "tow": tow(record, records[(record["seed"], "row", "Retrain", 0)]),
         "rmia_auc": result.auc,
         "rmia_tpr_at_low_fpr": result.tpr_at_low_fpr,
         "rmia_low_fpr": result.low_fpr,
@@ -117,6 +119,12 @@ def result_row(records: Mapping, record: Mapping, reference: Mapping, result: RM
         "reference_s": None if original else sum(reference["seconds"].values()),
         "mia_selection": record.get("mia_selection", "balanced"),  # cells recorded before the choice existed
     }
+
+
+def tow(record: Mapping, retrained: Mapping) -> float:
+    """A row's ToW against the Retrain row of its seed (and request), from their utilities: what a test
+    given the retrained model computes, without running that model again in every row's test."""
+    return tug_of_war(record["metrics"], retrained["metrics"])
 
 
 IDENTITY_COLUMNS = ["row", "group", "seed", "unlearning_seed", "identity", "before", "after"]
