@@ -10,6 +10,7 @@ import pickle
 import random
 import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 import lightning as L
 import numpy as np
@@ -37,8 +38,7 @@ def load_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
     needed); they are then valid only while the file is left as it is.
     """
     path = _existing(path)
-    if not zipfile.is_zipfile(path):
-        raise _not_a_checkpoint(path)
+    require_archive(path)
     return _load(path, path, mmap)
 
 
@@ -47,8 +47,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, str]:
     file: its bytes are read once, hashed, then loaded from memory (for a while both are in memory)."""
     path = _existing(path)
     data = path.read_bytes()
-    if not zipfile.is_zipfile(io.BytesIO(data)):
-        raise _not_a_checkpoint(path)
+    require_archive(path, io.BytesIO(data))
     return _load(io.BytesIO(data), path), hashlib.sha256(data).hexdigest()
 
 
@@ -62,6 +61,32 @@ def _existing(path: str | os.PathLike) -> Path:
 def _not_a_checkpoint(path: Path) -> CheckpointError:
     # A zip archive is what torch.save writes; anything else is not a checkpoint of ours.
     return CheckpointError(f"{path}: not a PyTorch checkpoint (damaged, or another kind of file)")
+
+
+def require_archive(path: Path, data: io.BytesIO | None = None) -> None:
+    """Refuse, before anything is inflated, a file (``path``, or its bytes ``data`` when read already)
+    that torch.save did not write: a zip archive that stores every member as it is (uncompressed), so
+    that their declared sizes add up to no more than the file itself."""
+    archive = path if data is None else data
+    size = path.stat().st_size if data is None else len(data.getbuffer())
+    if not zipfile.is_zipfile(archive):
+        raise _not_a_checkpoint(path)
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            members = zipped.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
+    compressed = [m.filename for m in members if m.compress_type != zipfile.ZIP_STORED]
+    declared = sum(m.file_size for m in members)
+    if compressed:
+        reason = f"its member {compressed[0]} is compressed"
+    elif declared > size:
+        reason = f"its members declare {declared:,} bytes in a file of {size:,}"
+    else:
+        return
+    raise CheckpointError(
+        f"{path}: refused, not a checkpoint as torch.save writes one ({reason}); nothing inflated"
+    )
 
 
 def _load(source: Path | io.BytesIO, path: Path, mmap: bool = False) -> dict:
@@ -80,12 +105,16 @@ def _load(source: Path | io.BytesIO, path: Path, mmap: bool = False) -> dict:
     return checkpoint
 
 
-def sha256_of(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file's bytes, read in chunks (checkpoints can be large)."""
+def sha256_of(source: str | os.PathLike | BinaryIO) -> str:
+    """The SHA-256 of a file's bytes (a path, or an open binary file read from its start), read in chunks
+    (checkpoints can be large)."""
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as file:
+            return sha256_of(file)
+    source.seek(0)
     digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
+    for chunk in iter(lambda: source.read(1 << 20), b""):
+        digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -23,7 +23,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from . import layout
-from .checkpoints import CheckpointError, RandomState, RunRecord, load_checkpoint
+from .checkpoints import CheckpointError, RandomState, RunRecord, load_checkpoint, require_archive
 from .data.datamodule import IdentityDataModule
 from .errors import MissingFileError, SettingError, exit_on_user_error
 from .methods.base import MethodSetupError, UnlearningMethod
@@ -63,9 +63,16 @@ class OneShuiCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.task", "model.init_args.task", apply_on="instantiate")
 
+    def init_parser(self, **kwargs):
+        """Lightning's parser, whose errors are raised (a user error: one line, exit status 1) instead of
+        printing the usage and exiting with status 2."""
+        return super().init_parser(exit_on_error=False, **kwargs)
+
     def parse_arguments(self, parser, args) -> None:
         super().parse_arguments(parser, args)
         config = self._subcommand_config()
+        if config.get("ckpt_path") and Path(config.ckpt_path).is_file():  # Lightning reads it next
+            require_archive(Path(config.ckpt_path))
         if _is_identity_data(config):
             if config.get("seed_everything") is True:  # LightningCLI's default: a random seed
                 config["seed_everything"] = config.data.init_args.seed

@@ -1,15 +1,16 @@
-"""The one user-error type: a problem the user can fix (a missing file, a bad setting, a wrong
-checkpoint). Every entry point shows it as one line naming the thing and the fix, with exit status 1;
-any other exception is a bug and keeps its traceback."""
+"""The one user-error type: a problem the user can fix (a command line that does not parse, a missing
+file, a bad setting, a wrong checkpoint). Every entry point shows it as one line naming the thing and the
+fix, with exit status 1; any other exception is a bug and keeps its traceback."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import errno
 import math
 import sys
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 T = TypeVar("T")
 
@@ -30,6 +31,10 @@ class OutputExistsError(UserError, FileExistsError):
     """An output would overwrite a file that exists."""
 
 
+class CommandLineError(SettingError):
+    """The command line does not parse: an unknown option, a missing argument, a value of the wrong type."""
+
+
 class StorageError(UserError, OSError):
     """The file system refuses a write or a read: full, over quota, read-only, or not permitted."""
 
@@ -40,10 +45,12 @@ STORAGE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}  
 def user_error(err: BaseException | None) -> UserError | None:
     """The user error behind ``err``, if any: itself or what it was raised from (jsonargparse and
     Lightning wrap errors raised while instantiating a class). A full, read-only or forbidden file
-    system is one too."""
+    system is one too, and so is a command line that does not parse."""
     while err is not None:
         if isinstance(err, UserError):
             return err
+        if isinstance(err, argparse.ArgumentError):  # argparse's and jsonargparse's, made one line
+            return CommandLineError(" ".join(str(err).split()))
         if isinstance(err, OSError) and err.errno in STORAGE:
             return StorageError(
                 f"{err.filename or 'a file'}: {err.strerror}; free some space, fix its permissions, or "
@@ -54,14 +61,26 @@ def user_error(err: BaseException | None) -> UserError | None:
 
 
 def exit_on_user_error(prog: str, run: Callable[[], T]) -> T:
-    """``run()``; a user error ends the process with ``prog: message`` on stderr and status 1."""
+    """``run()``; a user error ends the process with ``prog: message`` on stderr and status 1, the
+    convention of every command. A command line that does not parse is one too (argparse's and
+    jsonargparse's errors, raised by :class:`CommandLineParser` or a parser with ``exit_on_error=False``),
+    its line ending with where the usage is."""
     try:
         return run()
     except Exception as err:
         cause = user_error(err)
         if cause is None:
             raise
-        sys.exit(f"{prog}: {cause}")
+        usage = f"; see {prog} --help" if isinstance(cause, CommandLineError) else ""
+        sys.exit(f"{prog}: {cause}{usage}")
+
+
+class CommandLineParser(argparse.ArgumentParser):
+    """argparse's parser, whose errors (an unknown option, a missing argument, a value of the wrong type)
+    are raised for :func:`exit_on_user_error` instead of printing the usage and exiting with status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise argparse.ArgumentError(None, message)
 
 
 @contextlib.contextmanager

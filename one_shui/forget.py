@@ -43,11 +43,12 @@ from pathlib import Path
 import torch
 
 from . import __version__, guard, layout, receipts
-from .atomic import publish
+from .atomic import publish, temporary, writable_folder
 from .checkpoints import load_checkpoint, sha256_of
 from .data.datamodule import build_transform
 from .data.images import ImageError, read_rgb
 from .errors import (
+    CommandLineParser,
     MissingFileError,
     OutputExistsError,
     SettingError,
@@ -91,13 +92,19 @@ def read_request(path: Path, root: Path) -> list[dict[str, str]]:
 
 
 def _inside(root: Path, name: str) -> Path:
-    file = (root / name).resolve()
-    if not file.is_relative_to(root):
-        raise ImageError(f"{name}: refused, it leads outside the portrait folder {root}")
-    if not file.exists():
-        raise MissingFileError(f"portrait {file} does not exist")
-    if not file.is_file():
-        raise ImageError(f"portrait {file} is not a regular file (a folder, a FIFO or a device?)")
+    try:
+        file = (root / name).resolve()
+        if not file.is_relative_to(root):
+            raise ImageError(f"{name}: refused, it leads outside the portrait folder {root}")
+        if not file.exists():
+            raise MissingFileError(f"portrait {file} does not exist")
+        if not file.is_file():
+            raise ImageError(f"portrait {file} is not a regular file (a folder, a FIFO or a device?)")
+    except UserError:
+        raise
+    except (OSError, ValueError, RuntimeError) as err:  # a link loop, a NUL byte, a name too long
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+        raise ImageError(f"portrait {name!r}: cannot be read ({reason})") from None
     return file
 
 
@@ -278,11 +285,9 @@ def outputs(out: Path) -> tuple[Path, Path]:
             f"--out {out}: its receipt is written beside it as <name>.json; give the checkpoint another "
             "suffix (.ckpt)"
         )
-    blocking = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
-    if blocking is not None:
-        raise SettingError(f"--out {out}: {blocking} is a file, not a folder; choose another --out")
+    writable_folder(out.parent, f"--out {out}")
     for path in (out, receipt):
-        if path.exists():
+        if os.path.lexists(path):
             raise OutputExistsError(f"{path} exists; choose another --out or remove it")
     return out, receipt
 
@@ -307,32 +312,29 @@ def default_out(method: UnlearningMethod, request: Path) -> Path:
 
 
 def _write(method: UnlearningMethod, receipt: dict, out: Path, receipt_path: Path, start: float) -> None:
-    """The checkpoint, then its receipt (with the checkpoint's hash): each whole or not at all, and
-    neither over a file that another run wrote meanwhile."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    """The checkpoint, then its receipt (with the checkpoint's hash): each whole or not at all, neither
+    over a file that another run wrote meanwhile, and never through a link (:func:`atomic.temporary`)."""
+    with temporary(out) as (file, tmp):
         try:
-            torch.save(method.unlearned_checkpoint({"unlearned": receipt}), tmp)
+            torch.save(method.unlearned_checkpoint({"unlearned": receipt}), file)
         except RuntimeError as err:  # how torch's writer reports a full disk
             raise StorageError(
                 f"cannot write {out}: {err}; free some space or choose another --out"
             ) from None
-        receipt["output"] = {"path": str(out), "sha256": sha256_of(tmp)}
+        receipt["output"] = {"path": str(out), "sha256": sha256_of(file)}
         receipt["seconds"]["total"] = round(time.perf_counter() - start, 4)
-        publish(tmp, out)
-        try:
-            tmp.write_text(json.dumps(receipt, indent=2) + "\n", encoding="utf-8")
-            publish(tmp, receipt_path)
-        except BaseException:
-            out.unlink(missing_ok=True)
-            raise
-    finally:
-        tmp.unlink(missing_ok=True)
+        publish(file, tmp, out)
+    try:
+        with temporary(receipt_path) as (file, tmp):
+            file.write((json.dumps(receipt, indent=2) + "\n").encode("utf-8"))
+            publish(file, tmp, receipt_path)
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = CommandLineParser(
         prog="one-shui-forget", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
@@ -372,8 +374,7 @@ def main(argv: list[str] | None = None) -> None:
         "--force", action="store_true", help="write the unlearned model even when the guard refuses it"
     )
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when there is one)")
-    args = parser.parse_args(argv)
-    receipt = exit_on_user_error("one-shui-forget", lambda: forget(args))
+    receipt = exit_on_user_error("one-shui-forget", lambda: forget(parser.parse_args(argv)))
     print(
         f"forgot {len(receipt['identities'])} identities in {receipt['seconds']['forget']:.3f} s: "
         f"{receipt['output']['path']} (receipt {receipts.receipt_path(Path(receipt['output']['path']))})"

@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import SettingError
+
 OUTPUTS = Path("outputs")
 PRETRAIN, RETRAIN = "pretrain", "retrain"
 STAGES = {"train": PRETRAIN, "retain": RETRAIN}  # the run a Classifier makes of each training pool
@@ -32,12 +34,23 @@ def dataset_name(dataset: str, synthetic: bool) -> str:
 
 def setting_dir(dataset: str, request_size: int, seed: int, root: str | os.PathLike = OUTPUTS) -> Path:
     """The folder of the setting (``dataset``, N, seed): its split and one folder per run."""
-    return Path(root) / dataset / f"N{request_size}-seed{seed}"
+    return Path(root) / component(dataset, "dataset") / f"N{request_size}-seed{seed}"
 
 
 def run_dir(dataset: str, request_size: int, seed: int, run: str, root: str | os.PathLike = OUTPUTS) -> Path:
     """The folder of one run of the setting (``dataset``, N, seed)."""
-    return setting_dir(dataset, request_size, seed, root) / run
+    return setting_dir(dataset, request_size, seed, root) / component(run, "run")
+
+
+def component(name: str, what: str) -> str:
+    """``name``, which names one folder or file: refused when it could name another place (empty, ``.``
+    or ``..``, or holding a path separator or a NUL byte)."""
+    if not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in ("/", "\\", "\0")):
+        raise SettingError(
+            f"{what} {name!r}: must be one folder name (not empty, '.' or '..'; no '/', '\\' or NUL), "
+            "so that nothing is written outside its folder"
+        )
+    return name
 
 
 def checkpoint_dir(run: str | os.PathLike) -> Path:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoints import RECORD_KEY, CheckpointError, load_checkpoint, sha256_of
-from .errors import UserError, exit_on_user_error
+from .errors import CommandLineParser, MissingFileError, UserError, exit_on_user_error
 
 
 class ChainError(UserError, ValueError):
@@ -136,6 +136,8 @@ def verify(model: Path) -> tuple[list[Link], list[str]]:
     """Follow ``model``'s chain back to the original (the first receipt's parent): every model and
     receipt re-hashed, every portrait found under its request's folder re-hashed. Returns the links and
     the portraits that could not be found (not a break: a request's portraits may be deleted)."""
+    if not model.is_file():
+        raise MissingFileError(f"model {model} does not exist: give a model that one-shui-forget wrote")
     links = chain(model)
     missing = []
     for link in links:
@@ -155,12 +157,11 @@ def verify(model: Path) -> tuple[list[Link], list[str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = CommandLineParser(
         prog="one-shui-verify", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("model", type=Path, help="a model that one-shui-forget wrote (its receipt beside it)")
-    args = parser.parse_args(argv)
-    links, missing = exit_on_user_error("one-shui-verify", lambda: verify(args.model))
+    links, missing = exit_on_user_error("one-shui-verify", lambda: verify(parser.parse_args(argv).model))
     for k, link in enumerate(links, start=1):
         print(f"request {k}: {link.model} forgot {', '.join(link.receipt['identities'])}")
     for path in missing:

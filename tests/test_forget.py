@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import shutil
+import tempfile
 import unicodedata
 from pathlib import Path
 
@@ -127,6 +128,13 @@ def corrupt(rows, tmp_path, how: str) -> list[dict[str, str]]:
         data = (tmp_path / rows[0]["image"]).read_bytes()
         (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
         rows[0]["image"] = "cut.png"
+    elif how == "a link loop":
+        os.symlink(tmp_path / "loop.png", tmp_path / "loop.png")
+        rows[0]["image"] = "loop.png"
+    elif how == "a NUL byte in its name":
+        rows[0]["image"] = "port\0rait.png"
+    elif how == "a name too long":
+        rows[0]["image"] = "p" * 300 + ".png"
     elif how == "a float image beyond any range":
         Image.fromarray(np.full((8, 8), 300.0, dtype=np.float32)).save(tmp_path / "far.tiff")
         rows[0]["image"] = "far.tiff"
@@ -146,6 +154,9 @@ def corrupt(rows, tmp_path, how: str) -> list[dict[str, str]]:
         ("a FIFO", "is not a regular file"),
         ("a truncated image", "not a readable image"),
         ("a float image beyond any range", "beyond 255"),
+        ("a link loop", "portrait 'loop.png': cannot be read"),
+        ("a NUL byte in its name", "portrait 'port\\x00rait.png': cannot be read"),
+        ("a name too long", "cannot be read (File name too long)"),
     ],
 )
 def test_a_bad_request_is_refused_with_one_message_and_no_output(
@@ -320,6 +331,46 @@ def test_an_out_that_cannot_hold_the_checkpoint_and_its_receipt_is_refused(
     error = forget(prepared, write_request(tmp_path, request_rows), "--out", tmp_path / out)
     assert error is not None and message in error and "\n" not in error
     assert nothing_written(tmp_path) and (tmp_path / "file.txt").read_text() == "a file"
+
+
+@pytest.mark.parametrize("where", ["a folder on the way", "the output itself"])
+def test_an_out_that_is_a_link_to_nowhere_is_refused_before_any_work(
+    prepared, request_rows, tmp_path, monkeypatch, where
+):
+    """A link that leads nowhere, as a folder of --out or as --out itself, is found before the request is
+    served, not when the work is done."""
+    nowhere = tmp_path / "nowhere"
+    out = tmp_path / ("linked/u.ckpt" if where == "a folder on the way" else "u.ckpt")
+    os.symlink(nowhere, out.parent if where == "a folder on the way" else out)
+    monkeypatch.setattr(MetaUnlearn, "forget", lambda *a: pytest.fail("the request was served"))
+    error = forget(prepared, write_request(tmp_path, request_rows), "--out", out)
+    expected = (
+        "linked is a link that leads nowhere, not a folder" if where == "a folder on the way" else "exists"
+    )
+    assert error is not None and expected in error and "\n" not in error, error
+    assert not nowhere.exists()
+
+
+def test_forget_never_writes_through_a_link_planted_at_a_temporary_name(
+    prepared, request_rows, tmp_path, monkeypatch
+):
+    """Links at the names the model's and the receipt's temporary files would have (the one drawn first,
+    and a pid-named one): the files they point at are left as they were, and the outputs are files."""
+    served = tmp_path / "served"
+    served.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not yours")
+    for name in ("u.ckpt", "u.json"):
+        for tag in ("planted", str(os.getpid())):
+            os.symlink(victim, served / f".{name}.{tag}.tmp")
+    names = iter(["planted", "free1", "planted", "free2"])  # the model's draws, then the receipt's
+    monkeypatch.setattr(tempfile, "_get_candidate_names", lambda: names)
+    assert forget(prepared, write_request(tmp_path, request_rows), "--out", served / "u.ckpt") is None
+    assert victim.read_text() == "not yours"
+    out = served / "u.ckpt"
+    assert not out.is_symlink() and not out.with_suffix(".json").is_symlink()
+    receipt = json.loads(out.with_suffix(".json").read_text())
+    assert receipt["output"]["sha256"] == sha256_of(out) and load_checkpoint(out)["state_dict"]
 
 
 def test_a_run_never_overwrites_an_output_that_another_run_wrote_meanwhile(

@@ -47,6 +47,7 @@ from .tracking import Tracker
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 RECORD, LOCK = "cell.json", ".lock"
+RECORD_KEY = {"stage": "checkpoint", "row": "metrics", "reference": "probabilities"}  # a record's own result
 UNLEARNING_STRIDE = 1000  # between the seeds of a method's cells at consecutive unlearning seeds
 # Warnings that every cell would repeat, none of them about the user's settings.
 SILENCED = (
@@ -204,6 +205,11 @@ def reusable(cell: Cell, folder: Path) -> dict | None:
         return None
     try:
         record = json.loads(done.read_text())
+        if not isinstance(record, dict):
+            raise TypeError(f"{done} holds a JSON {type(record).__name__}, not a record")
+        missing = [key for key in ("split", "seconds", RECORD_KEY[cell.kind]) if key not in record]
+        if missing:
+            raise ValueError(f"{done} has no {', '.join(missing)}")
         if cell.kind == "stage":
             load_checkpoint(record["checkpoint"], mmap=True)
         if record.get("unlearned"):  # what the next request of the sequential bench is served on

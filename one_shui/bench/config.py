@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
 
+from .. import layout
+from ..atomic import writable_folder
 from ..errors import UserError
 from ..methods.base import UnlearningMethod
 from ..methods.loading import config_method, method_options
@@ -188,6 +190,8 @@ def check(bench: Bench) -> Bench:
     """The bench with every method's label (its class name unless given); refused, before anything
     runs, when it would fail later: a missing config, a method YAML that names no one_shui method,
     repeated labels, no seeds."""
+    layout.component(bench.name, "bench name")  # its folder under out
+    writable_folder(bench.folder, f"bench {bench.name}: out {bench.out}")
     configs = {"data": bench.data, "train": bench.train, "evaluate": bench.evaluate}
     configs.update({f"trainer[{k}]": path for k, path in enumerate(bench.trainer)})
     for key, path in configs.items():

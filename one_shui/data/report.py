@@ -39,15 +39,14 @@ def summarise(data: IdentityDataModule) -> str:
 
 def main(args: list[str] | None = None) -> None:
     """Console entry point: a user error is one line on stderr and exit status 1."""
-    parser = data_parser(description=__doc__)
+    parser = data_parser(description=__doc__, exit_on_error=False)
     parser.add_argument(
         "--out",
         type=str | None,
         default=None,
         help="where to save the split JSON (default: outputs/<dataset>/N<N>-seed<seed>/split.json)",
     )
-    cfg = parser.parse_args(args)
-    exit_on_user_error("one-shui-split", lambda: split(parser, cfg))
+    exit_on_user_error("one-shui-split", lambda: split(parser, parser.parse_args(args)))
 
 
 def split(parser: ArgumentParser, cfg) -> None:

@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
-from ..atomic import write_text_atomic
+from ..atomic import write_bytes_atomic, write_text_atomic
 from ..data.datamodule import build_transform
 from ..data.images import read_rgb
 from ..data.sources import read_table
@@ -71,12 +71,11 @@ def stand_in_weights(stand_in: StandIn, backbone: str, image_size: int, progress
     with torch.random.fork_rng():  # the caller's random state is left as it was
         torch.manual_seed(stand_in.seed)
         network = _train(stand_in, backbone, image_size, progress)
-    tmp = weights.with_name(f".{weights.name}.tmp")
-    save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(tmp))
+    data = save({k: v.contiguous() for k, v in network.state_dict().items()})
     # The stamp first: a crash between the two leaves a stamp without weights, which trains again, never
     # weights without a stamp, which would be refused as another stand-in's.
     write_text_atomic(stamp_file, json.dumps(stamp, indent=1))
-    tmp.replace(weights)
+    write_bytes_atomic(weights, data)
     return weights
 
 
