@@ -22,9 +22,11 @@ with that model's receipt, so the receipts chain back to the original model; ``o
 chain. A model outside this method's chain, and a request naming someone forgotten earlier in the chain,
 are refused.
 
-A guard stops a destructive step: the model is scored on the method's check set (VAL images no request
-touches; a prepared method carries it, a method given by its config draws it from ``--data``) before and
-after the request, and a drop of more than ``--max-drop`` points refuses to write, unless ``--force``. The
+A guard stops a destructive step, and a chain that slides: the model is scored on the method's check set
+(VAL images no request touches; a prepared method carries it, a method given by its config draws it from
+``--data``) before and after the request, and so is the original model of the chain. A drop of more than
+``--max-drop`` points from the model served on, or of more than ``--max-total-drop`` from the original,
+refuses to write, unless ``--force``; a check set too small to resolve those bounds is refused. The
 figures go into the receipt.
 """
 
@@ -176,8 +178,9 @@ def load_method(path: Path, pretrain_ckpt: str | None) -> UnlearningMethod:
 def forget(args: argparse.Namespace) -> dict:
     """Serve the request; returns the receipt (also written beside the output)."""
     start = time.perf_counter()
-    if not (math.isfinite(args.max_drop) and args.max_drop >= 0):
-        raise SettingError(f"--max-drop {args.max_drop}: give a number of points, at least 0")
+    for option, bound in (("--max-drop", args.max_drop), ("--max-total-drop", args.max_total_drop)):
+        if not (math.isfinite(bound) and bound > 0):
+            raise SettingError(f"{option} {bound}: give a number of points, more than 0")
     request = Path(args.request)
     if not request.is_file():
         raise MissingFileError(f"request {request} does not exist")
@@ -185,9 +188,14 @@ def forget(args: argparse.Namespace) -> dict:
     rows = read_request(request, root)
     device = serving_device(args.device)
     method = load_method(Path(args.method), args.pretrain_ckpt)
-    parent, before = serve_on(method, Path(args.on) if args.on else None)
     check = guard.check_set_of(method, args.data, args.method, is_config(args.method))
+    guard.require_resolving(check, min(args.max_drop, args.max_total_drop))
     out, receipt_path = outputs(Path(args.out) if args.out else default_out(method, request))
+    method.to(device)
+    method.check_set = check[0]
+    original = method.check_score()  # the method holds the original model until it is served on another
+    parent, before = serve_on(method, Path(args.on) if args.on else None)
+    scores = (original, original if parent["receipt"] is None else method.check_score())
     hp = method.model.hparams
     identities = method.identity_ids([row["identity"] for row in rows])
     again = sorted({method.identities[i] for i in identities.tolist()} & set(before))
@@ -198,14 +206,12 @@ def forget(args: argparse.Namespace) -> dict:
         )
     targets = parse_targets(rows, hp.task, hp.num_classes, method.reads_targets)
     images, hashes = load_portraits(rows, hp.image_size)
-    method.to(device)
-    method.check_set = check[0]
-    score_before = method.check_score()
     step = time.perf_counter()
     method.forget((images.to(device), identities.to(device), targets.to(device)))
     seconds = time.perf_counter() - step
     require_finite(method)
-    verdict = guard.judge(method, check, score_before, method.check_score(), args.max_drop, args.force)
+    scores = (*scores, method.check_score())
+    verdict = guard.judge(method, check, scores, (args.max_drop, args.max_total_drop), args.force)
     receipt = {
         "identities": sorted({method.identities[i] for i in identities.tolist()}),  # as trained
         "method": method.class_path(),
@@ -369,6 +375,13 @@ def main(argv: list[str] | None = None) -> None:
         help="the guard: refuse to write when the unlearned model loses more than this many points of the "
         "metric (mAP or accuracy x100) on the check set, against the model it was served on (default: "
         "%(default)s)",
+    )
+    parser.add_argument(
+        "--max-total-drop",
+        type=float,
+        default=guard.MAX_TOTAL_DROP,
+        help="the guard: refuse to write when the unlearned model loses more than this many points on the "
+        "check set against the original model of its chain, over all its requests (default: %(default)s)",
     )
     parser.add_argument(
         "--force", action="store_true", help="write the unlearned model even when the guard refuses it"

@@ -156,6 +156,21 @@ def verify(model: Path) -> tuple[list[Link], list[str]]:
     return links, missing
 
 
+def guard_line(guard: dict) -> str:
+    """The guard's figures of a receipt in a line: the step's drop and the chain's, each with its bound."""
+
+    def figure(drop: str, bound: str, against: str) -> str:
+        if guard.get(drop) is None:
+            return f"no {against} figure (a receipt of an older one_shui)"
+        return f"{guard[drop]:.2f} points under {against} (bound {guard.get(bound)})"
+
+    if not guard:
+        return "no figures (a receipt of an older one_shui)"
+    verdict = "passed" if guard.get("passed") else "written by --force past a refusal"
+    step = figure("drop", "max_drop", "the model served on")
+    return f"{verdict}; {step}; {figure('total_drop', 'max_total_drop', 'the original')}"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = CommandLineParser(
         prog="one-shui-verify", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -164,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     links, missing = exit_on_user_error("one-shui-verify", lambda: verify(parser.parse_args(argv).model))
     for k, link in enumerate(links, start=1):
         print(f"request {k}: {link.model} forgot {', '.join(link.receipt['identities'])}")
+        print(f"  guard: {guard_line(link.receipt.get('guard') or {})}")
     for path in missing:
         print(f"not found, not checked: portrait {path}")
     people = forgotten(links)

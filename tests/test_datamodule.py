@@ -271,21 +271,45 @@ def test_the_check_set_is_a_fixed_sample_of_val_read_as_tested(tmp_path):
     ):  # VAL as the test transform reads it
         assert any(torch.allclose(x, image, atol=1e-6) and torch.equal(t, target) for x, _, t in val)
     assert len(take_check_set(data, 10_000)) == len(data.rows["val"])  # all of VAL when it has fewer
-    assert CheckSet.from_record(check.to_record(), 16, "x").sha256 == check.sha256
+    model = {"image_size": 16, "task": data.task, "num_classes": data.num_classes}
+    assert CheckSet.from_record(check.to_record(), model, "x").sha256 == check.sha256
+
+
+IMAGES = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
 
 
 @pytest.mark.parametrize(
-    "record",
+    ("record", "task", "wrong"),
     [
-        None,
-        {"images": torch.zeros(2, 3, 16, 16), "targets": torch.zeros(2, 40)},
-        {"images": torch.zeros(2, 3, 8, 8, dtype=torch.uint8), "targets": torch.zeros(2, 40)},
+        (None, "multilabel", "images are not a uint8 tensor but NoneType"),
+        ({"images": torch.zeros(2, 3, 16, 16), "targets": torch.zeros(2, 40)}, "multilabel", "torch.float32"),
+        ({"images": IMAGES[..., :8, :8], "targets": torch.zeros(2, 40)}, "multilabel", "shape (2, 3, 8, 8)"),
+        ({"images": IMAGES[:0], "targets": torch.zeros(0, 40)}, "multilabel", "with n > 0"),
+        ({"images": IMAGES, "targets": None}, "multilabel", "targets are NoneType, not a tensor"),
+        ({"images": IMAGES, "targets": torch.zeros(2, 39)}, "multilabel", "shape (2, 39), not (2, 40)"),
+        ({"images": IMAGES, "targets": torch.zeros(3)}, "classification", "shape (3,), not (2,)"),
+        ({"images": IMAGES, "targets": torch.full((2, 40), 2.0)}, "multilabel", "other than 0 or 1"),
+        ({"images": IMAGES, "targets": torch.tensor([0, 40])}, "classification", "whole classes in 0..39"),
+        ({"images": IMAGES, "targets": torch.tensor([0.0, 1.5])}, "classification", "whole classes in 0..39"),
     ],
-    ids=["missing", "float", "other size"],
+    ids=[
+        "missing",
+        "float",
+        "other size",
+        "empty",
+        "no targets",
+        "wrong width",
+        "wrong count",
+        "not 0 or 1",
+        "class out of range",
+        "float classes",
+    ],  # fmt: skip
 )
-def test_a_damaged_check_set_is_refused(record):
-    with pytest.raises(CheckSetError, match="its check set is damaged"):
-        CheckSet.from_record(record, 16, "method.ckpt")
+def test_a_damaged_check_set_is_one_line_saying_what_is_wrong(record, task, wrong):
+    model = {"image_size": 16, "task": task, "num_classes": 40}
+    with pytest.raises(CheckSetError, match="method.ckpt: its check set is damaged") as error:
+        CheckSet.from_record(record, model, "method.ckpt")
+    assert wrong in str(error.value) and "\n" not in str(error.value)
 
 
 def test_an_image_is_decoded_once_for_every_datamodule_and_read_as_the_transforms_read_the_file(tmp_path):

@@ -612,6 +612,8 @@ def test_verify_follows_the_chain_and_names_everyone_forgotten(chain, capsys, tm
     out = capsys.readouterr().out
     assert "chain intact: 2 request(s), 3 people forgotten" in out
     assert all(row["identity"] in out for row in rows)
+    guards = [line for line in out.splitlines() if line.startswith("  guard: passed; ")]
+    assert len(guards) == 2 and all("under the original (bound 5.0)" in line for line in guards)
     (tmp_path / "second" / rows[2]["image"]).unlink()  # a deleted portrait is reported, not a break
     assert verify(two) is None
     assert "not found, not checked: portrait" in capsys.readouterr().out
@@ -668,19 +670,19 @@ def test_models_outside_the_chain_and_people_forgotten_before_are_refused(
 
 
 def ruin(method, support) -> None:
-    """A destructive step: the head's ranking of every attribute turned upside down."""
+    """A destructive step: the head gives every image the same answer (a ranking of no worth)."""
     with torch.no_grad():
         for param in method.model.network.get_classifier().parameters():
-            param.neg_()
+            param.zero_()
 
 
 def test_the_guard_refuses_a_destructive_step_unless_forced(prepared, request_rows, tmp_path, monkeypatch):
     request, out = write_request(tmp_path, request_rows), tmp_path / "u.ckpt"
     monkeypatch.setattr(MetaUnlearn, "forget", ruin)
-    error = forget(prepared, request, "--out", out, "--max-drop", "1")  # the tiny model is near chance
+    error = forget(prepared, request, "--out", out)
     assert error is not None and "refused by the guard" in error and "--force" in error, error
     assert nothing_written(tmp_path)
-    for flags, passed in ((["--max-drop", "1", "--force"], False), (["--max-drop", "100"], True)):
+    for flags, passed in ((["--force"], False), (["--max-drop", "100", "--max-total-drop", "100"], True)):
         out = tmp_path / f"{flags[-1]}.ckpt"
         assert forget(prepared, request, "--out", out, *flags) is None
         guard = json.loads(out.with_suffix(".json").read_text())["guard"]
@@ -709,10 +711,77 @@ def test_without_a_check_set_nothing_is_served_even_forced(prepared, request_row
     assert not (tmp_path / "u.ckpt").exists() and not (tmp_path / "u.json").exists()
 
 
+@pytest.mark.parametrize("size", [1, 4])
+def test_a_check_set_too_small_to_resolve_the_bound_is_refused_even_forced(
+    prepared, request_rows, tmp_path, size
+):
+    """On 1 image the check score is 100 before and after nearly any step: a guard that cannot see a drop
+    of its bound is no guard, so nothing is served, --force included."""
+    small = load_checkpoint(prepared)
+    small["check_set"] = {key: tensor[:size] for key, tensor in small["check_set"].items()}
+    torch.save(small, tmp_path / "small.ckpt")
+    request, out = write_request(tmp_path, request_rows), tmp_path / "out" / "u.ckpt"
+    error = forget(tmp_path / "small.ckpt", request, "--out", out, "--force")
+    assert error is not None and "\n" not in error, error
+    assert (
+        f"the check set of {size} VAL images (the prepared checkpoint) cannot resolve a drop of 5 points"
+        in error
+    )
+    assert "needs at least 55 images" in error and "check_size=55" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_check_set_of_the_wrong_shape_is_one_line_naming_the_file(prepared, request_rows, tmp_path):
+    damaged = load_checkpoint(prepared)
+    damaged["check_set"]["targets"] = damaged["check_set"]["targets"][:, :3]
+    torch.save(damaged, tmp_path / "damaged.ckpt")
+    out = tmp_path / "out" / "u.ckpt"
+    error = forget(tmp_path / "damaged.ckpt", write_request(tmp_path, request_rows), "--out", out)
+    assert error is not None and "\n" not in error, error
+    assert f"{tmp_path / 'damaged.ckpt'}: its check set is damaged (its targets have shape (" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_chain_of_small_steps_is_refused_once_its_total_drop_passes_the_bound(
+    prepared, request_rows, tmp_path, monkeypatch
+):
+    """Each request takes the same small step, 3 check points (under --max-drop 5): the first passes;
+    the second, 3 points under the model it is served on, is 6 under the original and is refused
+    (--max-total-drop 5); a looser bound lets it through, with both figures in its receipt."""
+    head = load_prepared(prepared).model.network.get_classifier()
+    start = float(head.bias[0])
+
+    def step(method, support):
+        with torch.no_grad():
+            method.model.network.get_classifier().bias.add_(1.0)
+
+    def score(method):  # 3 points per step taken
+        return 90.0 - 3.0 * round(float(method.model.network.get_classifier().bias[0]) - start)
+
+    monkeypatch.setattr(MetaUnlearn, "forget", step)
+    monkeypatch.setattr(MetaUnlearn, "check_score", score)
+    one, two = tmp_path / "one.ckpt", tmp_path / "two.ckpt"
+    assert forget(prepared, write_request(tmp_path, request_rows[:2]), "--out", one) is None
+    request = write_request(tmp_path, request_rows[2:])
+    error = forget(prepared, request, "--on", one, "--out", two)
+    assert error is not None and "refused by the guard" in error, error
+    assert "6.00 points under the 90.00 of the original model of its chain (--max-total-drop 5" in error
+    assert "this step alone lost 3.00" in error and not two.exists()
+    assert forget(prepared, request, "--on", one, "--out", two, "--max-total-drop", "7") is None
+    guards = [json.loads(path.with_suffix(".json").read_text())["guard"] for path in (one, two)]
+    assert [(g["drop"], g["total_drop"], g["original"]) for g in guards] == [
+        (3.0, 3.0, 90.0),
+        (3.0, 6.0, 90.0),
+    ]
+    assert [g["max_total_drop"] for g in guards] == [5.0, 7.0] and all(g["passed"] for g in guards)
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
         (["--max-drop", "-1"], "--max-drop -1.0: give a number of points"),
+        (["--max-drop", "0"], "--max-drop 0.0: give a number of points, more than 0"),
+        (["--max-total-drop", "inf"], "--max-total-drop inf: give a number of points"),
         (["--max-drop", "nan"], "--max-drop nan"),
         (["--data", "configs/data/synthetic.yaml"], "carries its own check set"),
     ],

@@ -177,3 +177,15 @@ def test_one_wandb_run_per_request_cell_and_a_summary_run(tmp_path, monkeypatch)
     for cell in (tmp_path / SEED.format(0)).iterdir():
         assert len(list(cell.glob("wandb/offline-run-*/run-*.wandb"))) == 1, cell.name
     assert len(list((tmp_path / "outputs/tiny").glob("wandb/offline-run-*/run-*.wandb"))) == 1
+
+
+def test_guard_stops_count_a_chain_that_slides_past_the_total_bound():
+    """Steps of 3 check points each: no step passes --max-drop 5, but the second request is 6 points under
+    the model before request 1, so the guard of `one-shui-forget` would refuse it (and the third)."""
+    rows = [
+        {"row": "M", "seed": seed, "unlearning_seed": 0, "request": k, "check_before": 90.0 - 3 * (k - 1),
+         "check_after": 90.0 - 3 * k, "check_drop": 3.0}
+        for seed in (0, 1) for k in (1, 2, 3)
+    ]  # fmt: skip
+    assert sequential_module.stopped(rows) == {("M", 1): 0, ("M", 2): 2, ("M", 3): 2}
+    assert sequential_module.stopped(rows, max_total_drop=7) == {("M", 1): 0, ("M", 2): 0, ("M", 3): 2}

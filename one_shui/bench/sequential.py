@@ -7,8 +7,8 @@ of that moment: everyone forgotten so far is the forget pool (and this request's
 ``request``), everyone else of TRAIN is retained, and ToW is against a model retrained without everyone
 forgotten so far. Those retrains, and the Pretrain and Retrain rows at each k, are cells shared by every
 method. A method is prepared once, at k = 1, on the original model; its preparation serves every k. The
-guard's figures (the check set's score before and after each request) say whether `one-shui-forget`
-would have refused the request.
+guard's figures (the check set's score before and after each request, and before request 1) say whether
+`one-shui-forget` would have refused the request.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..atomic import write_text_atomic
-from ..guard import MAX_DROP
+from ..guard import MAX_DROP, MAX_TOTAL_DROP
 from . import differences, environment, plots, report
 from .cells import Runner
 from .config import Bench
@@ -90,13 +90,23 @@ def summarise(rows: Sequence[Mapping]) -> dict[tuple[str, int], dict[str, tuple[
     return table
 
 
-def stopped(rows: Sequence[Mapping], max_drop: float = MAX_DROP) -> dict[tuple[str, int], int]:
+def stopped(
+    rows: Sequence[Mapping], max_drop: float = MAX_DROP, max_total_drop: float = MAX_TOTAL_DROP
+) -> dict[tuple[str, int], int]:
     """How many seeds' (and unlearning seeds') request the guard of `one-shui-forget` would have refused,
-    per row and request."""
+    per row and request: a check drop of more than ``max_drop`` from the model served on, or of more than
+    ``max_total_drop`` from the original model of the chain (its check score before request 1)."""
+    original = {
+        (r["row"], r["seed"], r["unlearning_seed"]): r["check_before"] for r in rows if r["request"] == 1
+    }
     counts: dict[tuple[str, int], int] = {}
     for row in rows:
-        key = (row["row"], row["request"])
-        refused = row["check_drop"] is not None and row["check_drop"] > max_drop
+        start = original.get((row["row"], row["seed"], row["unlearning_seed"]))
+        key, after = (row["row"], row["request"]), row["check_after"]
+        total = start - after if start is not None and after is not None else None
+        refused = (row["check_drop"] is not None and row["check_drop"] > max_drop) or (
+            total is not None and total > max_total_drop
+        )
         counts[key] = counts.get(key, 0) + refused
     return counts
 
@@ -137,7 +147,7 @@ def markdown(rows: Sequence[Mapping], title: str, paired: Mapping[tuple, Mapping
         "(all so far): everyone forgotten by requests 1 to k; forget (request k): its people alone. ToW: "
         "against a model retrained without everyone forgotten so far. Check drop: the check set's score "
         "before the request minus after it; guard stops: the seeds where `one-shui-forget` would refuse the "
-        f"request (a drop above {MAX_DROP:g}).",
+        f"request (a drop above {MAX_DROP:g}, or above {MAX_TOTAL_DROP:g} from the model before request 1).",
     ]
     return "\n".join(lines) + "\n"
 

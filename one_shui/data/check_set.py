@@ -43,24 +43,45 @@ class CheckSet:
         return {"images": self.images, "targets": self.targets}
 
     @classmethod
-    def from_record(cls, record: object, image_size: int, source: str) -> CheckSet:
-        """The check set a checkpoint carries; refused unless whole and fit for a model of ``image_size``."""
+    def from_record(cls, record: object, model: dict, source: str) -> CheckSet:
+        """The check set a checkpoint carries; refused, in one line saying what is wrong, unless whole and
+        fit for the ``model`` of these hyperparameters (image_size, task, num_classes)."""
         images = record.get("images") if isinstance(record, dict) else None
         targets = record.get("targets") if isinstance(record, dict) else None
-        shape = (3, image_size, image_size)
-        whole = (
-            isinstance(images, torch.Tensor)
-            and isinstance(targets, torch.Tensor)
-            and images.dtype == torch.uint8
-            and images.dim() == 4
-            and tuple(images.shape[1:]) == shape
-            and 0 < len(images) == len(targets)
+        wrong = _wrong_images(images, model["image_size"]) or _wrong_targets(
+            targets, len(images), model["task"], model["num_classes"]
         )
-        if not whole:
-            raise CheckSetError(
-                f"{source}: its check set is damaged (not uint8 images of {shape} with targets)"
-            )
+        if wrong:
+            raise CheckSetError(f"{source}: its check set is damaged ({wrong}); prepare the method again")
         return cls(images, targets)
+
+
+def _wrong_images(images: object, image_size: int) -> str | None:
+    """What is wrong with a check set's images, if anything."""
+    shape = (3, image_size, image_size)
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
+        return f"its images are not a uint8 tensor but {type(images).__name__} {getattr(images, 'dtype', '')}"
+    if images.dim() != 4 or tuple(images.shape[1:]) != shape or not len(images):
+        return (
+            f"its images have shape {tuple(images.shape)}, not (n, {', '.join(map(str, shape))}) with n > 0"
+        )
+    return None
+
+
+def _wrong_targets(targets: object, count: int, task: str, num_classes: int) -> str | None:
+    """What is wrong with a check set's targets for ``count`` images of a ``task`` model, if anything."""
+    shape = (count, num_classes) if task == "multilabel" else (count,)
+    if not isinstance(targets, torch.Tensor) or targets.is_complex():
+        return f"its targets are {type(targets).__name__}, not a tensor"
+    if tuple(targets.shape) != shape:
+        return f"its targets have shape {tuple(targets.shape)}, not {shape} for {count} {task} images"
+    allowed = (
+        (targets == 0) | (targets == 1) if task == "multilabel" else (targets >= 0) & (targets < num_classes)
+    )
+    if targets.is_floating_point() and task != "multilabel" or not bool(allowed.all()):
+        expected = "0 or 1" if task == "multilabel" else f"whole classes in 0..{num_classes - 1}"
+        return f"its targets hold values other than {expected}"
+    return None
 
 
 def take_check_set(data: IdentityDataModule, size: int) -> CheckSet:

@@ -244,8 +244,14 @@ class UnlearningMethod(L.LightningModule):
             checkpoint[CHECK_SET_KEY] = self.check_set.to_record()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        trainer = self._trainer
+        path = trainer.ckpt_path if trainer is not None else None
+        self.restore(checkpoint, str(path) if path else f"the {type(self).__name__} checkpoint")
+
+    def restore(self, checkpoint: dict, source: str) -> None:
+        """Check that the prepared checkpoint (``source``, named in errors) was prepared on this original
+        model and split, and put the original model's weights and the check set it carries in place."""
         record = checkpoint.get(RECORD_KEY, {})
-        source = f"the {type(self).__name__} checkpoint"
         if record.get("original_sha256") != self.original.sha256:
             raise CheckpointError(
                 f"{source} was prepared on another original model than {self.hparams.pretrain_ckpt}: "
@@ -255,9 +261,7 @@ class UnlearningMethod(L.LightningModule):
         original = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         checkpoint["state_dict"] = {**checkpoint["state_dict"], **original}
         if CHECK_SET_KEY in checkpoint:
-            self.check_set = CheckSet.from_record(
-                checkpoint[CHECK_SET_KEY], self.model.hparams.image_size, source
-            )
+            self.check_set = CheckSet.from_record(checkpoint[CHECK_SET_KEY], self.model.hparams, source)
         self._prepared = True
 
     def on_train_end(self) -> None:

@@ -76,7 +76,7 @@ def load_prepared(
         )
     with damaged_as(CheckpointError, f"{path}: a damaged {method.__name__} checkpoint"):
         prepared = method(**{**hparams, "pretrain_ckpt": str(original), "retrain_ckpt": None})
-        prepared.on_load_checkpoint(checkpoint)  # adds the original model's weights to the state
+        prepared.restore(checkpoint, str(path))  # adds the original model's weights to the state
         prepared.load_state_dict(checkpoint["state_dict"])
     return prepared.eval()
 
