@@ -650,6 +650,120 @@ def test_a_broken_link_fails_verify_and_is_never_served_on(prepared, chain, tmp_
         assert not (tmp_path / "three.ckpt").exists() and not (tmp_path / "three.json").exists()
 
 
+def edit_receipt(model: Path, change) -> None:
+    """``change`` applied to the receipt beside ``model`` (a dict, or the JSON text when it returns one)."""
+    path = model.with_suffix(".json")
+    changed = change(json.loads(path.read_text()))
+    path.write_text(changed if isinstance(changed, str) else json.dumps(changed))
+
+
+def without(receipt: dict, *keys: str) -> dict:
+    *outer, last = keys
+    inner = receipt
+    for key in outer:
+        inner = inner[key]
+    del inner[last]
+    return receipt
+
+
+def retyped(receipt: dict, value, *keys: str) -> dict:
+    *outer, last = keys
+    inner = receipt
+    for key in outer:
+        inner = inner[key]
+    inner[last] = value
+    return receipt
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: "[]", "two.json: not a one-shui-forget receipt (the receipt: [] is not of type 'object')"),
+        (lambda r: "null", "(the receipt: None is not of type 'object')"),
+        (
+            lambda r: "[" * 100_000 + "]" * 100_000,
+            "two.json: not a one-shui-forget receipt (nested too deeply",
+        ),
+        (lambda r: "{", "two.json: not a readable one-shui-forget receipt (Expecting"),
+        (lambda r: without(r, "inputs"), "(the receipt: 'inputs' is a required property)"),
+        (lambda r: without(r, "identities"), "(the receipt: 'identities' is a required property)"),
+        (lambda r: without(r, "parent", "path"), "($.parent: 'path' is a required property)"),
+        (lambda r: retyped(r, "ann", "identities"), "($.identities: 'ann' is not of type 'array')"),
+        (lambda r: retyped(r, 5, "parent", "path"), "($.parent.path: 5 is not of type 'string')"),
+        (
+            lambda r: retyped(r, "x", "inputs", "portraits", 0, "sha256"),
+            "($.inputs.portraits[0].sha256: 'x' does",
+        ),
+        (
+            lambda r: retyped(r, [], "inputs", "pretrain_checkpoint"),
+            "($.inputs.pretrain_checkpoint: [] is not",
+        ),
+    ],
+    ids=[
+        "[]",
+        "null",
+        "deep nesting",
+        "not JSON",
+        "no inputs",
+        "no identities",
+        "no parent path",
+        "identities a string",
+        "parent path a number",
+        "portrait hash",
+        "original a list",
+    ],  # fmt: skip
+)
+def test_a_malformed_receipt_is_one_line_naming_it_for_verify_and_for_on(
+    prepared, chain, tmp_path, change, message
+):
+    one, two, rows = chain
+    edit_receipt(two, change)
+    error = verify(two)
+    assert error is not None and message in error and "\n" not in error, error
+    error = forget(prepared, write_request(tmp_path, rows[:1]), "--on", two, "--out", tmp_path / "t.ckpt")
+    assert error is not None and message in error and "\n" not in error, error
+
+
+@pytest.mark.parametrize("what", ["parent receipt gone", "model a folder"])
+def test_a_missing_receipt_or_a_folder_is_one_line(chain, tmp_path, what):
+    one, two, _ = chain
+    if what == "parent receipt gone":
+        one.with_suffix(".json").unlink()
+        error, expected = verify(two), "whose receipt one.json is not there: restore it"
+    else:
+        error, expected = verify(tmp_path), f"model {tmp_path} is not a file"
+    assert error is not None and expected in error and "\n" not in error, error
+
+
+def test_a_re_rooted_chain_is_refused(chain, tmp_path):
+    """The head re-saved, its receipt and its signed copy alike, as if served on another file (its hash,
+    no receipt): the receipts name another original model, so the chain is not intact."""
+    one, two, rows = chain
+    other = tmp_path / "other.ckpt"
+    other.write_bytes(b"any file")
+    receipt = json.loads(two.with_suffix(".json").read_text())
+    receipt["parent"] = {"path": str(other), "sha256": sha256_of(other), "receipt": None}
+    checkpoint = load_checkpoint(two)
+    checkpoint["one_shui"]["unlearned"] = {k: v for k, v in receipt.items() if k != "output"}
+    torch.save(checkpoint, two)
+    receipt["output"]["sha256"] = sha256_of(two)
+    two.with_suffix(".json").write_text(json.dumps(receipt))
+    error = verify(two)
+    assert error is not None and "names the original model" in error and "the chain was re-rooted" in error
+
+
+def test_an_edited_unsigned_field_is_reported_and_a_signed_one_breaks_the_chain(chain, capsys):
+    one, two, _ = chain
+    edit_receipt(two, lambda r: retyped(r, "/elsewhere/two.ckpt", "output", "path"))
+    assert verify(two) is None
+    out = capsys.readouterr().out
+    assert "unsigned, differs (not a break): " in out and "output.path says /elsewhere/two.ckpt" in out
+    assert "chain intact" in out and "unsigned, not checked: each receipt's seconds.total" in out
+    edit_receipt(two, lambda r: retyped(r, 0.0, "seconds", "forget"))
+    error = verify(two)
+    assert error is not None and "two.json was altered after it was written" in error
+
+
 def test_models_outside_the_chain_and_people_forgotten_before_are_refused(
     prepared, runs, original, chain, tmp_path
 ):
