@@ -21,8 +21,8 @@ from .metrics.utility import metric_name
 # Points of the check set's metric (mAP or accuracy, x100), chosen on the embedded default's benches:
 # docs/tuning.md, "The guard's maximum drop". A chain may lose no more than one request may: on the
 # sequential bench (README, "Requests one after another: the sequential bench") the chains of
-# MetaUnlearn, PGU and JiT lose 0.15 points or less over three requests (sums of the means over seeds),
-# and SSD's second step is refused on its own, so the total bound stops only chains that slide.
+# MetaUnlearn, PGU and JiT lose at most 0.23 points over three requests on any seed, and SSD's second
+# step is refused on its own, so the total bound stops only chains that slide.
 MAX_DROP = 5.0
 MAX_TOTAL_DROP = 5.0
 Z = 1.645  # a drop at the bound stands this many standard errors out of no drop (one-sided 95 %)
