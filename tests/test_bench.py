@@ -29,6 +29,8 @@ from one_shui.bench.differences import NESTED
 from one_shui.bench.runner import main, request_photos, run_bench
 from one_shui.bench.tracking import Tracker, wandb_mode
 from one_shui.cli import OneShuiCLI
+from one_shui.data import audit as audit_module
+from one_shui.data.config import data_parser
 from one_shui.data.images import IMAGES
 from one_shui.data.splits import Split
 from one_shui.methods.loading import config_method
@@ -242,6 +244,32 @@ def test_the_cells_are_keyed_by_the_data_s_content(bench, tmp_path, monkeypatch)
     assert keys[0] != keys[1]
     copy = parse(["--config", str(config), f"--data.init_args.root={tmp_path / 'data/synthetic'}"])
     assert cells_module.Runner(copy, tracker=None).content == keys[1]
+
+
+def test_an_image_replaced_behind_a_faked_hint_changes_the_cells_keys(bench, tmp_path, monkeypatch):
+    """An image replaced by another of the same size, its modification time put back: with a hint that
+    such a change fools (here the audit's hint cut to size and modification time, as where change times
+    cannot be trusted), a plain audit keeps the cached hash, but the bench hashes the bytes again, so
+    every cell that reads the data gets a new key."""
+    folder, config = bench
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(audit_module, "_hint", lambda path: [path.stat().st_size, path.stat().st_mtime_ns])
+    shutil.copytree(folder / "data", tmp_path / "data")
+    root = tmp_path / "data/synthetic"
+    bench_config = parse(["--config", str(config), f"--data.init_args.root={root}"])
+    runner = cells_module.Runner(bench_config, tracker=None)
+    before, table = runner.content, runner.data.table
+    small, *_, large = sorted(
+        (table.root / name for name in table.files), key=lambda path: path.stat().st_size
+    )
+    stat = large.stat()
+    large.write_bytes(small.read_bytes().ljust(stat.st_size, b"\0"))  # another face, the same size
+    os.utime(large, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    parser, (_, runs, _) = data_parser(), split_arguments(bench_config.args)
+    plain = parser.parse_args(["--config", bench_config.data, *(a for a in runs if a.startswith("--data."))])
+    assert parser.instantiate(plain).data.content_fingerprint == before  # the hint trusted alone: stale
+    assert cells_module.Runner(bench_config, tracker=None).content != before
 
 
 def test_a_cell_held_by_another_bench_is_waited_for(tmp_path):

@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 
@@ -192,6 +193,32 @@ def test_split_is_saved_in_and_restored_from_lightning_checkpoints(tmp_path):
 
 
 # --- hostile data ------------------------------------------------------------------------------------
+
+
+def test_a_cached_hash_is_trusted_on_its_hint_until_rehash_reads_the_bytes(tmp_path):
+    before = make(tmp_path).content_fingerprint  # audited, each file's hash cached with its hint
+    (cache,) = (tmp_path / "cache").glob("hashes-*.json")
+    record = json.loads(cache.read_text())
+    name = sorted(record["files"])[0]
+    record["files"][name][-1] = "0" * 64  # a stale hash behind an unchanged hint
+    cache.write_text(json.dumps(record))
+    for summary in (tmp_path / "cache").glob("audit-*.json"):
+        summary.unlink()  # the report kept with the listing's hints: without it, the files' hashes are read
+    assert make(tmp_path).content_fingerprint != before  # the hint trusted: the cached hash used
+    assert make(tmp_path, rehash=True).content_fingerprint == before  # the bytes read again
+    assert json.loads(cache.read_text())["files"][name][-1] != "0" * 64  # and the cache mended
+
+
+def test_the_audit_decodes_only_the_files_that_changed(tmp_path, monkeypatch):
+    data = make(tmp_path)
+    _ = data.table
+    changed = data.table.root / data.table.files[1]
+    changed.write_bytes(changed.read_bytes())  # rewritten: its change time moves
+    inspected = []
+    real = audit._inspect
+    monkeypatch.setattr(audit, "_inspect", lambda root, name: inspected.append(name) or real(root, name))
+    assert make(tmp_path).content_fingerprint == data.content_fingerprint
+    assert inspected == [data.table.files[1]]
 
 
 def test_a_truncated_jpeg_is_named_by_the_audit_before_anything_trains(tmp_path):

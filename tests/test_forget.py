@@ -23,6 +23,7 @@ from one_shui.checkpoints import load_checkpoint, sha256_of
 from one_shui.data.check_set import take_check_set
 from one_shui.data.datamodule import build_transform
 from one_shui.forget import load_portraits, main, parse_targets, read_request
+from one_shui.methods.base import UnknownIdentityError
 from one_shui.methods.classifier import Classifier
 from one_shui.methods.jit import JiT
 from one_shui.methods.loading import load_prepared
@@ -447,6 +448,17 @@ def test_identities_match_in_any_unicode_normal_form(prepared):
     decomposed = unicodedata.normalize("NFD", composed)
     assert decomposed != composed
     assert method.identity_ids([decomposed]).tolist() == [method.identities.index(composed)]
+
+
+def test_a_split_whose_names_clash_once_normalised_is_refused_naming_both(prepared):
+    """A split made before datasets were refused for it: a request could not tell the two apart."""
+    method = load_prepared(prepared)
+    composed = "Jos\u00e9"
+    decomposed = unicodedata.normalize("NFD", composed)
+    method.split = dataclasses.replace(method.split, train=(*method.split.train, composed, decomposed))
+    with pytest.raises(UnknownIdentityError, match="are one name once normalised") as error:
+        method.identity_ids([composed])
+    assert ascii(composed) in str(error.value) and ascii(decomposed) in str(error.value)
 
 
 def damage(checkpoint: dict, how: str) -> dict:

@@ -23,6 +23,7 @@ from layouts import (
 
 from one_shui.data.sources import (
     LAYOUTS,
+    AnnotationError,
     DatasetLayoutError,
     DataWarning,
     Table,
@@ -668,3 +669,26 @@ def test_table_rejects_mismatched_lengths():
             "classification",
             tuple("abcdefgh"),
         )
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("Jos\u00e9", "Jose\u0301"), ("\ufb01ona", "fiona"), ("\uff2a\uff4f", "Jo")],
+    ids=["NFC and NFD", "a ligature", "full-width letters"],
+)
+def test_identity_names_equal_once_normalised_are_refused_naming_both(tmp_path, first, second):
+    """Two spellings of one name would be one person to a request: refused, both shown (escaped, so the
+    difference can be seen)."""
+    with pytest.raises(AnnotationError, match="differ only in their Unicode form") as error:
+        Table(
+            "toy",
+            tmp_path,
+            ("a.jpg", "b.jpg"),
+            (first, second),
+            np.zeros((2, 1), np.uint8),
+            "multilabel",
+            ("x",),
+        )
+    assert ascii(first) in str(error.value) and ascii(second) in str(error.value)
+    assert len(Table("toy", tmp_path, ("a.jpg", "b.jpg"), (first, first), np.zeros((2, 1), np.uint8),
+                     "multilabel", ("x",))) == 2  # fmt: skip

@@ -148,6 +148,8 @@ class IdentityDataModule(L.LightningDataModule):
             defaults to ``seed``, the split's (the bench's unlearning seeds set another).
         verify_md5: CelebA only: check torchvision's MD5 sums of the annotation files.
         audit: decode and hash every image once (cached) to catch bad files and duplicates.
+        rehash: the audit reads and hashes every image's bytes again, whatever its cached hint (size,
+            times, inode) says; the bench's data does, once per run, before it reuses cells.
         on_duplicates: what to do with images shared across identities: warn, error or drop.
         cache_dir: where audits are cached; defaults to ``$XDG_CACHE_HOME/one_shui``.
     """
@@ -173,6 +175,7 @@ class IdentityDataModule(L.LightningDataModule):
         simulation_seed: int | None = None,
         verify_md5: bool = True,
         audit: bool = True,
+        rehash: bool = False,
         on_duplicates: OnDuplicates = "warn",
         cache_dir: str | None = None,
     ):
@@ -226,7 +229,7 @@ class IdentityDataModule(L.LightningDataModule):
         table = read_table(hp.dataset, hp.root, **options)
         if hp.audit:
             cache = hp.cache_dir or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "one_shui")
-            self.audit_report = audit_images(table, Path(cache).expanduser())
+            self.audit_report = audit_images(table, Path(cache).expanduser(), rehash=hp.rehash)
             table = apply_duplicate_policy(table, self.audit_report, hp.on_duplicates)
         return table
 

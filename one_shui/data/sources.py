@@ -11,7 +11,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import unicodedata
 import warnings
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -58,6 +61,20 @@ class DataWarning(UserWarning):
     """Something in the data that the run survives but the user should know (dropped identities...)."""
 
 
+def identity_key(name: str) -> str:
+    """What names one person whatever its Unicode form: ``name`` in NFKC (composed, and compatibility
+    characters such as full-width letters or ligatures folded), as requests are matched."""
+    return unicodedata.normalize("NFKC", name)
+
+
+def identity_clashes(names: Iterable[str]) -> list[list[str]]:
+    """The groups of distinct ``names`` that :func:`identity_key` makes one."""
+    spellings: dict[str, set[str]] = defaultdict(set)
+    for name in set(names):
+        spellings[identity_key(name)].add(name)
+    return sorted(sorted(group) for group in spellings.values() if len(group) > 1)
+
+
 @dataclass(frozen=True, eq=False)
 class Table:
     """One dataset as a table: image files (relative to ``root``), identities and targets."""
@@ -73,6 +90,14 @@ class Table:
     def __post_init__(self) -> None:
         if not (len(self.files) == len(self.identities) == len(self.targets)):
             raise ValueError("files, identities and targets must have the same length")
+        clashes = identity_clashes(self.identities)
+        if clashes:
+            shown = "; ".join(" and ".join(map(ascii, group)) for group in clashes[:5])
+            raise AnnotationError(
+                f"{self.name} under {self.root}: {len(clashes)} identity name(s) differ only in their "
+                f"Unicode form (equal once normalised, NFKC), so a request for one would forget the other: "
+                f"{shown}. Give each person one spelling in the identity file"
+            )
 
     def __len__(self) -> int:
         return len(self.files)

@@ -9,7 +9,6 @@ with ToW against the retrained model of the same split.
 from __future__ import annotations
 
 import time
-import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -22,6 +21,7 @@ from .. import layout
 from ..checkpoints import RECORD_KEY, CheckpointError, checkpoint_split
 from ..data.check_set import CheckSet, take_check_set
 from ..data.datamodule import TEST_POOLS, TrainPool
+from ..data.sources import identity_clashes, identity_key
 from ..errors import UserError, at_least
 from ..metrics.evaluation import ATTACK_POOLS, Evaluation
 from ..metrics.tow import UTILITY_POOLS
@@ -176,9 +176,18 @@ class UnlearningMethod(L.LightningModule):
 
     def identity_ids(self, names: list[str]) -> torch.Tensor:
         """The identity ids of people the model was trained on; anyone else is refused by name. Names
-        match in any Unicode normal form (NFC, NFD...), as the same text typed on another system."""
-        trained = {unicodedata.normalize("NFC", name): name for name in self.split.train}
-        spelled = [trained.get(unicodedata.normalize("NFC", name)) for name in names]
+        match in any Unicode form (:func:`~one_shui.data.sources.identity_key`), as the same text typed on
+        another system; a split whose names clash so (made before datasets were refused for it) is
+        refused, naming both spellings."""
+        clashes = identity_clashes(self.split.train)
+        if clashes:
+            raise UnknownIdentityError(
+                f"split {self.split.fingerprint}: the trained names {' and '.join(map(ascii, clashes[0]))} "
+                "are one name once normalised, so a request cannot tell them apart; give each person one "
+                "spelling in the data and train again"
+            )
+        trained = {identity_key(name): name for name in self.split.train}
+        spelled = [trained.get(identity_key(name)) for name in names]
         unknown = [name for name, known in zip(names, spelled, strict=True) if known is None]
         if unknown:
             raise UnknownIdentityError(
