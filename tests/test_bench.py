@@ -4,11 +4,14 @@ every bench config of configs/bench."""
 from __future__ import annotations
 
 import csv
+import glob
 import importlib.metadata
 import json
 import os
 import platform
+import re
 import shutil
+import subprocess
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +26,7 @@ from one_shui import layout
 from one_shui.atomic import held
 from one_shui.bench import cells as cells_module
 from one_shui.bench import differences, report
+from one_shui.bench import environment as environment_module
 from one_shui.bench.cells import Runner
 from one_shui.bench.config import BenchConfigError, parse, split_arguments
 from one_shui.bench.differences import NESTED
@@ -318,7 +322,7 @@ def test_best_is_the_highest_or_the_closest_to_retrain_among_1shui_rows_only():
 
 
 @pytest.mark.slow
-def test_one_wandb_run_per_cell_and_a_summary_run(tmp_path, monkeypatch):
+def test_one_wandb_run_per_cell_and_a_summary_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -341,6 +345,11 @@ def test_one_wandb_run_per_cell_and_a_summary_run(tmp_path, monkeypatch):
     for cell in (tmp_path / SEED.format(0)).iterdir():
         assert len(list(cell.glob("wandb/offline-run-*/run-*.wandb"))) == 1, cell.name
     assert len(list((tmp_path / "outputs/tiny").glob("wandb/offline-run-*/run-*.wandb"))) == 1  # the summary
+    # the sync command the bench printed names every run it wrote, and nothing else
+    (command,) = re.findall(r"`(wandb sync [^`]+)`", capsys.readouterr().err)
+    synced = {Path(path).resolve() for pattern in command.split()[2:] for path in glob.glob(pattern)}
+    assert synced == {run.parent.resolve() for run in tmp_path.glob("outputs/**/offline-run-*/run-*.wandb")}
+    assert len(synced) == 7
 
 
 def test_wandb_mode_is_the_config_s_then_the_environment_s_then_online_only_with_a_key(tmp_path, monkeypatch):
@@ -584,3 +593,25 @@ def test_every_image_a_bench_reads_is_decoded_once_in_all_its_cells(tmp_path):
     folder, _ = run_tiny(tmp_path, seeds=[0], methods=[("JiT", "jit")])
     images = list((folder / "data/synthetic/CelebAMask-HQ/CelebA-HQ-img").iterdir())
     assert 0 < IMAGES.decoded - decoded <= len(images)
+
+
+@pytest.mark.parametrize(
+    ("new", "dirty"), [("notes.txt", False), ("pkg/my_method.py", True), ("configs/my.yaml", True)]
+)
+def test_an_untracked_file_in_the_package_or_its_configs_makes_the_commit_dirty(tmp_path, new, dirty):
+    """A bench run with a method file or YAML not yet committed did not run the commit it names."""
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)  # fmt: skip
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "pkg/__init__.py").write_text("")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "first")
+    head = environment_module.commit(tmp_path / "pkg")
+    assert head is not None and not head.endswith("+dirty")
+    (tmp_path / new).write_text("")
+    assert environment_module.commit(tmp_path / "pkg") == (f"{head}+dirty" if dirty else head)

@@ -17,6 +17,7 @@ import torch
 from .. import __version__
 from ..atomic import write_text_atomic
 
+PACKAGE = Path(__file__).resolve().parents[1]  # one_shui's own folder
 PACKAGES = ("torch", "torchvision", "lightning", "timm", "torchmetrics", "numpy", "scikit-learn", "pillow")
 
 
@@ -45,23 +46,26 @@ def of_runs(base: dict, records: Iterable[dict]) -> dict:
     }
 
 
-def commit() -> str | None:
-    """The git commit of the one_shui source, ``+dirty`` when it has uncommitted changes; None outside git."""
-    source = Path(__file__).resolve().parent
+def commit(source: Path = PACKAGE) -> str | None:
+    """The git commit of the one_shui source (the package's folder ``source``), ``+dirty`` when the
+    repository has uncommitted changes to tracked files, or untracked files in the package or in
+    ``configs/`` beside it (a new method's file or YAML); None outside git."""
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        changes = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=source,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        root, head, status = (
+            subprocess.run(["git", *args], cwd=source, capture_output=True, text=True, check=True).stdout
+            for args in (
+                ["rev-parse", "--show-toplevel"],
+                ["rev-parse", "HEAD"],
+                ["status", "--porcelain", "--untracked-files=all"],
+            )
+        )
     except (OSError, subprocess.CalledProcessError):
         return None
-    return f"{head}+dirty" if changes else head
+    watched = (f"{source.relative_to(Path(root.strip()).resolve()).as_posix()}/", "configs/")
+    changes = [
+        line for line in status.splitlines() if not line.startswith("??") or line[3:].startswith(watched)
+    ]
+    return f"{head.strip()}+dirty" if changes else head.strip()
 
 
 def cpu_name() -> str:

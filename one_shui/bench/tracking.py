@@ -40,6 +40,12 @@ def wandb_mode(configured: str | None) -> str:
     return "offline"
 
 
+def sync_command(bench: Bench) -> str:
+    """The `wandb sync` command that uploads a bench's offline runs: its cells' (``<out>/cells/<dataset>/
+    N<N>-seed<seed>/<cell>/wandb``) and its summary run (``<out>/<name>/wandb``)."""
+    return f"wandb sync {bench.out}/cells/*/*/*/wandb/offline-run-* {bench.folder}/wandb/offline-run-*"
+
+
 class Tracker:
     """Opens a W&B run around each cell that runs (a reused cell keeps the run it had)."""
 
@@ -52,8 +58,8 @@ class Tracker:
         self.sweep = {key: os.environ.pop(key) for key in SWEEP_ENVIRONMENT if key in os.environ}
         if self.mode == "offline":
             print(
-                f"W&B offline: each run is saved in its cell's folder; after `wandb login`, "
-                f"`wandb sync {bench.out}/cells/seed*/*/wandb/offline-run-*` uploads them",
+                f"W&B offline: each run is saved in its cell's folder and the summary run in the bench's; "
+                f"after `wandb login`, `{sync_command(bench)}` uploads them",
                 file=sys.stderr,
             )
 
