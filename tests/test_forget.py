@@ -16,12 +16,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import CONFIGS, TINY_SPEC, meta_data, opened_files
+from helpers import CONFIGS, DATA, TINY_SPEC, meta_data, opened_files
 from PIL import Image
 
 from one_shui.checkpoints import load_checkpoint, sha256_of
 from one_shui.data.check_set import take_check_set
 from one_shui.data.datamodule import build_transform
+from one_shui.data.report import main as split_main
+from one_shui.data.splits import Split
 from one_shui.forget import load_portraits, main, parse_targets, read_request
 from one_shui.methods.base import UnknownIdentityError
 from one_shui.methods.classifier import Classifier
@@ -169,6 +171,27 @@ def test_a_bad_request_is_refused_with_one_message_and_no_output(
     assert error is not None and message in error and "\n" not in error
     assert not out.exists() and not out.with_suffix(".json").exists()
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_one_shui_split_writes_a_request_folder_that_forget_serves(prepared, runs, tmp_path, capsys):
+    """The embedded data's request without a script: each forget identity's support portrait and the CSV."""
+    root, folder = runs[0], tmp_path / "request"
+    args = [
+        *("--config", str(DATA), f"--data.init_args.root={root / 'data/synthetic'}"),
+        *("--data.init_args.synthetic.identities=40", "--data.init_args.request_size=3"),
+        f"--data.init_args.split_file={root / 'pre/checkpoints/split.json'}",
+        *(f"--data.init_args.cache_dir={root / 'cache'}", "--out", str(tmp_path / "split.json")),
+        *("--request-folder", str(folder)),
+    ]
+    split_main(args)
+    assert f"forget request of 3 people written to {folder / 'request.csv'}" in capsys.readouterr().out
+    assert forget(prepared, folder / "request.csv", "--out", tmp_path / "u.ckpt") is None
+    receipt = json.loads((tmp_path / "u.json").read_text())
+    assert receipt["identities"] == sorted(Split.load(root / "pre/checkpoints/split.json").forget)
+    assert sorted(p.name for p in folder.iterdir()) == ["000.jpg", "001.jpg", "002.jpg", "request.csv"]
+    with pytest.raises(SystemExit) as exit:  # never over an existing folder
+        split_main(args)
+    assert f"--request-folder {folder} exists" in str(exit.value.code)
 
 
 def test_people_never_trained_on_are_refused(prepared, runs, request_rows, tmp_path):

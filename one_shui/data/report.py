@@ -11,6 +11,7 @@ from .. import layout
 from ..errors import exit_on_user_error
 from .config import data_parser
 from .datamodule import IdentityDataModule
+from .request import write_request
 
 
 def summarise(data: IdentityDataModule) -> str:
@@ -46,6 +47,13 @@ def main(args: list[str] | None = None) -> None:
         default=None,
         help="where to save the split JSON (default: outputs/<dataset>/N<N>-seed<seed>/split.json)",
     )
+    parser.add_argument(
+        "--request-folder",
+        type=str | None,
+        default=None,
+        help="also write the split's forget request there, ready for one-shui-forget: each forget "
+        "identity's support portrait and request.csv (image, identity, targets)",
+    )
     exit_on_user_error("one-shui-split", lambda: split(parser, parser.parse_args(args)))
 
 
@@ -57,3 +65,6 @@ def split(parser: ArgumentParser, cfg) -> None:
     out = cfg.out or layout.setting_dir(data.name, data.split.request_size, data.split.seed) / layout.SPLIT
     print(summarise(data))
     print(f"\nsplit saved to {data.save_split(out)} (data ready in {elapsed:.1f} s)")
+    if cfg.request_folder:
+        request = write_request(data, cfg.request_folder)
+        print(f"forget request of {len(data.split.forget)} people written to {request}, with their portraits")
