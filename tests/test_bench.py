@@ -615,3 +615,19 @@ def test_an_untracked_file_in_the_package_or_its_configs_makes_the_commit_dirty(
     assert head is not None and not head.endswith("+dirty")
     (tmp_path / new).write_text("")
     assert environment_module.commit(tmp_path / "pkg") == (f"{head}+dirty" if dirty else head)
+
+
+def test_a_bench_run_with_other_settings_writes_its_own_folder(monkeypatch):
+    """`--seeds '[0]' --trainer.max_epochs=2` on the demo's config must not write over the demo's table."""
+    monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
+    config = str(CONFIGS / "bench/synthetic.yaml")
+    demo = parse(["--config", config])
+    changed = parse(["--config", config, "--seeds", "[0]", "--trainer.max_epochs=2"])
+    assert (
+        demo.name == "synthetic" and changed.name.startswith("synthetic-") and changed.folder != demo.folder
+    )
+    assert parse(["--config", config, "--seeds=[0]", "--trainer.max_epochs", "2"]).name == changed.name
+    assert parse(["--config", config, "--seeds=[1]"]).name not in (changed.name, demo.name)
+    assert parse(["--config", config, "--seeds=[0]", "--name", "mine"]).name == "mine"
+    monkeypatch.setenv("WANDB_SWEEP_ID", "s")  # a sweep's runs share the config's name (one W&B group)
+    assert parse(["--config", config, "--seeds=[0]"]).name == "synthetic"

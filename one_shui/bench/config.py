@@ -5,7 +5,9 @@ be set on the command line too (``--seeds [0]``)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -168,7 +170,30 @@ def parse(args: list[str] | None = None) -> Bench:
         raise BenchConfigError(str(err)) from None
     bench = Bench(**{key: values[key] for key in Bench.__dataclass_fields__})
     bench = replace(bench, args=[*bench.args, *runs], method_args=[*bench.method_args, *methods])
-    return check(bench)
+    return check(replace(bench, name=folder_name(bench.name, own, [*runs, *methods])))
+
+
+KEPT_NAME = ("--config", "--name", "--out")  # the options that leave a bench's folder its config's name
+
+
+def folder_name(name: str, own: list[str], runs: list[str]) -> str:
+    """The bench's name, its folder's under ``out``: the config's when the command line changes nothing
+    else (or names it with ``--name``, or runs under a W&B sweep agent, whose runs share one group);
+    otherwise ``<name>-<8 hex digits of the changes>``, so that a run with other settings never writes
+    over the config's results."""
+    changes, tokens = [], iter(own)
+    for token in tokens:
+        key = token.partition("=")[0]
+        value = token.partition("=")[2] if "=" in token else next(tokens, "")
+        if key == "--name":
+            return name
+        if key not in KEPT_NAME:
+            changes.append(f"{key}={value}")
+    changes += runs
+    if not changes or os.environ.get("WANDB_SWEEP_ID"):
+        return name
+    digest = hashlib.sha256("\n".join(changes).encode()).hexdigest()
+    return f"{name}-{digest[:8]}"
 
 
 def split_arguments(args: list[str]) -> tuple[list[str], list[str], list[str]]:
