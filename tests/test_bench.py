@@ -631,3 +631,16 @@ def test_a_bench_run_with_other_settings_writes_its_own_folder(monkeypatch):
     assert parse(["--config", config, "--seeds=[0]", "--name", "mine"]).name == "mine"
     monkeypatch.setenv("WANDB_SWEEP_ID", "s")  # a sweep's runs share the config's name (one W&B group)
     assert parse(["--config", config, "--seeds=[0]"]).name == "synthetic"
+
+
+def test_the_readme_s_metaunlearn_commands_run_the_embedded_default_s_values():
+    """The README's step-by-step MetaUnlearn path gives the values the bench runs on the embedded
+    default (VAL's choice), not the YAML's, which are the paper's for CelebA-HQ."""
+    readme = (CONFIGS.parent / "README.md").read_text()
+    (line,) = [line for line in readme.splitlines() if line.startswith('S="--model.init_args.')]
+    given = dict(arg.removeprefix("--model.init_args.").split("=") for arg in line.split('"')[1].split())
+    bench = yaml.safe_load((CONFIGS / "bench/synthetic.yaml").read_text())
+    (method,) = [m for m in bench["methods"] if m["config"].endswith("meta_unlearn.yaml")]
+    assert {key: float(value) for key, value in given.items()} == {
+        k: float(v) for k, v in method["options"].items()
+    }
