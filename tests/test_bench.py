@@ -629,6 +629,7 @@ def test_a_bench_run_with_other_settings_writes_its_own_folder(monkeypatch):
     assert parse(["--config", config, "--seeds=[0]", "--trainer.max_epochs", "2"]).name == changed.name
     assert parse(["--config", config, "--seeds=[1]"]).name not in (changed.name, demo.name)
     assert parse(["--config", config, "--seeds=[0]", "--name", "mine"]).name == "mine"
+    assert parse(["--config", config, "--wandb.mode=offline"]).name == "synthetic"  # W&B's: not the results
     monkeypatch.setenv("WANDB_SWEEP_ID", "s")  # a sweep's runs share the config's name (one W&B group)
     assert parse(["--config", config, "--seeds=[0]"]).name == "synthetic"
 

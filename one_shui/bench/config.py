@@ -173,21 +173,22 @@ def parse(args: list[str] | None = None) -> Bench:
     return check(replace(bench, name=folder_name(bench.name, own, [*runs, *methods])))
 
 
-KEPT_NAME = ("--config", "--name", "--out")  # the options that leave a bench's folder its config's name
+# the options that leave a bench's folder its config's name: where it is read and written, and W&B's
+KEPT_NAME = ("--config", "--name", "--out", "--wandb")
 
 
 def folder_name(name: str, own: list[str], runs: list[str]) -> str:
     """The bench's name, its folder's under ``out``: the config's when the command line changes nothing
-    else (or names it with ``--name``, or runs under a W&B sweep agent, whose runs share one group);
-    otherwise ``<name>-<8 hex digits of the changes>``, so that a run with other settings never writes
-    over the config's results."""
+    but :data:`KEPT_NAME` (or names it with ``--name``, or runs under a W&B sweep agent, whose runs share
+    one group); otherwise ``<name>-<8 hex digits of the changes>``, so that a run with other settings
+    never writes over the config's results."""
     changes, tokens = [], iter(own)
     for token in tokens:
         key = token.partition("=")[0]
         value = token.partition("=")[2] if "=" in token else next(tokens, "")
         if key == "--name":
             return name
-        if key not in KEPT_NAME:
+        if not key.startswith(KEPT_NAME):
             changes.append(f"{key}={value}")
     changes += runs
     if not changes or os.environ.get("WANDB_SWEEP_ID"):
