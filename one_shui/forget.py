@@ -195,7 +195,7 @@ def forget(args: argparse.Namespace) -> dict:
     method.check_set = check[0]
     original = method.check_score()  # the method holds the original model until it is served on another
     parent, before = serve_on(method, Path(args.on) if args.on else None)
-    scores = (original, original if parent["receipt"] is None else method.check_score())
+    served = original if parent["receipt"] is None else method.check_score()  # the model served on
     hp = method.model.hparams
     identities = method.identity_ids([row["identity"] for row in rows])
     again = sorted({method.identities[i] for i in identities.tolist()} & set(before))
@@ -210,7 +210,7 @@ def forget(args: argparse.Namespace) -> dict:
     method.forget((images.to(device), identities.to(device), targets.to(device)))
     seconds = time.perf_counter() - step
     require_finite(method)
-    scores = (*scores, method.check_score())
+    scores = (original, served, method.check_score())
     verdict = guard.judge(method, check, scores, (args.max_drop, args.max_total_drop), args.force)
     receipt = {
         "identities": sorted({method.identities[i] for i in identities.tolist()}),  # as trained

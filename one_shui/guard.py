@@ -79,6 +79,14 @@ def require_resolving(check: tuple[CheckSet, str], bound: float) -> None:
         )
 
 
+def refuses(
+    drop: float, total: float, max_drop: float = MAX_DROP, max_total_drop: float = MAX_TOTAL_DROP
+) -> bool:
+    """Whether the guard refuses a step that lost ``drop`` points from the model it was served on and
+    ``total`` from the original model of its chain."""
+    return drop > max_drop or total > max_total_drop
+
+
 def judge(
     method: UnlearningMethod,
     check: tuple[CheckSet, str],
@@ -103,7 +111,7 @@ def judge(
         "max_drop": max_drop,
         "total_drop": round(total, 4),
         "max_total_drop": max_total_drop,
-        "passed": drop <= max_drop and total <= max_total_drop,
+        "passed": not refuses(drop, total, max_drop, max_total_drop),
         "forced": force,
     }
     if figures["passed"] or force:

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..atomic import write_text_atomic
-from ..guard import MAX_DROP, MAX_TOTAL_DROP
+from ..guard import MAX_DROP, MAX_TOTAL_DROP, refuses
 from . import differences, environment, plots, report
 from .cells import Runner
 from .config import Bench
@@ -104,9 +104,7 @@ def stopped(
         start = original.get((row["row"], row["seed"], row["unlearning_seed"]))
         key, after = (row["row"], row["request"]), row["check_after"]
         total = start - after if start is not None and after is not None else None
-        refused = (row["check_drop"] is not None and row["check_drop"] > max_drop) or (
-            total is not None and total > max_total_drop
-        )
+        refused = refuses(row["check_drop"] or 0.0, total or 0.0, max_drop, max_total_drop)
         counts[key] = counts.get(key, 0) + refused
     return counts
 
