@@ -20,7 +20,7 @@ import pytest
 import torch
 import wandb
 import yaml
-from helpers import CONFIGS, METHODS, run_tiny, tiny_bench
+from helpers import CONFIGS, METHODS, TINY, run_tiny, tiny_bench
 
 from one_shui import layout
 from one_shui.atomic import held
@@ -37,7 +37,7 @@ from one_shui.data import audit as audit_module
 from one_shui.data.config import data_parser
 from one_shui.data.images import IMAGES
 from one_shui.data.splits import Split
-from one_shui.methods.loading import config_method
+from one_shui.methods.loading import config_method, config_model, setting_options
 
 SEED = "outputs/cells/synthetic_celebahq/N3-seed{}"  # a seed's cells, in the run layout
 
@@ -399,6 +399,15 @@ JIT = str(CONFIGS / "methods/jit.yaml")
         ),
         ({"methods": [{"config": JIT, "options": {"lr": "fast"}}]}, 'jit.yaml: options: Parser key "lr"'),
         ({"evaluation_options": {"mia": "strong"}}, "bench tiny, evaluation_options: "),
+        ({"methods": [{"config": JIT, "setting": "none.yaml"}]}, "setting file none.yaml does not exist"),
+        (
+            {"methods": [{"config": JIT, "setting": "s.yaml"}]},
+            "s.yaml: 'noise' is not accepted by JiT; its options are ",
+        ),
+        (
+            {"methods": [{"config": JIT, "setting": "x.yaml"}]},
+            "x.yaml: not a setting file, a YAML of model.init_args alone",
+        ),
     ],
 )
 def test_a_bench_config_that_cannot_run_is_one_message_before_anything_runs(
@@ -406,6 +415,7 @@ def test_a_bench_config_that_cannot_run_is_one_message_before_anything_runs(
 ):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "x.yaml").write_text("model:\n  class_path: os.system\n")
+    (tmp_path / "s.yaml").write_text("model:\n  init_args:\n    noise: 1\n")
     config = {**yaml.safe_load(tiny_bench(tmp_path).read_text()), **change}
     (tmp_path / "bench.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(SystemExit) as exit:
@@ -438,14 +448,63 @@ def test_every_bench_config_is_valid_and_its_method_arguments_parse(path, monkey
     monkeypatch.chdir(CONFIGS.parent)
     bench = parse(["--config", str(path)])
     assert len(bench.seeds) == 3 and bench.methods
-    rows = [(bench.evaluate, []), *((method.config, method.arguments) for method in bench.methods)]
-    for config, args in rows:  # the arguments of every row must be ones its `one-shui fit` accepts
+    rows = [([bench.evaluate], [])]
+    rows += [([method.config, *filter(None, [method.setting])], method.arguments) for method in bench.methods]
+    for configs, args in rows:  # the arguments of every row must be ones its `one-shui fit` accepts
+        stacked = [arg for config in configs for arg in ("--config", config)]
         with pytest.raises(SystemExit) as exit:
             OneShuiCLI(
-                ["fit", "--config", bench.data, "--config", config, *bench.evaluation_arguments, *args,
+                ["fit", "--config", bench.data, *stacked, *bench.evaluation_arguments, *args,
                  "--print_config"]
             )  # fmt: skip
         assert exit.value.code in (None, 0)
+
+
+def test_a_method_s_setting_file_is_stacked_after_its_config_and_its_content_keys_the_cell(
+    monkeypatch, tmp_path
+):
+    monkeypatch.chdir(CONFIGS.parent)
+    bench = parse(["--config", str(CONFIGS / "bench/synthetic.yaml"), "--seeds=[0]"])
+    runner = object.__new__(cells_module.Runner)  # its arguments only: no data read, nothing run
+    runner.bench = bench
+    runner.record = lambda seed, kind, label, *at: {"checkpoint": f"{label}/best.ckpt"}
+    (cell,) = [c for c in cells_module.plan(bench) if c.label == "MetaUnlearn" and c.kind == "row"]
+    args, configs, _ = runner._arguments(cell)
+    at = args.index(cell.config)
+    assert args[at + 1 : at + 3] == ["--config", cell.setting] and configs[-1] == cell.setting
+    setting = tmp_path / "setting.yaml"  # the same path, other values: another cell
+    setting.write_text(Path(cell.setting).read_text())
+    moved = replace(cell, setting=str(setting))
+    key = cells_module.digest(*runner._arguments(moved)[:2], None, "data")
+    setting.write_text("model:\n  init_args:\n    meta_lr: 0.02\n")
+    assert cells_module.digest(*runner._arguments(moved)[:2], None, "data") != key
+
+
+@pytest.mark.slow
+def test_the_readme_s_step_by_step_path_gives_the_bench_s_row_for_its_seed(tmp_path, monkeypatch):
+    """The README's commands (pretrain, retrain, then MetaUnlearn's fit and test with the setting file, in
+    the run layout) give the numbers of the bench's MetaUnlearn row for that seed: both shrunk alike."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    setting = str(CONFIGS / "settings/synthetic/meta_unlearn.yaml")
+    config = yaml.safe_load(tiny_bench(tmp_path, seeds=(0,)).read_text())
+    config["methods"] = [{"config": str(CONFIGS / "methods/meta_unlearn.yaml"), "setting": setting}]
+    (tmp_path / "bench.yaml").write_text(yaml.safe_dump(config))
+    run_bench(parse(["--config", str(tmp_path / "bench.yaml")]))
+    (record,) = glob.glob(f"{SEED.format(0)}/MetaUnlearn-*/cell.json")
+    bench = json.loads(Path(record).read_text())["metrics"]
+
+    data, shrunk = ["--config", config["data"]], [*TINY, "--data.init_args.request_size=3"]
+    recipe = ["--config", config["train"]]
+    method = ["--config", config["methods"][0]["config"], "--config", setting]
+    OneShuiCLI(["fit", *data, *recipe, *shrunk])  # the README's pretrain, retrain, then MetaUnlearn
+    OneShuiCLI(["fit", *data, *recipe, "--data.init_args.train_pool", "retain", *shrunk])
+    OneShuiCLI(["fit", *data, *method, *shrunk])
+    given = OneShuiCLI(["test", *data, *method, *shrunk]).model.results
+    metric = json.loads(Path(record).read_text())["metric"]
+    for pool in ("retain", "forget", "test"):  # the bench's ToW comes from these and the Retrain row's
+        assert given[f"{pool}/{metric}"] == pytest.approx(bench[pool], abs=1e-6), pool
+    assert given["mia_auc"] == pytest.approx(bench["mia_auc"], abs=1e-6)
 
 
 def test_evaluation_arguments_reach_every_row_and_no_training(monkeypatch):
@@ -634,14 +693,16 @@ def test_a_bench_run_with_other_settings_writes_its_own_folder(monkeypatch):
     assert parse(["--config", config, "--seeds=[0]"]).name == "synthetic"
 
 
-def test_the_readme_s_metaunlearn_commands_run_the_embedded_default_s_values():
-    """The README's step-by-step MetaUnlearn path gives the values the bench runs on the embedded
-    default (VAL's choice), not the YAML's, which are the paper's for CelebA-HQ."""
+def test_the_readme_s_metaunlearn_commands_read_the_bench_s_setting_file():
+    """The README's step-by-step MetaUnlearn path stacks the setting file the bench runs on the embedded
+    default (VAL's choice) after the method's YAML, whose values (the paper's for CelebA-HQ) it changes."""
     readme = (CONFIGS.parent / "README.md").read_text()
-    (line,) = [line for line in readme.splitlines() if line.startswith('S="--model.init_args.')]
-    given = dict(arg.removeprefix("--model.init_args.").split("=") for arg in line.split('"')[1].split())
+    (line,) = [line for line in readme.splitlines() if line.startswith('M="--config configs/methods/')]
+    given = line.split('"')[1].split()
     bench = yaml.safe_load((CONFIGS / "bench/synthetic.yaml").read_text())
     (method,) = [m for m in bench["methods"] if m["config"].endswith("meta_unlearn.yaml")]
-    assert {key: float(value) for key, value in given.items()} == {
-        k: float(v) for k, v in method["options"].items()
-    }
+    assert given == ["--config", method["config"], "--config", method["setting"]] and "options" not in method
+    _, defaults = config_model(CONFIGS.parent / method["config"])
+    setting = setting_options(CONFIGS.parent / method["setting"])
+    assert setting and all(setting[key] != defaults.get(key) for key in setting)
+    assert "one-shui fit  --config $D $M" in readme and "one-shui test --config $D $M" in readme

@@ -53,8 +53,12 @@ def recipe(path: Path) -> list[str]:
 
 def config_args(path: Path) -> list[str]:
     """How a config file is used: after a dataset's data config (a training recipe after its own
-    dataset's), and presets stacked on the synthetic pretrain."""
+    dataset's, a setting file after its setting's and its method's), and presets stacked on the synthetic
+    pretrain."""
     group, train = path.parent.name, CONFIGS / "train" / "synthetic.yaml"
+    if path.parent.parent.name == "settings":  # after its setting's data config and its method's
+        method = CONFIGS / "methods" / path.name
+        return ["--config", str(CONFIGS / "data" / f"{group}.yaml"), *recipe(method), "--config", str(path)]
     if group == "data":
         own = CONFIGS / "train" / f"{path.stem}.yaml"
         return ["--config", str(path), *recipe(own if own.is_file() else train)]

@@ -72,6 +72,7 @@ class Cell:
     label: str  # the stage ("pretrain", "retrain") or the row's label
     config: str
     args: tuple[str, ...] = ()  # the method's own `one-shui` arguments
+    setting: str | None = None  # the setting's values of the method's options, stacked after config
     request: int | None = None  # the request k (1 to requests) it is at; None: the pretrain, before any
     requests: int = 1  # K, the requests of the bench
     unlearning: int = 0  # the unlearning seed u of a method's cell (0 to unlearning_seeds - 1)
@@ -100,6 +101,7 @@ class Cell:
             "cell": self.label,
             "kind": self.kind,
             "config": self.config,
+            "setting": self.setting,
             "request": self.request,
             "unlearning_seed": self.unlearning,
         }
@@ -129,7 +131,16 @@ def plan(bench: Bench) -> list[Cell]:
             cells.append(Cell(seed, "stage", layout.RETRAIN, bench.train, **at))
             cells += [Cell(seed, "row", label, bench.evaluate, **at) for label in ORIGINAL]
             cells += [
-                Cell(seed, kind, method.label, method.config, tuple(method.arguments), **at, unlearning=u)
+                Cell(
+                    seed,
+                    kind,
+                    method.label,
+                    method.config,
+                    tuple(method.arguments),
+                    method.setting,
+                    **at,
+                    unlearning=u,
+                )
                 for method in bench.methods
                 for u in range(bench.unlearning_seeds)
                 for kind in kinds
@@ -331,7 +342,7 @@ class Runner:
     def _common(self, cell: Cell) -> tuple[list[str], list[str]]:
         """The `one-shui` arguments of every cell (configs, seed, the data's request) and the configs read."""
         bench = self.bench
-        configs = [*bench.trainer, bench.data, cell.config]
+        configs = [*bench.trainer, bench.data, cell.config, *([cell.setting] if cell.setting else [])]
         args = [arg for path in configs for arg in ("--config", path)] + QUIET
         args += [f"--seed_everything={unlearning_seed(cell)}", f"--data.init_args.seed={cell.seed}"]
         if cell.unlearning:  # MetaUnlearn's simulated requests drawn anew too

@@ -19,7 +19,7 @@ from .. import layout
 from ..atomic import writable_folder
 from ..errors import UserError
 from ..methods.base import UnlearningMethod
-from ..methods.loading import config_method, method_options
+from ..methods.loading import config_method, method_options, setting_options
 
 ONE_SHUI_ARGUMENTS = ("--data.", "--trainer.", "--model.")  # passed through to the `one-shui` runs
 ORIGINAL = ("Pretrain", "Retrain")  # the rows of the models as trained, tested by the bench's evaluate config
@@ -37,6 +37,9 @@ class Method:
         config: the method's YAML (``configs/methods/<method>.yaml``), run by `one-shui fit/test`; its
             ``model.class_path`` names the method.
         label: the row's name in the table and the plots (default: the method's class name).
+        setting: the setting's values of the method's options, a YAML of ``model.init_args`` alone
+            (``configs/settings/<setting>/<method>.yaml``), stacked after ``config`` in the method's runs;
+            the file a `one-shui` command gives after the method's config to run it as the bench does.
         options: the setting's own values of the method's options (its ``model.init_args``), e.g.
             ``{meta_lr: 0.3}``: checked against the method's signature when the bench is read, then
             given to its runs after the bench's ``args``.
@@ -46,6 +49,7 @@ class Method:
 
     config: str
     label: str | None = None
+    setting: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     args: list[str] = field(default_factory=list)
 
@@ -245,6 +249,8 @@ def check(bench: Bench) -> Bench:
     for method in bench.methods:
         try:
             runs = config_method(method.config)
+            if method.setting:
+                method_options(runs, setting_options(method.setting), method.setting)
             method_options(runs, method.options, "options")
         except UserError as err:
             raise BenchConfigError(

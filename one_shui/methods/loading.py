@@ -39,6 +39,24 @@ def config_model(path: str | os.PathLike) -> tuple[str, dict]:
         raise MethodSetupError(f"{path}: not a method config with a model.class_path ({err!r})") from None
 
 
+def setting_options(path: str | os.PathLike) -> dict:
+    """A setting's own values of a method's options: a YAML of ``model.init_args`` alone
+    (``configs/settings/<setting>/<method>.yaml``), which the bench and `one-shui` stack after the
+    method's config."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"setting file {path} does not exist")
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if set(content) != {"model"} or set(content["model"]) != {"init_args"}:
+            raise ValueError(f"it holds {sorted(content)}")
+        return dict(content["model"]["init_args"])
+    except (yaml.YAMLError, UnicodeDecodeError, TypeError, KeyError, ValueError) as err:
+        raise MethodSetupError(
+            f"{path}: not a setting file, a YAML of model.init_args alone ({err})"
+        ) from None
+
+
 def config_method(path: str | os.PathLike) -> type[UnlearningMethod]:
     """The unlearning method a YAML config runs; refused when it names anything else."""
     name, _ = config_model(path)
