@@ -14,6 +14,8 @@ import argparse
 import statistics
 from pathlib import Path
 
+from tqdm import tqdm
+
 from one_shui import layout
 from one_shui.bench.cells import QUIET, run_cli
 from one_shui.cli import OneShuiCLI
@@ -45,10 +47,12 @@ def run(
     return run_cli(subcommand, [*args, f"--trainer.default_root_dir={folder}", *extra])
 
 
-def measure(data: str, train: str, seed: int, out: Path) -> dict[str, float]:
+def measure(data: str, train: str, seed: int, out: Path, bar: tqdm) -> dict[str, float]:
+    """Pretrain and retrain at ``seed``, each then tested; ``bar`` moves by one at each stage's end."""
     row: dict[str, float] = {}
     split = layout.checkpoint_dir(run_dir(data, seed, out, layout.PRETRAIN)) / layout.SPLIT
     for stage in (layout.PRETRAIN, layout.RETRAIN):
+        bar.set_postfix_str(f"{stage}, seed {seed}")
         pool = ["--data.init_args.train_pool=retain", f"--data.init_args.split_file={split}"]
         extra = pool if stage == layout.RETRAIN else []
         configs, folder = [f"data/{data}", f"train/{train}"], run_dir(data, seed, out, stage)
@@ -58,6 +62,7 @@ def measure(data: str, train: str, seed: int, out: Path) -> dict[str, float]:
         metric = cli.model.metric
         for pool in UTILITY_POOLS:
             row[f"{stage} {pool}"] = float(cli.trainer.callback_metrics[f"{pool}/{metric}"])
+        bar.update()
     row["gap"] = row["pretrain forget"] - row["retrain forget"]
     return row
 
@@ -71,7 +76,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    rows = [measure(args.data, args.train, seed, args.out) for seed in args.seeds]
+    # the work counted before it starts: a pretrain and a retrain per seed (a stand-in, made on first use,
+    # shows its own progress inside the first)
+    with tqdm(total=2 * len(args.seeds), desc="pretrain and retrain", unit="run", dynamic_ncols=True) as bar:
+        rows = [measure(args.data, args.train, seed, args.out, bar) for seed in args.seeds]
     print(f"\n{args.data}, seeds {args.seeds}")
     for key in rows[0]:
         values = [row[key] for row in rows]

@@ -13,7 +13,6 @@ user gives always wins. Checkpoints are read with ``weights_only=True``; ``--ckp
 from __future__ import annotations
 
 import importlib
-import warnings
 from pathlib import Path
 
 import lightning as L
@@ -28,6 +27,7 @@ from .data.datamodule import IdentityDataModule
 from .errors import MissingFileError, SettingError, exit_on_user_error
 from .methods.base import MethodSetupError, UnlearningMethod
 from .methods.classifier import Classifier
+from .quiet import quiet
 
 
 class OneShuiCLI(LightningCLI):
@@ -42,21 +42,19 @@ class OneShuiCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True, layout_defaults: bool = True):
         self.run_record = RunRecord()
         self.layout_defaults = layout_defaults
-        # Lightning's notice, on every run, that TensorBoard is not installed: one_shui logs to the CSV
-        # logger it falls back on, or to W&B.
-        warnings.filterwarnings("ignore", message=r"Starting from v1\.9\.0, `tensorboardX` has been removed")
         self._run_options: dict = {}  # a method's run options as the command line gave them
-        super().__init__(
-            model_class=L.LightningModule,
-            subclass_mode_model=True,
-            datamodule_class=IdentityDataModule,
-            subclass_mode_data=True,
-            trainer_defaults={"callbacks": [self.run_record, RandomState()]},
-            save_config_callback=None,  # the run record writes config.yaml into the run folder
-            parser_kwargs={"parser_mode": "omegaconf"},
-            args=args,
-            run=run,
-        )
+        with quiet():  # what every run would print and nobody needs (one_shui.quiet)
+            super().__init__(
+                model_class=L.LightningModule,
+                subclass_mode_model=True,
+                datamodule_class=IdentityDataModule,
+                subclass_mode_data=True,
+                trainer_defaults={"callbacks": [self.run_record, RandomState()]},
+                save_config_callback=None,  # the run record writes config.yaml into the run folder
+                parser_kwargs={"parser_mode": "omegaconf"},
+                args=args,
+                run=run,
+            )
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.init_args.image_size", "model.init_args.image_size")
@@ -96,6 +94,14 @@ class OneShuiCLI(LightningCLI):
         if config.get("weights_only") is None and self.subcommand is not None:
             config["weights_only"] = True  # never unpickle arbitrary objects from a checkpoint
         self.run_record.config = yaml.safe_load(self._parser(self.subcommand).dump(config, skip_none=False))
+
+    def test(self, model, verbose: bool = True, **options) -> list:
+        """Lightning's test without its table, which repeats every number once per test pool: the
+        results once instead (none with ``--verbose false``, as the bench runs it)."""
+        outcome = self.trainer.test(model, verbose=False, **options)
+        if verbose and self.trainer.is_global_zero:
+            print(results_table(model.results))
+        return outcome
 
     def before_fit(self) -> None:
         if isinstance(self.model, UnlearningMethod) and self.model.train_pool is None:
@@ -200,6 +206,16 @@ def _pretrain_file(path: Path, need: str) -> str:
             f"{need}, or run the pretrain of this data, N and seed first (there is no {path})"
         )
     return str(path)
+
+
+def results_table(results: dict) -> str:
+    """A test's numbers, one a line: the pools' metrics, ToW, the attacks and the guard's scores, then
+    each forgotten person's forget metric (``forget/<metric>/<name>``)."""
+    numbers = {key: value for key, value in results.items() if isinstance(value, (int, float))}
+    people = [key for key in numbers if key.count("/") == 2]
+    keys = [key for key in numbers if key not in people] + people
+    width = max(map(len, keys), default=0)
+    return "\n".join(["test results", *(f"  {key:<{width}}  {numbers[key]:.4f}" for key in keys)])
 
 
 def run(args: list[str] | None = None, **options) -> OneShuiCLI:

@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 import warnings
@@ -15,6 +16,7 @@ from one_shui.checkpoints import CheckpointError, load_checkpoint
 from one_shui.cli import OneShuiCLI, main
 from one_shui.data import Split, SplitMismatchError
 from one_shui.methods.classifier import Classifier
+from one_shui.quiet import EXPECTED
 
 
 @pytest.fixture(autouse=True)
@@ -277,8 +279,8 @@ def test_ckpt_path_last_starts_afresh_when_there_is_none():
     with warnings.catch_warnings(record=True) as caught:  # as the filters stand in a run
         cli = fit(*PRETRAIN, *tiny("new"), "--ckpt_path", "last")
     assert cli.trainer.global_step == 2
-    # without TensorBoard installed, Lightning's notice about it is not repeated on every run
-    assert caught and not [w for w in caught if "tensorboardX" in str(w.message)]
+    # none of the warnings every run would repeat (one_shui.quiet), Lightning's TensorBoard notice among them
+    assert not [w for w in caught if any(re.match(p, str(w.message)) for p in EXPECTED)]
 
 
 @pytest.mark.slow
@@ -336,3 +338,20 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     assert (
         checkpoint["one_shui"]["split"]["fingerprint"] == Split.load("ddp/checkpoints/split.json").fingerprint
     )
+
+
+def test_a_test_prints_its_results_once_and_none_of_lightning_s_noise(capfd):
+    checkpoints = pretrain()
+    capfd.readouterr()
+    OneShuiCLI(["test", *PRETRAIN, *tiny(), "--ckpt_path", str(checkpoints / "best.ckpt")])
+    output = "".join(capfd.readouterr())
+    lines = output.splitlines()
+    assert lines.count("test results") == 1 and "DataLoader" not in output and "💡 Tip" not in output
+    assert len([line for line in lines if line.split()[:1] == ["retain/mAP"]]) == 1
+    forget = Split.load(checkpoints / "split.json").forget  # each person by the dataset's name
+    assert {line.split()[0] for line in lines if line.strip().startswith("forget/mAP/")} == {
+        f"forget/mAP/{name}" for name in forget
+    }
+    capfd.readouterr()
+    OneShuiCLI(["test", *PRETRAIN, *tiny(), "--ckpt_path", str(checkpoints / "best.ckpt"), "--verbose=false"])
+    assert "test results" not in capfd.readouterr().out

@@ -40,6 +40,7 @@ from ..errors import MissingFileError
 from ..methods.loading import config_method
 from ..metrics.rmia import RMIAResult, rmia
 from ..metrics.tow import UTILITY_POOLS
+from ..quiet import quiet
 from . import curves
 from .config import ORIGINAL, Bench, split_arguments
 from .report import reference_of
@@ -47,17 +48,16 @@ from .tracking import Tracker
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 RECORD, LOCK = "cell.json", ".lock"
+# What a record holds: a cell of another format (2: people by their dataset names) is run again.
+RECORD_FORMAT = 2
 RECORD_KEY = {"stage": "checkpoint", "row": "metrics", "reference": "probabilities"}  # a record's own result
 UNLEARNING_STRIDE = 1000  # between the seeds of a method's cells at consecutive unlearning seeds
-# Warnings that every cell would repeat, none of them about the user's settings.
+# Warnings that every cell would repeat, none of them about the user's settings (beyond those of every
+# run, one_shui.quiet.EXPECTED).
 SILENCED = (
     "LightningCLI's args parameter is intended to run from",  # the bench builds the CLI's arguments
     ".*does not have many workers",  # the synthetic data needs none
-    r".*isinstance\(treespec, LeafSpec\)",  # Lightning against this torch
     "There is a wandb run already in progress",  # the cell's own run, on purpose
-    ".*no `validation_step`. Skipping val loop",  # a method's fit
-    r"Found \d+ module\(s\) in eval mode",  # the frozen original model
-    "No positive samples found in target",  # an attribute nobody among a few people has
     "The dirpath has changed from",  # a request of the sequential bench tested from the preparation of k = 1
 )
 
@@ -179,18 +179,20 @@ def run_cli(subcommand: str, args: list[str]) -> tuple[OneShuiCLI, float]:
 
 @contextlib.contextmanager
 def silenced() -> Iterator[None]:
-    """The warnings that every cell would repeat (:data:`SILENCED`) left out, within the block."""
-    with warnings.catch_warnings():
+    """The warnings that every cell would repeat (:data:`SILENCED` and those of every run) left out,
+    within the block."""
+    with quiet(), warnings.catch_warnings():
         for message in SILENCED:
             warnings.filterwarnings("ignore", message=message)
         yield
 
 
 def digest(args: list[str], configs: list[str], split: str | None, data: str) -> str:
-    """SHA-256 of the arguments, the content of every config file they read, the split fingerprint and
-    the data's content fingerprint."""
+    """SHA-256 of the record format, the arguments, the content of every config file they read, the split
+    fingerprint and the data's content fingerprint."""
     contents = {path: hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in configs}
-    return hashlib.sha256(json.dumps([args, contents, split, data], sort_keys=True).encode()).hexdigest()
+    key = [RECORD_FORMAT, args, contents, split, data]
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
 def bench_data(bench: Bench) -> IdentityDataModule:
@@ -288,6 +290,13 @@ class Runner:
                 write_text_atomic(folder / RECORD, json.dumps(record))
         self.records[(cell.seed, cell.kind, cell.label, cell.request, cell.unlearning)] = record
         return record
+
+    def make_stand_in(self, pretrain: Cell) -> None:
+        """Build the ``pretrain`` cell's model without training it: a stand-in backbone its recipe names
+        is made (once for every run, with its own progress) before the cells' progress starts, whose first
+        estimate would otherwise count those minutes in the first cell and read hours."""
+        with silenced():
+            run_one_shui(self._arguments(pretrain)[0], run=False, layout_defaults=False)
 
     def attacks(self) -> dict[tuple[str, int], RMIAResult]:
         """RMIA on every row of a bench with references (one request), keyed by (label, seed, unlearning

@@ -30,10 +30,15 @@ def save(figure, path: Path) -> Path:
 
 
 def paired(
-    table: Mapping[tuple, Mapping[str, Estimate]], groups: Mapping[str, str], metric: str, path: Path
+    table: Mapping[tuple, Mapping[str, Estimate]],
+    groups: Mapping[str, str],
+    metric: str,
+    path: Path,
+    setting: str,
 ) -> Path:
     """Each row's paired difference from Pretrain in forget (x) and retain (y), with its 95 % intervals
-    as bars: Pretrain at the origin, Retrain a star; down and to the left is forgetting at a cost."""
+    as bars: Pretrain at the origin, Retrain a star; down and to the left is forgetting at a cost. Every
+    plot's title names its ``setting`` (the bench, N and the seeds)."""
     figure, axis = plt.subplots(figsize=(6.0, 4.6))
     axis.axhline(0, color="black", linewidth=0.6)
     axis.axvline(0, color="black", linewidth=0.6)
@@ -59,14 +64,17 @@ def paired(
     axis.set(
         xlabel=f"forget {metric}, row minus Pretrain",
         ylabel=f"retain {metric}, row minus Pretrain",
-        title="Paired differences from Pretrain (95 % intervals)",
+        title=f"Paired differences from Pretrain (95 % intervals over seeds)\n{setting}",
     )
     axis.legend(fontsize=7, loc="best")
     return save(figure, path)
 
 
 def curves(
-    points: Mapping[str, Sequence[tuple[float, Estimate, Estimate]]], target: Estimate, path: Path
+    points: Mapping[str, Sequence[tuple[float, Estimate, Estimate]]],
+    target: Estimate,
+    path: Path,
+    setting: str,
 ) -> Path:
     """Each method's strength curve, ``points[method]`` = (strength, gap closed, retain drop) in the order
     of strength, with the 95 % intervals over seeds as bars: Pretrain at the origin, Retrain (the whole
@@ -102,7 +110,7 @@ def curves(
     axis.set(
         xlabel="share of the memorisation gap closed, % (symlog)",
         ylabel="retain drop from Pretrain, points (symlog)",
-        title="Strength curves (95 % intervals over seeds; circled: the VAL choice)",
+        title=f"Strength curves (95 % intervals over seeds; circled: the VAL choice)\n{setting}",
     )
     axis.legend(fontsize=7, loc="best")
     return save(figure, path)
@@ -115,38 +123,48 @@ def _bar(value: Estimate) -> list[list[float]]:
     return [[value.mean - value.low], [value.high - value.mean]]
 
 
-def roc_curves(curves: Mapping[str, Mapping[str, Sequence[Sequence[float]]]], seed: int, path: Path) -> Path:
-    """One panel per attack (``curves[attack][row] = (fpr, tpr)``), at one seed."""
-    figure, axes = plt.subplots(1, len(curves), figsize=(5.0 * len(curves), 4.4), squeeze=False)
+def roc_curves(
+    curves: Mapping[str, Mapping[str, Sequence[Sequence[float]]]], seed: int, path: Path, setting: str
+) -> Path:
+    """One panel per attack (``curves[attack][row] = (fpr, tpr)``), at one seed, each row's AUC in its
+    panel's legend (curves near the diagonal lie on top of each other; their AUCs still tell them apart)."""
+    figure, axes = plt.subplots(1, len(curves), figsize=(5.0 * len(curves), 4.6), squeeze=False)
     for axis, (attack, rows) in zip(axes[0], curves.items(), strict=True):
         for label, (fpr, tpr) in rows.items():
-            axis.plot(fpr, tpr, label=label, linewidth=1.2)
-        axis.plot([0, 1], [0, 1], color="black", linestyle=":", linewidth=0.8)
-        axis.set(
-            title=f"{attack}, seed {seed}",
-            xlabel="FPR (TEST called member)",
-            ylabel="TPR (forget called member)",
-        )
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+            auc = float(np.trapezoid(tpr, fpr))
+            axis.plot(fpr, tpr, label=f"{label} (AUC {auc:.3f})", linewidth=1.2)
+        axis.plot([0, 1], [0, 1], color="black", linestyle=":", linewidth=0.8, label="chance (AUC 0.5)")
+        axis.set(title=attack, xlabel="FPR (TEST called member)", ylabel="TPR (forget called member)")
+        axis.legend(fontsize=7, loc="lower right")
+    figure.suptitle(f"Membership attacks on the forget set, seed {seed}; {setting}", fontsize=9)
+    figure.tight_layout()
     return save(figure, path)
 
 
-def forget_per_identity(rows: Sequence[Mapping], metric: str, path: Path) -> Path:
-    """Per row, each forget identity's metric before (Pretrain) against after unlearning, all seeds."""
+def forget_per_identity(rows: Sequence[Mapping], metric: str, path: Path, setting: str) -> Path:
+    """Per row, each forget identity's metric before (Pretrain) against after unlearning, all seeds
+    pooled; below the diagonal, the row forgot that person."""
     labels = list(dict.fromkeys(row["row"] for row in rows))
     columns = min(4, len(labels))
     lines = -(-len(labels) // columns)
     low = max(0.0, min(min(row["before"], row["after"]) for row in rows) - 5)  # one scale for all panels
-    figure, axes = plt.subplots(lines, columns, figsize=(3.2 * columns, 3.2 * lines), squeeze=False)
+    figure, axes = plt.subplots(lines, columns, figsize=(3.2 * columns, 3.2 * lines + 0.8), squeeze=False)
     for axis, label in zip(axes.flat, labels, strict=False):
         mine = [row for row in rows if row["row"] == label]
-        axis.scatter(
-            [r["before"] for r in mine], [r["after"] for r in mine], s=10, color=COLOURS[mine[0]["group"]]
-        )
-        axis.plot([low, 100], [low, 100], color="black", linestyle=":", linewidth=0.8)
-        axis.set(title=label, xlim=(low, 100), ylim=(low, 100), xlabel=f"before ({metric})", ylabel="after")
+        axis.scatter([r["before"] for r in mine], [r["after"] for r in mine], s=10,
+                     color=COLOURS[mine[0]["group"]], label="a person at a seed")  # fmt: skip
+        axis.plot([low, 100], [low, 100], color="black", linestyle=":", linewidth=0.8, label="unchanged")
+        axis.set(title=label, xlim=(low, 100), ylim=(low, 100), xlabel=f"before: Pretrain's {metric}",
+                 ylabel=f"after: {label}'s {metric}")  # fmt: skip
+    axes.flat[0].legend(fontsize=7, loc="lower right")
     for axis in list(axes.flat)[len(labels) :]:
         axis.axis("off")
+    figure.suptitle(
+        f"Each forgotten person's forget {metric}, before and after each row ({setting}, seeds pooled)\n"
+        f"A person's {metric} is over their own few photos, so it sits higher than the table's forget "
+        f"{metric}, which ranks all forgotten people's photos together.",
+        fontsize=8,
+    )
     figure.tight_layout()
     return save(figure, path)
 
@@ -169,7 +187,7 @@ def forget_request(identity: str, portrait: Path, photos: Sequence[Path], path: 
 
 
 def by_request(
-    table: Mapping[tuple[str, int], Mapping[str, tuple[float, float]]], metric: str, path: Path
+    table: Mapping[tuple[str, int], Mapping[str, tuple[float, float]]], metric: str, path: Path, setting: str
 ) -> Path:
     """ToW, retain and forget (everyone forgotten so far) of every row after each request k, mean with the
     standard deviation over seeds as error bars."""
@@ -194,4 +212,6 @@ def by_request(
         axis.set_ylabel(title)
         axis.set_xticks(sorted({k for _, k in table}))
     axes[0][-1].legend(fontsize="small", loc="best")
+    figure.suptitle(f"After each request (mean and standard deviation over seeds); {setting}", fontsize=9)
+    figure.tight_layout()
     return save(figure, path)

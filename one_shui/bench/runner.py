@@ -41,6 +41,7 @@ def run_bench(bench: Bench) -> Path:
     gc.collect()
     gc.freeze()
     try:
+        runner.make_stand_in(cells[0])
         with tqdm(cells, desc=f"bench {bench.name}", unit="cell", dynamic_ncols=True) as bar:
             for cell in bar:
                 bar.set_postfix_str(cell.name)
@@ -92,14 +93,14 @@ def write_results(bench: Bench, runner: Runner, tracker: Tracker) -> Path:
         "RMIA": {label: (a.fpr, a.tpr) for (label, s, u), a in attacks.items() if (s, u) == (seed, 0)},
     }  # fmt: skip
     pngs = [
-        plots.paired(paired, groups, rows[0]["metric"], folder / "paired.png"),
-        plots.roc_curves(rocs, seed, folder / "roc.png"),
-        plots.forget_per_identity(identities, rows[0]["metric"], folder / "forget_per_identity.png"),
+        plots.paired(paired, groups, rows[0]["metric"], folder / "paired.png", title),
+        plots.roc_curves(rocs, seed, folder / "roc.png", title),
+        plots.forget_per_identity(identities, rows[0]["metric"], folder / "forget_per_identity.png", title),
         plots.forget_request(*request_photos(runner, seed), folder / "forget_request.png"),
     ]
     if strengths:
         target = paired[("Retrain",)]["retain"].negated()  # Retrain's retain drop: where the whole gap lies
-        pngs.append(plots.curves(curves.summarise(strengths), target, folder / "curves.png"))
+        pngs.append(plots.curves(curves.summarise(strengths), target, folder / "curves.png", title))
     tracker.summary(folder, rows, table, pngs, env, paired_rows)
     return markdown
 

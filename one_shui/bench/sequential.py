@@ -164,7 +164,7 @@ def write_results(bench: Bench, runner: Runner, tracker: Tracker) -> Path:
     env, under = environment.write(folder, tracker.environment, runner.records.values())
     markdown_path = write_text_atomic(folder / "results.md", markdown(rows, title, paired) + "\n" + under)
     table = summarise(rows)
-    png = plots.by_request(table, rows[0]["metric"], folder / "by_request.png")
+    png = plots.by_request(table, rows[0]["metric"], folder / "by_request.png", title)
     means = {f"{label}/k{k}": values for (label, k), values in table.items()}
     tracker.summary(folder, rows, means, [png], env, paired_rows)
     return markdown_path

@@ -333,7 +333,7 @@ class UnlearningMethod(L.LightningModule):
             self.evaluation.reset()
         else:
             retrained = self._retrained["evaluation"].utilities() if self._retrained else None
-            self.results = self.evaluation.log(self, retrained)
+            self.results = self.evaluation.log(self, retrained, self.identities)
         self.results["reads"] = ",".join(self.reads)
         self.results["mia_selection"] = self.hparams.mia
         self.results["forget_seconds"] = self._forget_seconds

@@ -148,7 +148,7 @@ class Classifier(L.LightningModule):
         self.evaluation.update(TEST_POOLS[dataloader_idx], self(images), targets, identities)
 
     def on_test_epoch_end(self) -> None:
-        self.results = self.evaluation.log(self)
+        self.results = self.evaluation.log(self, names=self.trainer.datamodule.split.identities)
 
     def configure_optimizers(self):
         hp = self.hparams

@@ -5,7 +5,7 @@ models."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import lightning as L
@@ -62,8 +62,11 @@ class Evaluation:
         for outputs in self.outputs.values():
             outputs.clear()
 
-    def compute(self, retrained: Mapping[str, float] | None = None, seed: int = 0) -> dict[str, float]:
-        """``<pool>/<metric>`` for retain, forget and test, ``forget/<metric>/<identity>``, the forget
+    def compute(
+        self, retrained: Mapping[str, float] | None = None, seed: int = 0, names: Sequence[str] = ()
+    ) -> dict[str, float]:
+        """``<pool>/<metric>`` for retain, forget and test, ``forget/<metric>/<identity>`` (the person as
+        the dataset names them, ``names[id]``, given the split's identities; else the id), the forget
         utility of the request served (``request/<metric>``: :attr:`request`, when set), the MIA and,
         with the retrained model's utilities (keyed by pool), ``tow``; RMIA's probabilities are kept in
         :attr:`probabilities`."""
@@ -73,7 +76,8 @@ class Evaluation:
         logits, targets, identities = pools["forget"]
         for identity in identities.unique().tolist():
             mine = identities == identity
-            results[f"forget/{self.metric}/{identity}"] = self._utility(logits[mine], targets[mine])
+            name = names[identity] if names else identity
+            results[f"forget/{self.metric}/{name}"] = self._utility(logits[mine], targets[mine])
         if self.request:
             mine = torch.isin(identities, torch.tensor(sorted(self.request)))
             results[f"request/{self.metric}"] = self._utility(logits[mine], targets[mine])
@@ -106,11 +110,14 @@ class Evaluation:
         return {pool: self._utility(*pools[pool][:2]) for pool in UTILITY_POOLS}
 
     def log(
-        self, module: L.LightningModule, retrained: Mapping[str, float] | None = None
+        self,
+        module: L.LightningModule,
+        retrained: Mapping[str, float] | None = None,
+        names: Sequence[str] = (),
     ) -> dict[str, float]:
-        """Compute, log every number through ``module`` (the MIA's selection rule as a hyperparameter of
-        every logger), start afresh and return the results."""
-        results = self.compute(retrained)
+        """Compute (people by their ``names``), log every number through ``module`` (the MIA's selection
+        rule as a hyperparameter of every logger), start afresh and return the results."""
+        results = self.compute(retrained, names=names)
         module.log_dict(results, add_dataloader_idx=False)
         for logger in module.loggers:
             logger.log_hyperparams({"mia_selection_rule": self.mia.selection_rule})
