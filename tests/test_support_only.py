@@ -1,0 +1,106 @@
+"""The support-only baselines (PROTOCOL §11): gradient ascent, random labels and SalUn, each update
+checked against the same step computed here by hand."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from one_shui.errors import SettingError
+from one_shui.methods.gradient_ascent import GradientAscent
+from one_shui.methods.random_labels import RandomLabels, random_targets
+from one_shui.methods.salun import SalUn, saliency_mask
+
+
+def support(method, size: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Support images of the model's size with 0/1 targets for its attributes."""
+    generator = torch.Generator().manual_seed(3)
+    hp = method.model.hparams
+    images = 2 * torch.rand(size, 3, hp.image_size, hp.image_size, generator=generator) - 1
+    targets = (torch.rand(size, hp.num_classes, generator=generator) < 0.4).float()
+    return images, torch.arange(size), targets
+
+
+def by_hand(network, images, targets, lr: float, sign: float, mask=None) -> dict[str, torch.Tensor]:
+    """One SGD step of ``sign`` * lr on the mean BCE of ``network`` (a copy), masked where given."""
+    network = copy.deepcopy(network)
+    loss = F.binary_cross_entropy_with_logits(network(images), targets)
+    loss.backward()
+    with torch.no_grad():
+        for i, param in enumerate(network.parameters()):
+            step = param.grad if mask is None else param.grad * mask[i]
+            param.add_(sign * lr * step)
+    return {name: p.detach().clone() for name, p in network.named_parameters()}
+
+
+def weights(method) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in method.model.network.named_parameters()}
+
+
+def test_gradient_ascent_is_one_step_up_the_support_loss(runs):
+    method = GradientAscent(str(runs[1]), lr=0.5)
+    images, ids, targets = support(method)
+    expected, before = by_hand(method.model.network, images, targets, lr=0.5, sign=+1), weights(method)
+    method.forget((images, ids, targets))
+    after = weights(method)
+    assert all(torch.allclose(after[name], expected[name], atol=1e-6) for name in expected)
+    assert any(not torch.equal(after[name], before[name]) for name in before)
+
+
+def test_random_targets_keep_the_prevalence_flip_or_avoid_the_true_class():
+    generator = torch.Generator().manual_seed(0)
+    targets = torch.zeros(4000, 3)
+    targets[:, 0], targets[::4, 1] = 1, 1  # prevalences 1, 0.25 and 0
+    drawn = random_targets(targets, "multilabel", 3, "prevalence", generator)
+    assert drawn.mean(dim=0).tolist() == pytest.approx([1.0, 0.25, 0.0], abs=0.03)
+    assert torch.equal(random_targets(targets, "multilabel", 3, "flipped", generator), 1 - targets)
+    assert random_targets(targets, "multilabel", 3, "uniform", generator).mean().item() == pytest.approx(
+        0.5, abs=0.03
+    )
+    classes = torch.randint(0, 5, (4000,), generator=generator)
+    other = random_targets(classes, "classification", 5, "prevalence", generator)
+    assert not (other == classes).any() and set(other.tolist()) == set(range(5))
+
+
+def test_random_labels_is_one_step_down_the_loss_of_its_random_targets(runs):
+    method = RandomLabels(str(runs[1]), lr=0.5, targets="flipped")
+    images, ids, targets = support(method)
+    expected = by_hand(method.model.network, images, 1 - targets, lr=0.5, sign=-1)
+    method.forget((images, ids, targets))
+    after = weights(method)
+    assert all(torch.allclose(after[name], expected[name], atol=1e-6) for name in expected)
+
+
+def test_the_saliency_mask_keeps_the_top_share_of_gradient_magnitudes_over_the_whole_network():
+    grads = [torch.tensor([0.1, -5.0, 0.3]), torch.tensor([[2.0, -0.2], [0.05, 4.0]])]
+    mask = saliency_mask(grads, 0.4)  # 3 of 7 weights: |-5|, |4|, |2|
+    assert [m.tolist() for m in mask] == [[0.0, 1.0, 0.0], [[1.0, 0.0], [0.0, 1.0]]]
+    assert sum(m.sum() for m in saliency_mask(grads, 1.0)) == 7
+
+
+def test_salun_moves_only_its_masked_weights_by_the_random_label_step(runs):
+    method = SalUn(str(runs[1]), lr=0.5, gamma=0.3, targets="flipped")
+    images, ids, targets = support(method)
+    network = copy.deepcopy(method.model.network)
+    loss = F.binary_cross_entropy_with_logits(network(images), targets)
+    grads = torch.autograd.grad(loss, list(network.parameters()))
+    magnitudes = torch.cat([g.abs().flatten() for g in grads])
+    threshold = magnitudes.sort(descending=True).values[round(0.3 * magnitudes.numel()) - 1]
+    mask = [(g.abs() >= threshold).float() for g in grads]
+    assert sum(m.sum() for m in mask) / magnitudes.numel() == pytest.approx(0.3, abs=1e-3)
+    expected = by_hand(method.model.network, images, 1 - targets, lr=0.5, sign=-1, mask=mask)
+    before = weights(method)
+    method.forget((images, ids, targets))
+    after = weights(method)
+    for (name, value), keep in zip(after.items(), mask, strict=True):
+        assert torch.allclose(value, expected[name], atol=1e-6), name
+        assert torch.equal(value[keep == 0], before[name][keep == 0]), name  # unmasked: exactly as they were
+
+
+@pytest.mark.parametrize("gamma", [0, 1.5, float("nan")])
+def test_salun_refuses_a_share_outside_0_to_1(runs, gamma):
+    with pytest.raises(SettingError, match="gamma"):
+        SalUn(str(runs[1]), gamma=gamma)
