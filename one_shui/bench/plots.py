@@ -130,6 +130,7 @@ def roc_curves(
     panel's legend (curves near the diagonal lie on top of each other; their AUCs still tell them apart)."""
     figure, axes = plt.subplots(1, len(curves), figsize=(5.0 * len(curves), 4.6), squeeze=False)
     for axis, (attack, rows) in zip(axes[0], curves.items(), strict=True):
+        axis.set_prop_cycle(color=plt.get_cmap("tab20").colors)  # a colour each for up to 20 rows
         for label, (fpr, tpr) in rows.items():
             auc = float(np.trapezoid(tpr, fpr))
             axis.plot(fpr, tpr, label=f"{label} (AUC {auc:.3f})", linewidth=1.2)
