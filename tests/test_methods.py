@@ -41,6 +41,7 @@ def method_classes() -> list[type[UnlearningMethod]]:
 TINY = {
     "MetaUnlearn": {"hidden": 32},
     "SSD": {"selection_weighting": 1.0},
+    "LFSSD": {"selection_weighting": 1.0},
     "SCRUB": {"epochs": 1},
     "BadTeacher": {"epochs": 1},
 }

@@ -43,9 +43,9 @@ def test_fit_measures_the_training_data_unaugmented_at_the_configured_batch(runs
     )  # every training image in one batch: no shuffle matters
     data = meta_data(root, method)
     modes = []
-    squared = method._squared_gradient
+    squared = method.batch_importance
     monkeypatch.setattr(
-        method, "_squared_gradient", lambda batch: modes.append(method.model.training) or squared(batch)
+        method, "batch_importance", lambda batch: modes.append(method.model.training) or squared(batch)
     )
     method.train()  # fit must measure in eval mode whatever mode it starts in
     trainer = quiet_trainer(

@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from one_shui.errors import SettingError
+from one_shui.methods.boundary_shrink import BoundaryShrink
 from one_shui.methods.gradient_ascent import GradientAscent
+from one_shui.methods.lfssd import LFSSD
 from one_shui.methods.random_labels import RandomLabels, random_targets
 from one_shui.methods.salun import SalUn, saliency_mask
 
@@ -104,3 +106,56 @@ def test_salun_moves_only_its_masked_weights_by_the_random_label_step(runs):
 def test_salun_refuses_a_share_outside_0_to_1(runs, gamma):
     with pytest.raises(SettingError, match="gamma"):
         SalUn(str(runs[1]), gamma=gamma)
+
+
+def test_lfssd_s_importance_is_the_absolute_gradient_of_the_outputs_squared_norm_without_targets(runs):
+    method = LFSSD(str(runs[1]))
+    images, ids, targets = support(method)
+    network = copy.deepcopy(method.model.network)
+    (network(images) ** 2).sum(dim=1).mean().backward()
+    expected = torch.cat([p.grad.abs().flatten() for p in network.parameters()])
+    assert torch.allclose(method.batch_importance((images, ids, targets)), expected, atol=1e-6)
+    unknown = torch.full_like(targets, float("nan"))  # targets are never read
+    assert torch.allclose(method.batch_importance((images, ids, unknown)), expected, atol=1e-6)
+
+
+class MeanLinear(torch.nn.Module):
+    """logits = a * mean(x) + b: a boundary known by hand."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor):
+        super().__init__()
+        self.a, self.b = torch.nn.Parameter(a), torch.nn.Parameter(b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(1, 2, 3)).unsqueeze(1) * self.a + self.b
+
+
+def test_boundary_shrink_s_neighbour_labels_flip_the_attributes_whose_boundary_is_within_eps(runs):
+    """All targets 1, a = 1: the step lowers every image's mean by eps, so an attribute flips to 0 where
+    0 < b < eps and keeps its value elsewhere."""
+    method = BoundaryShrink(str(runs[1]), eps=0.2)
+    b = torch.linspace(-0.5, 0.5, 40)
+    method.model.network = MeanLinear(torch.ones(40), b)
+    images, targets = torch.zeros(2, 3, 8, 8), torch.ones(2, 40)
+    assert torch.equal(method.neighbour_labels(images, targets), (b - 0.2 > 0).float().expand(2, 40))
+
+
+@pytest.mark.parametrize("neighbour, expected", [("wrong", 0), ("predicted", 2)])
+def test_boundary_shrink_s_neighbour_class_is_the_nearest_wrong_or_the_predicted(runs, neighbour, expected):
+    """Class 2 is the true one; the step raises the mean by eps: logits (0.25, -0.2, 0.5)."""
+    method = BoundaryShrink(str(runs[1]), eps=0.2, neighbour=neighbour)
+    method.model.network = MeanLinear(torch.tensor([1.0, -1.0, 0.0]), torch.tensor([0.05, 0.0, 0.5]))
+    method.model.hparams["task"] = "classification"
+    labels = method.neighbour_labels(torch.zeros(1, 3, 8, 8), torch.tensor([2]))
+    assert labels.tolist() == [expected]
+
+
+def test_boundary_shrink_is_one_step_down_the_loss_of_the_neighbour_labels(runs):
+    method = BoundaryShrink(str(runs[1]), lr=0.5)
+    images, ids, targets = support(method)
+    neighbours = method.neighbour_labels(images, targets)
+    assert not torch.equal(neighbours, targets)  # the step crosses some boundaries
+    expected = by_hand(method.model.network, images, neighbours, lr=0.5, sign=-1)
+    method.forget((images, ids, targets))
+    after = weights(method)
+    assert all(torch.allclose(after[name], expected[name], atol=1e-6) for name in expected)

@@ -72,7 +72,8 @@ class SSD(UnlearningMethod):
         self._epoch_sum: torch.Tensor | None = None  # made at each epoch start, on the module's device
         self._epoch_batches = 0
 
-    def _squared_gradient(self, batch: Batch) -> torch.Tensor:
+    def batch_importance(self, batch: Batch) -> torch.Tensor:
+        """A batch's importance of every parameter: the squared gradient of its mean task loss."""
         images, _, targets = batch
         params = list(self.model.network.parameters())
         loss = task_loss(self.model.hparams.task, self.model(images), targets)
@@ -88,7 +89,7 @@ class SSD(UnlearningMethod):
         self._epoch_batches = 0
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
-        self._epoch_sum += self._squared_gradient(batch)
+        self._epoch_sum += self.batch_importance(batch)
         self._epoch_batches += 1
 
     def on_train_epoch_end(self) -> None:
@@ -105,16 +106,16 @@ class SSD(UnlearningMethod):
     # --- forget: I_S on the support set, then dampening ------------------------------------------
 
     def support_importance(self, support: Batch) -> torch.Tensor:
-        """I_S: the squared gradient of each batch of ``support_batch_size`` support images, averaged over
-        the batches."""
+        """I_S: the importance of each batch of ``support_batch_size`` support images, averaged over the
+        batches."""
         batches = list(zip(*(part.split(self.hparams.support_batch_size) for part in support), strict=True))
-        return sum(self._squared_gradient(batch) for batch in batches) / len(batches)
+        return sum(self.batch_importance(batch) for batch in batches) / len(batches)
 
     def forget(self, support: Batch) -> None:
         if self.batches == 0:
             raise MethodSetupError(
-                "SSD has no importances of the training data: run its `one-shui fit` first and give the "
-                "checkpoints/last.ckpt it writes"
+                f"{type(self).__name__} has no importances of the training data: run its `one-shui fit` "
+                "first and give the checkpoints/last.ckpt it writes"
             )
         self.model.eval()
         params = list(self.model.network.parameters())
