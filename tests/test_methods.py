@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 from pathlib import Path
 
@@ -32,6 +33,7 @@ def method_classes() -> list[type[UnlearningMethod]]:
                 isinstance(value, type)
                 and issubclass(value, UnlearningMethod)
                 and value is not UnlearningMethod
+                and not inspect.isabstract(value)  # a base of methods, such as TrainingPass
             ):
                 found.add(value)
     return sorted(found, key=lambda cls: cls.__name__)
@@ -42,6 +44,7 @@ TINY = {
     "MetaUnlearn": {"hidden": 32},
     "SSD": {"selection_weighting": 1.0},
     "LFSSD": {"selection_weighting": 1.0},
+    "SLUG": {"max_drop": 0.05, "max_step": 10.0},
     "SCRUB": {"epochs": 1},
     "BadTeacher": {"epochs": 1},
 }

@@ -9,12 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from one_shui.data.check_set import CheckSet
 from one_shui.errors import SettingError
+from one_shui.methods.base import MethodSetupError
 from one_shui.methods.boundary_shrink import BoundaryShrink
 from one_shui.methods.gradient_ascent import GradientAscent
 from one_shui.methods.lfssd import LFSSD
 from one_shui.methods.random_labels import RandomLabels, random_targets
 from one_shui.methods.salun import SalUn, saliency_mask
+from one_shui.methods.slug import SLUG, choose_layer, pareto_front, search_step
 
 
 def support(method, size: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -159,3 +162,54 @@ def test_boundary_shrink_is_one_step_down_the_loss_of_the_neighbour_labels(runs)
     method.forget((images, ids, targets))
     after = weights(method)
     assert all(torch.allclose(after[name], expected[name], atol=1e-6) for name in expected)
+
+
+def test_slug_s_front_and_layer_on_a_hand_made_table():
+    importance = [1.0, 3.0, 2.0, 3.0, 0.5]
+    alignment = [0.1, 0.9, 0.5, 0.95, 0.04]  # layer 3 is dominated by 1; 2 is on the front
+    assert pareto_front(importance, alignment) == [0, 1, 2, 4]
+    assert choose_layer(importance, alignment) == 4  # 0.5 / 0.04 = 12.5, the highest ratio on the front
+    assert choose_layer([1.0, 2.0], [0.0, 0.5]) == 0  # no alignment at all ranks first
+
+
+def test_slug_s_step_is_the_largest_whose_drop_stays_within_the_bound():
+    probes = []
+
+    def drop_at(step: float) -> float:
+        probes.append(step)
+        return 10 * step
+
+    assert search_step(drop_at, 3.0, 1.0, 12) == pytest.approx(0.3, abs=1 / 4096)
+    assert 10 * search_step(drop_at, 3.0, 1.0, 12) <= 3.0
+    assert search_step(drop_at, 20.0, 1.0, 12) == 1.0 and search_step(drop_at, 0.0, 1.0, 12) == 0.0
+
+
+def prepared_slug(pretrain, **options) -> SLUG:
+    """A SLUG with a check set and a retain gradient made up here (no fit)."""
+    method = SLUG(str(pretrain), **options)
+    generator = torch.Generator().manual_seed(5)
+    size = method.model.hparams.image_size
+    images = torch.randint(0, 256, (32, 3, size, size), generator=generator, dtype=torch.uint8)
+    method.check_set = CheckSet(images, (torch.rand(32, 40, generator=generator) < 0.4).float())
+    method.importance_sum.copy_(torch.randn(method.importance_sum.shape, generator=generator))
+    method.batches.fill_(1)
+    return method
+
+
+def moved_by_forget(method) -> list[str]:
+    before = weights(method)
+    method.forget(support(method))
+    return [name for name, value in weights(method).items() if not torch.equal(value, before[name])]
+
+
+def test_slug_moves_one_weight_matrix_within_the_check_set_s_bound(runs):
+    method = prepared_slug(runs[1], max_drop=2.0)
+    shapes = {name: param.dim() for name, param in method.model.network.named_parameters()}
+    before_score = method.check_score()
+    moved = moved_by_forget(method)
+    assert len(moved) == 1 and shapes[moved[0]] >= 2
+    assert before_score - method.check_score() <= 2.0 + 1e-6
+    other = next(name for name, dim in shapes.items() if dim >= 2 and name != moved[0])
+    assert moved_by_forget(prepared_slug(runs[1], max_drop=2.0, layer=other)) == [other]
+    with pytest.raises(MethodSetupError, match="layer"):
+        SLUG(str(runs[1]), layer="no.such.weight")

@@ -61,7 +61,7 @@ CLI_CASES = {
          "--model.init_args.update=last_blocks"],
         "update: last_blocks needs a ViT",
     ),
-    "SSD tested without its fit": (["test", *on("ssd.yaml"), *SMALL, *METHOD], "SSD has no importances"),
+    "SSD tested without its fit": (["test", *on("ssd.yaml"), *SMALL, *METHOD], "SSD has no statistics"),
     "PGU tested without its fit": (["test", *on("pgu.yaml"), *SMALL, *METHOD], "PGU has no input statistics"),
     "a fit of a method with nothing to prepare": (
         ["fit", *on("jit.yaml"), *SMALL, *METHOD], "JiT has nothing to prepare"
