@@ -102,7 +102,7 @@ class SLUG(TrainingPass):
             if param.dim() >= 2:
                 mine = retain[start : start + size]
                 alignment = torch.nn.functional.cosine_similarity(grad.flatten(), mine, dim=0).abs()
-                layers.append((i, float(grad.norm() / param.norm()), float(alignment)))
+                layers.append((i, float(grad.norm() / param.detach().norm()), float(alignment)))
             start += size
         index, importance, alignment = zip(*layers, strict=True)
         return index[choose_layer(importance, alignment)]
