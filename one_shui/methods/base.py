@@ -25,7 +25,7 @@ from ..data.sources import identity_clashes, identity_key
 from ..errors import UserError, at_least
 from ..metrics.evaluation import ATTACK_POOLS, Evaluation
 from ..metrics.tow import UTILITY_POOLS
-from ..metrics.utility import check_score
+from ..metrics.utility import check_score, task_loss
 from .classifier import Classifier
 from .original import OriginalModel
 
@@ -38,6 +38,29 @@ def sgd_step_(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], lr:
     """One plain SGD step on ``params``, in place: p <- p - lr * g."""
     for param, grad in zip(params, grads, strict=True):
         param.sub_(lr * grad)
+
+
+def support_loss(method: UnlearningMethod, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The mean task loss of ``method``'s model on ``images`` against ``targets`` (BCE or cross-entropy)."""
+    return task_loss(method.model.hparams.task, method.model(images), targets)
+
+
+def support_steps_(
+    method: UnlearningMethod,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    lr: float,
+    steps: int,
+    mask: Sequence[torch.Tensor] | None = None,
+) -> None:
+    """``steps`` plain SGD steps of ``lr`` on :func:`support_loss` against ``targets``, all ``images`` in
+    each (a negative ``lr`` climbs the loss); with a ``mask``, only the weights where it is 1 move."""
+    params = list(method.model.network.parameters())
+    for _ in range(steps):
+        grads = torch.autograd.grad(support_loss(method, images, targets), params)
+        if mask is not None:
+            grads = [grad * keep for grad, keep in zip(grads, mask, strict=True)]
+        sgd_step_(params, grads, lr)
 
 
 class UnknownIdentityError(UserError, ValueError):

@@ -7,9 +7,7 @@ from typing import Literal
 import torch
 
 from ..errors import at_least
-from ..metrics.utility import task_loss
-from .base import Batch, UnlearningMethod, sgd_step_
-from .gradient_ascent import support_loss
+from .base import Batch, UnlearningMethod, support_loss, support_steps_
 
 Neighbour = Literal["wrong", "predicted"]
 
@@ -57,7 +55,7 @@ class BoundaryShrink(UnlearningMethod):
         """Each image's label at x' = x + eps * sign(grad_x L(x, y)) (see the class)."""
         task = self.model.hparams.task
         images = images.detach().requires_grad_(True)
-        (gradient,) = torch.autograd.grad(task_loss(task, self.model(images), targets), [images])
+        (gradient,) = torch.autograd.grad(support_loss(self, images, targets), [images])
         with torch.no_grad():
             logits = self.model(images + self.hparams.eps * gradient.sign()).float()
         if task == "multilabel":
@@ -68,8 +66,5 @@ class BoundaryShrink(UnlearningMethod):
 
     def forget(self, support: Batch) -> None:
         images, _, targets = support
-        params = list(self.model.network.parameters())
         neighbours = self.neighbour_labels(images, targets)
-        for _ in range(self.hparams.steps):
-            grads = torch.autograd.grad(support_loss(self, images, neighbours), params)
-            sgd_step_(params, grads, self.at_strength(self.hparams.lr))
+        support_steps_(self, images, neighbours, self.at_strength(self.hparams.lr), self.hparams.steps)

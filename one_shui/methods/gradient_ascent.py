@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-import torch
-
 from ..errors import at_least
-from ..metrics.utility import task_loss
-from .base import Batch, UnlearningMethod, sgd_step_
-
-
-def support_loss(method: UnlearningMethod, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The mean task loss of the model on ``images`` against ``targets`` (BCE or cross-entropy)."""
-    return task_loss(method.model.hparams.task, method.model(images), targets)
+from .base import Batch, UnlearningMethod, support_steps_
 
 
 class GradientAscent(UnlearningMethod):
@@ -38,7 +30,5 @@ class GradientAscent(UnlearningMethod):
 
     def forget(self, support: Batch) -> None:
         images, _, targets = support
-        params = list(self.model.network.parameters())
-        for _ in range(self.hparams.steps):
-            grads = torch.autograd.grad(support_loss(self, images, targets), params)
-            sgd_step_(params, grads, -self.at_strength(self.hparams.lr))  # ascent: p <- p + lr * g
+        # ascent: p <- p + lr * g
+        support_steps_(self, images, targets, -self.at_strength(self.hparams.lr), self.hparams.steps)

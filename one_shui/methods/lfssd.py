@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from torch.nn.utils import parameters_to_vector
 
 from .base import Batch
 from .ssd import SSD
@@ -23,8 +22,5 @@ class LFSSD(SSD):
 
     def batch_importance(self, batch: Batch) -> torch.Tensor:
         """|d/d theta of the mean over the batch of ||f(x)||_2^2|, per parameter."""
-        images = batch[0]
-        params = list(self.model.network.parameters())
-        output_norm = self.model(images).float().square().sum(dim=1).mean()
-        grads = torch.autograd.grad(output_norm, params, allow_unused=True, materialize_grads=True)
-        return parameters_to_vector(grads).abs()
+        output_norm = self.model(batch[0]).float().square().sum(dim=1).mean()
+        return self.gradient_of(output_norm).abs()

@@ -7,8 +7,7 @@ from typing import Literal
 import torch
 
 from ..errors import at_least
-from .base import Batch, UnlearningMethod, sgd_step_
-from .gradient_ascent import support_loss
+from .base import Batch, UnlearningMethod, support_steps_
 
 RandomTargets = Literal["prevalence", "uniform", "flipped"]
 
@@ -74,11 +73,5 @@ class RandomLabels(UnlearningMethod):
         return None
 
     def forget(self, support: Batch) -> None:
-        images = support[0]
-        params, mask = list(self.model.network.parameters()), self.mask(support)
-        relabelled = self.relabelled(support)
-        for _ in range(self.hparams.steps):
-            grads = torch.autograd.grad(support_loss(self, images, relabelled), params)
-            if mask is not None:
-                grads = [grad * keep for grad, keep in zip(grads, mask, strict=True)]
-            sgd_step_(params, grads, self.at_strength(self.hparams.lr))
+        lr, steps = self.at_strength(self.hparams.lr), self.hparams.steps
+        support_steps_(self, support[0], self.relabelled(support), lr, steps, self.mask(support))

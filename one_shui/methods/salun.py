@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import at_most, positive
-from .base import Batch
-from .gradient_ascent import support_loss
+from .base import Batch, support_loss
 from .random_labels import RandomLabels, RandomTargets
 
 

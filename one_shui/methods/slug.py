@@ -7,8 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..errors import at_least, positive
-from .base import Batch, MethodSetupError
-from .gradient_ascent import support_loss
+from .base import Batch, MethodSetupError, support_loss
 from .training_pass import TrainingPass
 
 

@@ -8,8 +8,7 @@ from abc import ABCMeta, abstractmethod
 import torch
 from torch.nn.utils import parameters_to_vector
 
-from ..metrics.utility import task_loss
-from .base import Batch, MethodSetupError, UnlearningMethod
+from .base import Batch, MethodSetupError, UnlearningMethod, support_loss
 
 
 class TrainingPass(UnlearningMethod, metaclass=ABCMeta):
@@ -34,14 +33,17 @@ class TrainingPass(UnlearningMethod, metaclass=ABCMeta):
     def batch_importance(self, batch: Batch) -> torch.Tensor:
         """The statistic of one batch, a vector over every parameter of the network."""
 
-    def loss_gradient(self, batch: Batch) -> torch.Tensor:
-        """The gradient of the batch's mean task loss, a vector over every parameter (0 for a parameter
-        the loss does not reach, as SSD's authors do)."""
-        images, _, targets = batch
+    def gradient_of(self, value: torch.Tensor) -> torch.Tensor:
+        """The gradient of ``value`` over every parameter of the network, one vector (0 for a parameter
+        it does not reach, as SSD's authors do)."""
         params = list(self.model.network.parameters())
-        loss = task_loss(self.model.hparams.task, self.model(images), targets)
-        grads = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
+        grads = torch.autograd.grad(value, params, allow_unused=True, materialize_grads=True)
         return parameters_to_vector(grads)
+
+    def loss_gradient(self, batch: Batch) -> torch.Tensor:
+        """The gradient of the batch's mean task loss (:meth:`gradient_of`)."""
+        images, _, targets = batch
+        return self.gradient_of(support_loss(self, images, targets))
 
     @property
     def training_mean(self) -> torch.Tensor:
