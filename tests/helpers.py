@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Subset
 from torchvision.transforms import v2
 
+from one_shui.bench import cells as cells_module
 from one_shui.bench.config import parse
 from one_shui.bench.runner import run_bench
 from one_shui.cli import OneShuiCLI
@@ -227,6 +228,24 @@ def run_tiny(folder: Path, **options) -> tuple[Path, Path]:
         config = tiny_bench(folder, **options)
         run_bench(parse(["--config", str(config)]))
     return folder, config
+
+
+def counted_runs(monkeypatch) -> list[str]:
+    """The subcommands (``fit``, ``test``) of the `one-shui` runs that the bench's cells make from now on,
+    in order, as they run."""
+    calls: list[str] = []
+    real = cells_module.run_cli
+    monkeypatch.setattr(cells_module, "run_cli", lambda *args: calls.append(args[0]) or real(*args))
+    return calls
+
+
+def arguments_of(bench) -> cells_module.Runner:
+    """A runner of ``bench`` that only builds its cells' arguments (no data read, nothing run), every stage's
+    checkpoint at ``<stage>/best.ckpt``."""
+    runner = object.__new__(cells_module.Runner)
+    runner.bench = bench
+    runner.record = lambda seed, kind, label, *at: {"checkpoint": f"{label}/best.ckpt"}
+    return runner
 
 
 # --- a harness for the distillation methods' forget ------------------------------------------------

@@ -20,7 +20,7 @@ import pytest
 import torch
 import wandb
 import yaml
-from helpers import CONFIGS, METHODS, TINY, run_tiny, tiny_bench
+from helpers import CONFIGS, METHODS, TINY, arguments_of, counted_runs, run_tiny, tiny_bench
 
 from one_shui import layout
 from one_shui.atomic import held
@@ -186,9 +186,7 @@ def test_a_rerun_reuses_every_cell_and_an_interrupted_one_reruns_only_what_is_mi
     monkeypatch.chdir(folder)
     monkeypatch.setenv("XDG_CACHE_HOME", str(folder / "cache"))
     before = (folder / "outputs/tiny/results.csv").read_text()
-    calls = []
-    real = cells_module.run_cli
-    monkeypatch.setattr(cells_module, "run_cli", lambda *args: calls.append(args[0]) or real(*args))
+    calls = counted_runs(monkeypatch)
     run_bench(parse(["--config", str(config)]))
     assert calls == [] and (folder / "outputs/tiny/results.csv").read_text() == before
     # A bench stopped inside JiT's cell of seed 1: its record was never written.
@@ -220,9 +218,7 @@ def test_a_finished_cell_with_a_missing_or_damaged_checkpoint_runs_again(bench, 
     (pretrain / "checkpoints/best.ckpt").unlink()  # deleted by hand, or lost
     (jit,) = (folder / SEED.format(1)).glob("JiT-*")
     (jit / "cell.json").write_text('{"torn')  # a record cut short
-    calls = []
-    real = cells_module.run_cli
-    monkeypatch.setattr(cells_module, "run_cli", lambda *args: calls.append(args[0]) or real(*args))
+    calls = counted_runs(monkeypatch)
     run_bench(parse(["--config", str(config)]))
     assert calls == ["fit", "test"]  # seed 1's pretrain, from the start, then its JiT
     printed = capsys.readouterr().err
@@ -390,6 +386,8 @@ JIT = str(CONFIGS / "methods/jit.yaml")
     [
         ({"train": "missing.yaml"}, "train config missing.yaml does not exist"),
         ({"seeds": [1, 1]}, "seeds must be distinct"),
+        ({"shadows": 3}, "shadows must be 0 or an even number of at least 4"),
+        ({"shadows": 4, "requests": 3}, "on a bench of one request (got shadows 4 and requests 3)"),
         ({"methods": [{"config": "absent.yaml"}]}, "method config absent.yaml does not exist"),
         ({"methods": [{"config": JIT}, {"config": JIT}]}, "unique"),
         ({"methods": [{"label": "Retrain", "config": JIT}]}, "unique"),
@@ -467,9 +465,7 @@ def test_a_method_s_setting_file_is_stacked_after_its_config_and_its_content_key
 ):
     monkeypatch.chdir(CONFIGS.parent)
     bench = parse(["--config", str(CONFIGS / "bench/synthetic.yaml"), "--seeds=[0]"])
-    runner = object.__new__(cells_module.Runner)  # its arguments only: no data read, nothing run
-    runner.bench = bench
-    runner.record = lambda seed, kind, label, *at: {"checkpoint": f"{label}/best.ckpt"}
+    runner = arguments_of(bench)
     (cell,) = [c for c in cells_module.plan(bench) if c.label == "MetaUnlearn" and c.kind == "row"]
     args, configs, _ = runner._arguments(cell)
     at = args.index(cell.config)
@@ -513,9 +509,7 @@ def test_evaluation_arguments_reach_every_row_and_no_training(monkeypatch):
     monkeypatch.chdir(CONFIGS.parent)
     bench = parse(["--config", str(CONFIGS / "bench/synthetic.yaml"), "--seeds=[0]"])
     bench = replace(bench, evaluation_args=["--model.init_args.mia=published"])
-    runner = object.__new__(cells_module.Runner)  # its arguments only: no data read, nothing run
-    runner.bench = bench
-    runner.record = lambda seed, kind, label, request=None: {"checkpoint": f"{label}/best.ckpt"}
+    runner = arguments_of(bench)
     for cell in cells_module.plan(bench):
         args = runner._arguments(cell)[0]
         assert ("--model.init_args.mia=published" in args) == (cell.kind != "stage"), cell
@@ -526,9 +520,7 @@ def test_each_unlearning_seed_runs_every_method_anew_with_its_own_seeds_on_the_s
     own cells, whose seed and simulated requests move by UNLEARNING_STRIDE x u, on the same pretrain."""
     monkeypatch.chdir(CONFIGS.parent)
     bench = parse(["--config", str(CONFIGS / "bench/synthetic.yaml"), "--seeds=[3]", "--unlearning_seeds=2"])
-    runner = object.__new__(cells_module.Runner)  # its arguments only: no data read, nothing run
-    runner.bench = bench
-    runner.record = lambda seed, kind, label, *at: {"checkpoint": f"{label}/best.ckpt"}
+    runner = arguments_of(bench)
     cells = cells_module.plan(bench)
     again = [cell for cell in cells if cell.unlearning == 1]
     assert {(cell.label, cell.kind) for cell in again} == {

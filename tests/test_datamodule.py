@@ -287,6 +287,23 @@ def test_sizes_out_of_range_are_one_setting_error(tmp_path, option, value):
         make(tmp_path, **{option: value})
 
 
+def test_a_shadow_pool_is_served_from_its_pretrain_s_split_and_asked_for_with_its_number(tmp_path):
+    data = make(tmp_path)
+    data.save_split(tmp_path / "split.json")
+    shadow = make(tmp_path, train_pool="shadow", shadow=1, split_file=str(tmp_path / "split.json"))
+    shadow.setup("fit")
+    assert shadow.split == data.split
+    rows = sorted(shadow.train_dataloader().dataset.rows)
+    assert rows == shadow.rows["shadow"] and set(data.rows["retain"]) < set(rows)
+    with pytest.raises(SplitMismatchError, match="a shadow model .* must use the split of its pretrain"):
+        make(tmp_path, train_pool="shadow", shadow=1)
+    for options in ({"train_pool": "shadow"}, {"shadow": 0}):
+        with pytest.raises(SettingError, match="set both or neither"):
+            make(tmp_path, split_file=str(tmp_path / "split.json"), **options)
+    with pytest.raises(SettingError, match="data.init_args.shadow must be"):
+        make(tmp_path, train_pool="shadow", shadow=-1, split_file=str(tmp_path / "split.json"))
+
+
 def test_the_check_set_is_a_fixed_sample_of_val_read_as_tested(tmp_path):
     data = make(tmp_path)
     check = take_check_set(data, 5)

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 import wandb
 import yaml
-from helpers import run_tiny, tiny_bench
+from helpers import counted_runs, run_tiny, tiny_bench
 
-from one_shui.bench import cells as cells_module
 from one_shui.bench import differences, report
 from one_shui.bench import sequential as sequential_module
 from one_shui.bench.config import parse
@@ -129,9 +128,7 @@ def test_a_rerun_reuses_every_cell_and_a_lost_request_reruns_it_alone(sequential
     folder, config = sequential
     monkeypatch.chdir(folder)
     monkeypatch.setenv("XDG_CACHE_HOME", str(folder / "cache"))
-    calls = []
-    real = cells_module.run_cli
-    monkeypatch.setattr(cells_module, "run_cli", lambda *args: calls.append(args[0]) or real(*args))
+    calls = counted_runs(monkeypatch)
     run_bench(parse(["--config", str(config)]))
     assert calls == []
     (jit,) = (folder / SEED.format(1)).glob("JiT@k2-*")

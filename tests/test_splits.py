@@ -10,6 +10,9 @@ from one_shui.data.splits import (
     SplitMismatchError,
     make_split,
     pools,
+    shadow_half,
+    shadow_pool,
+    shadow_rows,
     simulated_requests,
 )
 
@@ -179,3 +182,29 @@ def test_verify_refuses_other_dataset():
         split.verify("toy", "another-listing")
     with pytest.raises(SplitMismatchError, match="'celebahq'"):
         split.verify("celebahq", "fp")
+
+
+def test_each_person_of_the_shadow_pool_is_in_half_of_the_shadows_and_more_shadows_keep_the_first():
+    files, ids = listing()
+    split = split_of(files, ids)
+    pool = shadow_pool(split)
+    assert set(pool) == {*split.forget, *split.test} and not set(pool) & {*split.val, *split.retain}
+    halves = [shadow_half(split, k) for k in range(8)]
+    for j in range(4):  # a pair: one half of the pool, then the other
+        assert halves[2 * j] | halves[2 * j + 1] == set(pool) and not halves[2 * j] & halves[2 * j + 1]
+    assert Counter(person for half in halves for person in half) == dict.fromkeys(pool, 4)
+    assert len({frozenset(half) for half in halves}) == 8  # each pair draws anew
+    assert [shadow_half(split, k) for k in range(4)] == halves[:4]  # deterministic
+    assert shadow_half(split_of(files, ids, seed=1), 0) != halves[0]
+
+
+def test_a_shadow_trains_on_the_retain_pool_and_the_photos_of_its_half():
+    files, ids = listing()
+    split = split_of(files, ids)
+    rows, half = pools(split, files, ids), shadow_half(split, 3)
+    trained = shadow_rows(split, files, ids, 3)
+    assert trained == sorted(trained) and set(rows["retain"]) <= set(trained)
+    extra = [row for row in trained if row not in set(rows["retain"])]
+    assert {ids[row] for row in extra} == half
+    assert set(extra) == {row for pool in ("forget", "test") for row in rows[pool] if ids[row] in half}
+    assert not set(trained) & {*rows["support"], *rows["val"]}  # no portrait, no VAL photo

@@ -22,7 +22,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -35,7 +35,7 @@ from ..cli import OneShuiCLI
 from ..cli import run as run_one_shui
 from ..data.config import data_parser
 from ..data.datamodule import TEST_POOLS, IdentityDataModule
-from ..data.splits import Split
+from ..data.splits import Split, shadow_half
 from ..errors import MissingFileError
 from ..methods.loading import config_method
 from ..metrics.rmia import RMIAResult, rmia
@@ -50,8 +50,11 @@ QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=
 RECORD, LOCK = "cell.json", ".lock"
 # What a record holds: a cell of another format (2: people by their dataset names) is run again.
 RECORD_FORMAT = 2
-RECORD_KEY = {"stage": "checkpoint", "row": "metrics", "reference": "probabilities"}  # a record's own result
+RECORD_KEY = {  # a record's own result
+    "stage": "checkpoint", "row": "metrics", "reference": "probabilities", "shadow": "probabilities"
+}  # fmt: skip
 UNLEARNING_STRIDE = 1000  # between the seeds of a method's cells at consecutive unlearning seeds
+SHADOW_STRIDE = 100_000  # between the training seeds of a seed's pretrain and its shadows (shadow_seed)
 # Warnings that every cell would repeat, none of them about the user's settings (beyond those of every
 # run, one_shui.quiet.EXPECTED).
 SILENCED = (
@@ -65,10 +68,11 @@ SILENCED = (
 @dataclass(frozen=True)
 class Cell:
     """One step of the bench: a ``stage`` (pretrain or retrain), a table ``row`` on the pretrained model,
-    or the ``reference`` of a row for RMIA: the same method applied to the retrained model."""
+    the ``reference`` of a row for RMIA (the same method applied to the retrained model), or a ``shadow``
+    model of the per-person attack (trained on its half of the people, then tested)."""
 
     seed: int
-    kind: str  # "stage", "row" or "reference"
+    kind: str  # "stage", "row", "reference" or "shadow"
     label: str  # the stage ("pretrain", "retrain") or the row's label
     config: str
     args: tuple[str, ...] = ()  # the method's own `one-shui` arguments
@@ -76,6 +80,7 @@ class Cell:
     request: int | None = None  # the request k (1 to requests) it is at; None: the pretrain, before any
     requests: int = 1  # K, the requests of the bench
     unlearning: int = 0  # the unlearning seed u of a method's cell (0 to unlearning_seeds - 1)
+    shadow: int | None = None  # which shadow model (0 to shadows - 1) a shadow cell trains
 
     @property
     def name(self) -> str:
@@ -104,8 +109,9 @@ class Cell:
             "setting": self.setting,
             "request": self.request,
             "unlearning_seed": self.unlearning,
+            "shadow": self.shadow,
         }
-        job_type = self.label if self.kind == "stage" else self.kind  # pretrain, retrain, row or reference
+        job_type = self.label if self.kind == "stage" else self.kind  # pretrain, retrain or the kind
         return {
             "name": f"{self.tag}/seed{self.seed}",
             "job_type": job_type,
@@ -121,7 +127,7 @@ def plan(bench: Bench) -> list[Cell]:
     """Every cell of the bench, in the order they run: per seed, the pretrain, then per request k its
     retrain, the Pretrain and Retrain rows and, at each unlearning seed, every method's row (each after the
     method's row at k - 1) with, where the bench has RMIA references (:attr:`Bench.references`), the
-    method's reference."""
+    method's reference; then the seed's shadow models, if any."""
     cells = []
     kinds = ("row", "reference") if bench.references else ("row",)
     for seed in bench.seeds:
@@ -145,6 +151,7 @@ def plan(bench: Bench) -> list[Cell]:
                 for u in range(bench.unlearning_seeds)
                 for kind in kinds
             ]
+        cells += [Cell(seed, "shadow", f"shadow {k}", bench.train, shadow=k) for k in range(bench.shadows)]
     return cells
 
 
@@ -155,10 +162,29 @@ def unlearning_seed(cell: Cell) -> int:
     return cell.seed + UNLEARNING_STRIDE * cell.unlearning
 
 
+def training_seed(cell: Cell) -> int:
+    """The seed of a cell's run (``seed_everything``): a shadow's, the training seed plus
+    :data:`SHADOW_STRIDE` x (its number + 1), so that the shadows' training noise differs as the
+    pretrain's does from each of theirs; any other cell's :func:`unlearning_seed`."""
+    if cell.shadow is not None:
+        return cell.seed + SHADOW_STRIDE * (cell.shadow + 1)
+    return unlearning_seed(cell)
+
+
 def retrain_on(pretrain: Path) -> list[str]:
     """The data arguments of a retrain: the retain pool of its pretrain's split."""
     return [
         "--data.init_args.train_pool=retain",
+        f"--data.init_args.split_file={pretrain.with_name(layout.SPLIT)}",
+    ]
+
+
+def shadow_on(pretrain: Path, shadow: int) -> list[str]:
+    """The data arguments of a shadow model: its pool (the retain people and its half of the forget and
+    TEST people) of its pretrain's split."""
+    return [
+        "--data.init_args.train_pool=shadow",
+        f"--data.init_args.shadow={shadow}",
         f"--data.init_args.split_file={pretrain.with_name(layout.SPLIT)}",
     ]
 
@@ -315,8 +341,12 @@ class Runner:
     def _execute(self, cell: Cell, args: list[str], folder: Path) -> dict:
         """Run the cell in its W&B run: its record, less the keys that name it."""
         with self.tracker.cell(folder, **cell.wandb_run) as logger:
-            args = [*args, *logger]
-            record = self._stage(args, folder) if cell.kind == "stage" else self._row(cell, args, folder)
+            if cell.kind == "shadow":
+                record = self._shadow(cell, folder, logger)
+            elif cell.kind == "stage":
+                record = self._stage([*args, *logger], folder)
+            else:
+                record = self._row(cell, [*args, *logger], folder)
             self.tracker.summarise(record)
         gc.collect()
         return record
@@ -331,6 +361,9 @@ class Runner:
         pretrain = self.record(seed, "stage", layout.PRETRAIN)["checkpoint"]
         if cell.kind == "stage":
             return [*args, *retrain_on(Path(pretrain))], configs, None
+        if cell.kind == "shadow":  # its test (_shadow) reads the evaluate config
+            args += [*shadow_on(Path(pretrain), cell.shadow), bench.evaluate, *bench.evaluation_arguments]
+            return args, [*configs, bench.evaluate], None
         retrain = self.record(seed, "stage", layout.RETRAIN, k)["checkpoint"]
         original = layout.RETRAIN if cell.kind == "reference" or cell.label == "Retrain" else layout.PRETRAIN
         args += [
@@ -353,7 +386,7 @@ class Runner:
         bench = self.bench
         configs = [*bench.trainer, bench.data, cell.config, *([cell.setting] if cell.setting else [])]
         args = [arg for path in configs for arg in ("--config", path)] + QUIET
-        args += [f"--seed_everything={unlearning_seed(cell)}", f"--data.init_args.seed={cell.seed}"]
+        args += [f"--seed_everything={training_seed(cell)}", f"--data.init_args.seed={cell.seed}"]
         if cell.unlearning:  # MetaUnlearn's simulated requests drawn anew too
             args.append(f"--data.init_args.simulation_seed={unlearning_seed(cell)}")
         args.append(f"--data.init_args.request_size={bench.split_size}")
@@ -372,6 +405,32 @@ class Runner:
             "split": split.fingerprint,
             "seconds": {"fit": seconds},
             **ran_on(cli),
+        }
+
+    def _shadow(self, cell: Cell, folder: Path, logger: list[str]) -> dict:
+        """Train a shadow model as the pretrain is trained, on its pool, then test it as an RMIA reference
+        is tested (the probabilities of the forget, TEST and VAL samples): its record, with the people
+        of :func:`one_shui.data.splits.shadow_pool` it trained on."""
+        bench, pretrain = self.bench, Path(self.record(cell.seed, "stage", layout.PRETRAIN)["checkpoint"])
+        root = [f"--trainer.default_root_dir={folder}", *logger]
+        args, _ = self._common(cell)
+        record = self._stage([*args, *shadow_on(pretrain, cell.shadow), *root], folder)
+        args, _ = self._common(replace(cell, config=bench.evaluate))
+        test = [
+            *args,
+            f"--model.init_args.pretrain_ckpt={record['checkpoint']}",
+            "--model.init_args.retrain_ckpt=null",
+            "--model.init_args.reference=true",
+            *bench.evaluation_arguments,
+            *root,
+            "--verbose=false",
+        ]
+        cli, seconds = run_cli("test", test)
+        split = Split.load(Path(record["checkpoint"]).with_name(layout.SPLIT))
+        return {
+            **record,
+            **reference_record(cli.model, {**record["seconds"], "test": seconds}),
+            "people": sorted(shadow_half(split, cell.shadow)),
         }
 
     def _row(self, cell: Cell, args: list[str], folder: Path) -> dict:

@@ -97,6 +97,10 @@ class Bench:
         curve: strengths at which every 1-SHUI method that declares one is served again after its row's
             test, as multiples of its operating point (:mod:`one_shui.bench.curves`), e.g.
             ``[0, 0.5, 1, 2, 4]``; empty: no curves. A bench of one request only.
+        shadows: K, the shadow models of the per-person attack (PROTOCOL §10), per seed: each trained with
+            the ``train`` recipe on the retain people and half of the forget and TEST people
+            (:func:`one_shui.data.splits.shadow_half`), then tested as the Pretrain row is; an even number,
+            at least 4; 0: no per-person attack. A bench of one request only.
         trainer: configs stacked in front of every run (e.g. ``configs/trainer/gpu.yaml``).
         args: `one-shui` arguments added to every run, e.g. ``--data.init_args.root=/datasets``.
         method_args: `one-shui` arguments added to the runs of every method (not to the Pretrain and
@@ -121,6 +125,7 @@ class Bench:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     unlearning_seeds: int = 1
     curve: list[float] = field(default_factory=list)
+    shadows: int = 0
     trainer: list[str] = field(default_factory=list)
     args: list[str] = field(default_factory=list)
     method_args: list[str] = field(default_factory=list)
@@ -236,6 +241,11 @@ def check(bench: Bench) -> Bench:
         raise BenchConfigError(
             f"bench {bench.name}: a curve is served on a bench of one request, at strengths of at least 0 "
             f"(got requests {bench.requests} and curve {bench.curve})"
+        )
+    if bench.shadows and (bench.requests > 1 or bench.shadows < 4 or bench.shadows % 2):
+        raise BenchConfigError(
+            f"bench {bench.name}: shadows must be 0 or an even number of at least 4 (each person in half of "
+            f"them), on a bench of one request (got shadows {bench.shadows} and requests {bench.requests})"
         )
     if not bench.seeds or len(set(bench.seeds)) != len(bench.seeds):
         raise BenchConfigError(

@@ -27,13 +27,15 @@ from .splits import (
     SplitMismatchError,
     make_split,
     sequential_pools,
+    shadow_rows,
     simulated_requests,
 )
 from .synthetic import SyntheticSpec, write_synthetic
 
-POOLS = ("train", "retain", "forget", "support", "val", "test")  # every pool the datamodule serves
+# every pool the datamodule serves (``shadow`` with data.shadow only)
+POOLS = ("train", "retain", "forget", "support", "val", "test", "shadow")
 TEST_POOLS = ("retain", "forget", "test", "val")  # the order of test_dataloader(); VAL for the MIA
-TrainPool = Literal["train", "retain", "simulated"]
+TrainPool = Literal["train", "retain", "simulated", "shadow"]
 MEAN = STD = (0.5, 0.5, 0.5)
 
 
@@ -133,9 +135,13 @@ class IdentityDataModule(L.LightningDataModule):
         split_file: a Split to use instead of making one: its JSON file (a run writes it beside its
             checkpoints, ``checkpoints/split.json``). It must match the data.
         train_pool: what ``fit`` trains on: ``train`` (pretrain), ``retain`` (retrain, which needs
-            ``split_file`` so that it is bound to its pretrain) or ``simulated`` (the simulated
-            requests of meta-training, anew each epoch). An unlearning method declares its own, and the
-            CLI builds the data with it (:meth:`UnlearningMethod.data_options`).
+            ``split_file`` so that it is bound to its pretrain), ``simulated`` (the simulated
+            requests of meta-training, anew each epoch) or ``shadow`` (a shadow model of the per-person
+            attack: the retain pool and the half of the forget and TEST people that ``shadow`` names,
+            :func:`one_shui.data.splits.shadow_rows`; with ``split_file``, as a retrain). An unlearning
+            method declares its own, and the CLI builds the data with it
+            (:meth:`UnlearningMethod.data_options`).
+        shadow: which shadow model (0, 1, ...) the ``shadow`` pool is of.
         augment_train: read ``fit``'s pool with the training transform (else the test one; shuffled
             either way).
         synthetic: when given, the embedded synthetic dataset is written to ``root`` in the
@@ -164,6 +170,7 @@ class IdentityDataModule(L.LightningDataModule):
         seed: int = 0,
         split_file: str | None = None,
         train_pool: TrainPool = "train",
+        shadow: int | None = None,
         augment_train: bool = True,
         synthetic: SyntheticSpec | None = None,
         image_size: int = 224,
@@ -183,7 +190,7 @@ class IdentityDataModule(L.LightningDataModule):
         at_least(
             "data.init_args", 1, **sizes, image_size=image_size, simulated_request_size=simulated_request_size
         )
-        at_least("data.init_args", 0, num_workers=num_workers)
+        at_least("data.init_args", 0, num_workers=num_workers, shadow=shadow)
         at_least("data.init_args", 1, requests=requests, request=request)
         at_most("data.init_args", requests, request=request)
         if request_size % requests:
@@ -198,10 +205,16 @@ class IdentityDataModule(L.LightningDataModule):
         # A plain dict in the hyperparameters, so checkpoints load with weights_only=True.
         self.hparams["synthetic"] = asdict(synthetic) if synthetic is not None else None
         self.synthetic = synthetic
-        if train_pool == "retain" and not split_file:
+        if train_pool in ("retain", "shadow") and not split_file:
+            run = "a retrain" if train_pool == "retain" else "a shadow model"
             raise SplitMismatchError(
-                "a retrain (data.train_pool: retain) must use the split of its pretrain: set data.split_file "
-                "to the split.json beside the pretrain's checkpoints"
+                f"{run} (data.train_pool: {train_pool}) must use the split of its pretrain: set "
+                "data.split_file to the split.json beside the pretrain's checkpoints"
+            )
+        if (train_pool == "shadow") != (shadow is not None):
+            raise SettingError(
+                "data.shadow names the shadow model of data.train_pool: shadow; set both or neither "
+                f"(got train_pool {train_pool} and shadow {shadow})"
             )
         self.split: Split | None = None
         if split_file:
@@ -287,6 +300,8 @@ class IdentityDataModule(L.LightningDataModule):
             self.split.verify(table.name, fingerprint, source=hp.split_file or "the checkpoint's split")
         served = hp.request or hp.requests
         self.rows = sequential_pools(self.split, table.files, table.identities, hp.requests, served)
+        if hp.shadow is not None:
+            self.rows["shadow"] = shadow_rows(self.split, table.files, table.identities, hp.shadow)
 
     def use_split(self, split: Split, source: str) -> None:
         """Serve ``split``, the one ``source`` was trained with, instead of making one (the guard builds

@@ -233,6 +233,35 @@ def pools(split: Split, files: Sequence[str], identities: Sequence[str]) -> dict
     return out
 
 
+def shadow_pool(split: Split) -> tuple[str, ...]:
+    """The people a shadow model of the per-person attack (PROTOCOL §10) holds or leaves out: the forget
+    people, whom the attack tells from the others, and TEST's, the people no evaluated model trained on;
+    sorted. Every shadow holds the retain people too, as the pretrain and the retrain do, so that a
+    shadow differs from them only in which of these people it trained on."""
+    return tuple(sorted({*split.forget, *split.test}))
+
+
+def shadow_half(split: Split, shadow: int) -> frozenset[str]:
+    """The people of :func:`shadow_pool` that shadow ``shadow`` (0, 1, ...) trains on: shadows come in
+    pairs, 2j taking a random half of the pool (drawn with the split seed and j) and 2j + 1 the other
+    half, so that each person is in exactly K/2 of an even number K of shadows and out of the others,
+    and adding shadows keeps the ones made."""
+    people = list(shadow_pool(split))
+    random.Random(f"1-SHUI/shadow/{split.seed}/{shadow // 2}").shuffle(people)
+    half = people[: len(people) // 2] if shadow % 2 == 0 else people[len(people) // 2 :]
+    return frozenset(half)
+
+
+def shadow_rows(split: Split, files: Sequence[str], identities: Sequence[str], shadow: int) -> list[int]:
+    """The rows shadow ``shadow`` trains on: the retain pool and the training photos of its half of
+    :func:`shadow_pool` (a forget person's forget pool photos, as the pretrain's; a TEST person's
+    photos), in table order."""
+    rows, held = pools(split, files, identities), shadow_half(split, shadow)
+    return sorted(
+        rows["retain"] + [row for pool in ("forget", "test") for row in rows[pool] if identities[row] in held]
+    )
+
+
 def requests_of(split: Split, requests: int) -> list[tuple[str, ...]]:
     """The forget request cut into ``requests`` requests served one after another: consecutive slices of
     ``split.forget`` (in its order), of ``request_size / requests`` people each."""
