@@ -441,13 +441,17 @@ def test_a_failing_cell_is_named_in_one_message(tmp_path, monkeypatch):
 
 
 BENCHES = sorted((CONFIGS / "bench").glob("*.yaml"))
+# Benches of one seed, and why: the others give their tables over 3.
+ONE_SEED = {
+    "attacks_synthetic": "its 16 shadow models fit 25 minutes on 2 CPU cores at one seed; it resamples people"
+}
 
 
 @pytest.mark.parametrize("path", BENCHES, ids=[path.stem for path in BENCHES])
 def test_every_bench_config_is_valid_and_its_method_arguments_parse(path, monkeypatch):
     monkeypatch.chdir(CONFIGS.parent)
     bench = parse(["--config", str(path)])
-    assert len(bench.seeds) == 3 and bench.methods
+    assert len(bench.seeds) == (1 if path.stem in ONE_SEED else 3) and bench.methods
     rows = [([bench.evaluate], [])]
     rows += [([method.config, *filter(None, [method.setting])], method.arguments) for method in bench.methods]
     for configs, args in rows:  # the arguments of every row must be ones its `one-shui fit` accepts

@@ -52,6 +52,7 @@ METRICS = (
 GAP_CLOSED = "gap_closed"
 PER_PERSON = "forget_per_person"  # each forgotten person's forget metric, after minus before
 NESTED = "training seeds, then unlearning seeds"  # what a nested interval resampled
+PEOPLE = "people within seeds"  # what an interval over people resampled
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,29 @@ def over_seeds(values: Sequence[tuple[int, float]]) -> Estimate:
     return Estimate(mean, float(low), float(high), seeds, NESTED)
 
 
+def over_people(sizes: Sequence[int], statistic, seeds: int) -> Estimate:
+    """A statistic of people, e.g. an attack's AUC over positive and negative people, with its percentile
+    bootstrap interval resampling people within each of its groups (each seed's positives, each seed's
+    negatives): ``sizes`` are the groups' sizes, and ``statistic(*indices)`` takes an index array per group
+    (of shape (..., size): a batch of resamples) and gives the value of each (shape (...,)); over
+    ``seeds`` training seeds. Percentile, since BCa's jackknife is undefined where every resample gives the
+    same value (a perfect attack)."""
+    indices = [np.arange(size) for size in sizes]
+    mean = float(statistic(*indices))
+    result = bootstrap(
+        indices,
+        lambda *drawn, axis: statistic(*drawn),  # drawn along the last axis, which is the statistic's
+        axis=-1,
+        n_resamples=RESAMPLES,
+        confidence_level=CONFIDENCE,
+        method="percentile",
+        vectorized=True,
+        rng=np.random.default_rng(RANDOM_SEED),
+    )
+    interval = result.confidence_interval
+    return Estimate(mean, float(interval.low), float(interval.high), seeds, PEOPLE)
+
+
 def _mean_of_means(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.mean([sample.mean(axis=axis) for sample in samples], axis=0)
 
@@ -157,7 +181,7 @@ def paired(
                 estimates[metric] = over_seeds(differences)
         persons = [people.get((label, *seed_of(row))) for row, _ in pairs]
         if persons and all(persons):
-            estimates[PER_PERSON] = estimate(persons, "people within seeds")
+            estimates[PER_PERSON] = estimate(persons, PEOPLE)
         gap = gap_closed(values, label, at, [seed_of(row) for row, _ in pairs])
         if gap is not None:
             estimates[GAP_CLOSED] = gap

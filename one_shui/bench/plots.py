@@ -170,6 +170,38 @@ def forget_per_identity(rows: Sequence[Mapping], metric: str, path: Path, settin
     return save(figure, path)
 
 
+def person_scores(
+    shadows: Mapping[str, Sequence[float]],
+    rows: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    groups: Mapping[str, str],
+    path: Path,
+    setting: str,
+) -> Path:
+    """The per-person attack's score of each forgotten person, its log likelihood ratio (x, symmetric log
+    scale): under the shadow models with the person ``in`` and ``out`` (``shadows``), then under each row's
+    model (``rows``: the forgotten people's, and TEST's in grey, the negatives it is told from)."""
+    labels = [*(f"shadows, person {side}" for side in shadows), *rows]
+    figure, axis = plt.subplots(figsize=(7, 0.35 * len(labels) + 1.4))
+    jitter = np.random.default_rng(0)
+    for y, (side, values) in enumerate(shadows.items()):
+        colour = "tab:red" if side == "in" else "tab:green"
+        axis.scatter(values, y + jitter.uniform(-0.2, 0.2, len(values)), s=6, alpha=0.5, color=colour)
+    for y, (label, (forgotten, negatives)) in enumerate(rows.items(), start=len(shadows)):
+        first = y == len(shadows)  # the legend's
+        axis.scatter(negatives, y + jitter.uniform(-0.2, 0.2, len(negatives)), s=6, color="lightgray",
+                     label="a TEST person" if first else None)  # fmt: skip
+        axis.scatter(forgotten, y + jitter.uniform(-0.2, 0.2, len(forgotten)), s=10,
+                     color=COLOURS[groups[label]], label="a forgotten person" if first else None)  # fmt: skip
+    axis.axvline(0, color="black", linestyle=":", linewidth=0.8)
+    axis.set_xscale("symlog")
+    axis.set(yticks=range(len(labels)), yticklabels=labels, ylim=(len(labels) - 0.5, -0.5),
+             xlabel="log likelihood ratio, in against out (right: held as a member)")  # fmt: skip
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    axis.set_title(f"Per-person attack: each person's score ({setting})", fontsize=9)
+    figure.tight_layout()
+    return save(figure, path)
+
+
 def forget_request(identity: str, portrait: Path, photos: Sequence[Path], path: Path) -> Path:
     """A forget request at a glance: the one portrait the person sends, beside (up to 7 of) the photos of
     them that the model was trained on and must forget."""

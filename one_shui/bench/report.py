@@ -201,14 +201,15 @@ def _score(value: float, rule: str, retrained: float) -> float:
     return value if rule == "max" else -abs(value - retrained)
 
 
-def interval_cell(value: Estimate | None, form: str) -> str:
-    """``mean [low, high]``, marked ``*`` where the interval excludes 0; the mean alone without one."""
+def interval_cell(value: Estimate | None, form: str, marked: bool = True) -> str:
+    """``mean [low, high]``, where ``marked`` (a difference) followed by ``*`` where the interval excludes 0;
+    the mean alone without one."""
     if value is None:
         return "–"
     if math.isnan(value.low):
         return f"{value.mean:{form}}"
     text = f"{value.mean:{form}} [{value.low:{form}}, {value.high:{form}}]"
-    return f"{text} *" if value.excludes_zero else text
+    return f"{text} *" if marked and value.excludes_zero else text
 
 
 def paired_lines(

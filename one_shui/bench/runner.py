@@ -22,7 +22,7 @@ from .. import layout
 from ..atomic import write_text_atomic
 from ..data.splits import Split, images_by_identity
 from ..errors import UserError, exit_on_user_error, user_error
-from . import curves, differences, environment, plots, report, sequential
+from . import curves, differences, environment, person_attack, plots, report, sequential
 from .cells import Runner, plan
 from .config import Bench, parse
 from .tracking import Tracker
@@ -63,21 +63,35 @@ def run_bench(bench: Bench) -> Path:
 
 def write_results(bench: Bench, runner: Runner, tracker: Tracker) -> Path:
     """The report of a bench of one request: results.csv, identities.csv, paired.csv, results.md and the
-    plots (in W&B's summary run too); the results.md path."""
+    plots (in W&B's summary run too), with the per-person attack where the bench has shadow models; the
+    results.md path."""
     # Each run of a W&B sweep has a table of its own.
     folder = bench.folder / f"sweep-{tracker.sweep_run}" if tracker.sweep_run else bench.folder
     records, attacks = runner.at(1), runner.attacks()
     rows = report.result_rows(records, attacks)
     identities = report.identity_rows(records)
+    columns, identity_columns = report.COLUMNS, report.IDENTITY_COLUMNS
+    seeds = person_attack.seed_attacks(records, runner.data.table)
+    people = person_attack.attacks(records, seeds)
+    if people:
+        person_attack.add_columns(rows, identities, people)
+        columns, identity_columns = (
+            [*columns, *person_attack.COLUMNS],
+            [*identity_columns, *person_attack.IDENTITY_COLUMNS],
+        )
     paired = differences.paired(rows, identities)
-    strengths, columns, ranked = curves.curve_rows(records), report.COLUMNS, ""
+    if people:  # its differences from Pretrain resample people: paired.csv, beside the others
+        person_attack.add_differences(paired, people, seeds)
+    strengths, ranked = curves.curve_rows(records), ""
     if strengths:  # the bench's curve: each point, each curve's ranking number in the rows and the table
         report.write_csv(folder / "curves.csv", strengths, curves.COLUMNS)
         curves.add_reach(rows, strengths)
-        columns = [*report.COLUMNS, curves.REACH]
+        columns = [*columns, curves.REACH]
         ranked = "\n" + curves.markdown(curves.ranking(strengths), bench.curve)
+    if people:
+        ranked += "\n" + person_attack.markdown(paired, people, seeds)
     report.write_csv(folder / "results.csv", rows, columns)
-    report.write_csv(folder / "identities.csv", identities, report.IDENTITY_COLUMNS)
+    report.write_csv(folder / "identities.csv", identities, identity_columns)
     paired_rows = differences.paired_rows(paired)
     report.write_csv(folder / "paired.csv", paired_rows, differences.paired_columns())
     title = f"{bench.name}: N = {bench.request_size}, seeds {report.seeds_of(rows)}"
@@ -101,6 +115,11 @@ def write_results(bench: Bench, runner: Runner, tracker: Tracker) -> Path:
     if strengths:
         target = paired[("Retrain",)]["retain"].negated()  # Retrain's retain drop: where the whole gap lies
         pngs.append(plots.curves(curves.summarise(strengths), target, folder / "curves.png", title))
+    if people:
+        scores = person_attack.plotted(seeds[seed], people, seed)
+        pngs.append(
+            plots.person_scores(*scores, groups, folder / "person_scores.png", f"{bench.name}, seed {seed}")
+        )
     tracker.summary(folder, rows, table, pngs, env, paired_rows)
     return markdown
 
