@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import runpy
 from dataclasses import replace
 from pathlib import Path
 
@@ -213,3 +214,17 @@ def test_the_bench_reports_each_row_s_attack_with_intervals_over_people(bench):
     )
     assert "with 9 negatives the lowest FPR above 0 is 11.1 %" in section
     assert (out / "person_scores.png").stat().st_size > 0
+
+
+def test_the_pairs_script_prints_each_pair_s_differences_under_each_attack(bench, monkeypatch, capsys):
+    folder, config = bench
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder / "cache"))
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "attack_pairs.py"
+    monkeypatch.setattr("sys.argv", ["attack_pairs.py", "--config", str(config), "--pair", "JiT", "Retrain"])
+    runpy.run_path(str(script), run_name="__main__")
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("JiT minus Retrain")]
+    assert [line.split(":")[0] for line in printed] == [
+        f"JiT minus Retrain, {name}" for name in ("per-person AUC", "RMIA AUC", "loss MIA AUC")
+    ]
+    assert printed[0].endswith("(people within seeds)") and printed[1].endswith("(seeds)")
