@@ -1,5 +1,5 @@
-"""The per-person attack of a bench (PROTOCOL §10): its shadow models as cells, the likelihood-ratio attack
-on people and what the bench reports of it."""
+"""The attacks of a bench at the level of a person (PROTOCOL §10): its shadow models as cells, the
+likelihood-ratio attack on people, the relearning attack, and what the bench reports of them."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from helpers import CONFIGS, arguments_of, counted_runs, run_tiny
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from one_shui.bench import cells as cells_module
-from one_shui.bench import person_attack, report
+from one_shui.bench import differences, person_attack, report
 from one_shui.bench.config import parse
 from one_shui.bench.differences import over_people
 from one_shui.bench.runner import run_bench
@@ -29,8 +29,9 @@ SHADOWS = 4
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
-    """A tiny bench with shadow models, run once: (its folder, its config file)."""
-    return run_tiny(tmp_path_factory.mktemp("attack"), seeds=[0], methods=[("JiT", "jit")], shadows=SHADOWS)
+    """A tiny bench with shadow models and relearning, run once: (its folder, its config file)."""
+    folder = tmp_path_factory.mktemp("attack")
+    return run_tiny(folder, seeds=[0], methods=[("JiT", "jit")], shadows=SHADOWS, relearn_steps=3)
 
 
 def shadow_records(folder: Path) -> list[dict]:
@@ -228,3 +229,34 @@ def test_the_pairs_script_prints_each_pair_s_differences_under_each_attack(bench
         f"JiT minus Retrain, {name}" for name in ("per-person AUC", "RMIA AUC", "loss MIA AUC")
     ]
     assert printed[0].endswith("(people within seeds)") and printed[1].endswith("(seeds)")
+
+
+def test_the_bench_reports_each_row_s_relearned_share_with_its_interval(bench, monkeypatch):
+    folder, config = bench
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder / "cache"))
+    cells = [json.loads(path.read_text()) for path in (folder / "outputs/cells").glob("**/cell.json")]
+    relearned = {record["label"] for record in cells if "relearn" in record}
+    assert relearned == {"Pretrain", "Retrain", "JiT"}  # the rows, not the references or the shadows
+    assert all(set(record["relearn"]) == {"support", "retain"} for record in cells if "relearn" in record)
+    # The tiny models have no gap of a point to share out: reported with any gap, the cells reused.
+    monkeypatch.setattr(differences, "MIN_GAP", -math.inf)
+    calls = counted_runs(monkeypatch)
+    run_bench(parse(["--config", str(config)]))
+    assert calls == []
+    out = folder / "outputs/tiny"
+    rows = report.read_csv(out / "results.csv")
+    assert all(row["relearned_support"] is not None and row["relearned_retain"] is not None for row in rows)
+    assert {row["row"]: row["relearned_support"] for row in rows}["Retrain"] == 0.0
+    paired = {(row["row"], row["statistic"]) for row in report.read_csv(out / "paired.csv")}
+    assert {
+        ("JiT", "relearned_support"),
+        ("JiT", "relearned_retain"),
+        ("Retrain", "relearned_retain"),
+    } <= paired
+    section = (out / "results.md").read_text().split("### Relearning (3 steps of plain SGD")[1]
+    assert [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ")][1:] == [
+        "Retrain",
+        "JiT",
+    ]
+    assert (out / "relearning.png").stat().st_size > 0

@@ -388,6 +388,8 @@ JIT = str(CONFIGS / "methods/jit.yaml")
         ({"seeds": [1, 1]}, "seeds must be distinct"),
         ({"shadows": 3}, "shadows must be 0 or an even number of at least 4"),
         ({"shadows": 4, "requests": 3}, "on a bench of one request (got shadows 4 and requests 3)"),
+        ({"relearn_steps": 5, "requests": 3}, "relearning runs on a bench of one request"),
+        ({"relearn_lr": 0}, "relearn_lr must be above 0 and relearn_sample at least 1"),
         ({"methods": [{"config": "absent.yaml"}]}, "method config absent.yaml does not exist"),
         ({"methods": [{"config": JIT}, {"config": JIT}]}, "unique"),
         ({"methods": [{"label": "Retrain", "config": JIT}]}, "unique"),

@@ -43,6 +43,7 @@ from ..metrics.tow import UTILITY_POOLS
 from ..quiet import quiet
 from . import curves
 from .config import ORIGINAL, Bench, split_arguments
+from .relearning import Relearning, relearn
 from .report import reference_of
 from .tracking import Tracker
 
@@ -298,7 +299,8 @@ class Runner:
             self.bench.curve and cell.kind == "row" and curves.has_curve(config_method(cell.config))
         )
         curve = [f"curve={self.bench.curve}"] if served_curve else []
-        key = digest([*args, *curve], configs, split, self.content)
+        relearns = self.bench.relearning if cell.kind == "row" else []
+        key = digest([*args, *curve, *relearns], configs, split, self.content)
         name, cells = f"{cell.slug}-{key[:12]}", Path(self.bench.out) / "cells"
         folder = layout.run_dir(self.dataset, self.bench.split_size, cell.seed, name, cells)
         with held(folder / LOCK, busy=lambda: say(f"{cell.name}: another bench runs it; waiting")):
@@ -441,15 +443,25 @@ class Runner:
         record = (
             row_record(cli.model, seconds) if cell.kind == "row" else reference_record(cli.model, seconds)
         )
+        loaders = dict(zip(TEST_POOLS, cli.trainer.test_dataloaders, strict=True))
         if self.bench.curve and cell.kind == "row" and curves.has_curve(type(cli.model)):
             start = time.perf_counter()
-            loaders = dict(zip(TEST_POOLS, cli.trainer.test_dataloaders, strict=True))
             as_it_was = self.record(cell.seed, "row", "Pretrain", cell.request)["metrics"]
             with silenced():
                 record["curve"] = curves.serve(
                     cli.model, loaders, self.bench.curve, as_it_was, unlearning_seed(cell)
                 )
             seconds["curve"] = time.perf_counter() - start
+        if self.bench.relearn_steps and cell.kind == "row":
+            start, bench, model = time.perf_counter(), self.bench, cli.model
+            how = Relearning(
+                bench.relearn_steps,
+                bench.relearn_lr or model.model.hparams.lr,
+                bench.relearn_sample or len(model.trainer.datamodule.rows["support"]),
+            )
+            with silenced():
+                record["relearn"] = relearn(model, loaders, how, unlearning_seed(cell))
+            seconds["relearn"] = time.perf_counter() - start
         if cell.label not in ORIGINAL and cell.request < self.bench.requests:
             record["unlearned"] = str(self._keep_unlearned(cell, cli.model, folder))
         return {**record, "prepared": str(prepared) if prepared else None, **ran_on(cli)}

@@ -101,6 +101,13 @@ class Bench:
             the ``train`` recipe on the retain people and half of the forget and TEST people
             (:func:`one_shui.data.splits.shadow_half`), then tested as the Pretrain row is; an even number,
             at least 4; 0: no per-person attack. A bench of one request only.
+        relearn_steps: the relearning attack (:mod:`one_shui.bench.relearning`): after each row's test, its
+            model fine-tuned this many steps on the support portraits, and on a retain sample, and
+            evaluated again; 0: none. A bench of one request only.
+        relearn_lr: the fine-tuning's learning rate (plain SGD); default the model's own training ``lr``,
+            the step an attacker who fine-tunes it would take.
+        relearn_sample: the retain photos it fine-tunes on; default as many as the support has
+            (N), so that the two samples differ only in whose photos they are.
         trainer: configs stacked in front of every run (e.g. ``configs/trainer/gpu.yaml``).
         args: `one-shui` arguments added to every run, e.g. ``--data.init_args.root=/datasets``.
         method_args: `one-shui` arguments added to the runs of every method (not to the Pretrain and
@@ -126,6 +133,9 @@ class Bench:
     unlearning_seeds: int = 1
     curve: list[float] = field(default_factory=list)
     shadows: int = 0
+    relearn_steps: int = 0
+    relearn_lr: float | None = None
+    relearn_sample: int | None = None
     trainer: list[str] = field(default_factory=list)
     args: list[str] = field(default_factory=list)
     method_args: list[str] = field(default_factory=list)
@@ -150,6 +160,13 @@ class Bench:
         """Whether each method row has its RMIA reference, the method applied to the retrained model: in a
         bench of one request (a chain of requests has no single retrained model to start from)."""
         return self.requests == 1
+
+    @property
+    def relearning(self) -> list[str]:
+        """What keys a row's cell when it relearns (its figures depend on them); none without."""
+        if not self.relearn_steps:
+            return []
+        return [f"relearn={self.relearn_steps},{self.relearn_lr},{self.relearn_sample}"]
 
     @property
     def split_size(self) -> int:
@@ -246,6 +263,16 @@ def check(bench: Bench) -> Bench:
         raise BenchConfigError(
             f"bench {bench.name}: shadows must be 0 or an even number of at least 4 (each person in half of "
             f"them), on a bench of one request (got shadows {bench.shadows} and requests {bench.requests})"
+        )
+    if bench.relearn_steps and (bench.requests > 1 or bench.relearn_steps < 0):
+        raise BenchConfigError(
+            f"bench {bench.name}: relearn_steps must be at least 0, and relearning runs on a bench of one "
+            f"request (got relearn_steps {bench.relearn_steps} and requests {bench.requests})"
+        )
+    if (bench.relearn_lr is not None and not bench.relearn_lr > 0) or (bench.relearn_sample or 1) < 1:
+        raise BenchConfigError(
+            f"bench {bench.name}: relearn_lr must be above 0 and relearn_sample at least 1 (got "
+            f"{bench.relearn_lr} and {bench.relearn_sample})"
         )
     if not bench.seeds or len(set(bench.seeds)) != len(bench.seeds):
         raise BenchConfigError(

@@ -192,12 +192,41 @@ def person_scores(
                      label="a TEST person" if first else None)  # fmt: skip
         axis.scatter(forgotten, y + jitter.uniform(-0.2, 0.2, len(forgotten)), s=10,
                      color=COLOURS[groups[label]], label="a forgotten person" if first else None)  # fmt: skip
-    axis.axvline(0, color="black", linestyle=":", linewidth=0.8)
     axis.set_xscale("symlog")
-    axis.set(yticks=range(len(labels)), yticklabels=labels, ylim=(len(labels) - 0.5, -0.5),
-             xlabel="log likelihood ratio, in against out (right: held as a member)")  # fmt: skip
+    xlabel = "log likelihood ratio, in against out (right: held as a member)"
+    return rows_figure(figure, labels, xlabel, f"Per-person attack: each person's score ({setting})", path)
+
+
+def relearning(
+    table: Mapping[str, Mapping[str, Estimate]], groups: Mapping[str, str], path: Path, setting: str
+) -> Path:
+    """Per row (``table``: its gap closed and relearned shares, by statistic), the share of the
+    memorisation gap it closed (a bar) and the shares that came back after fine-tuning on the support and
+    on retain photos (markers), each with its 95 % interval."""
+    labels = list(table)
+    figure, axis = plt.subplots(figsize=(7, 0.4 * len(labels) + 1.4))
+    for y, label in enumerate(labels):
+        closed = table[label].get("gap_closed")
+        if closed is not None:
+            axis.barh(y, closed.mean, xerr=_bar(closed), color=COLOURS[groups[label]], alpha=0.4, height=0.6,
+                      label="gap closed" if y == 0 else None)  # fmt: skip
+        markers = (("relearned_support", "o", -0.15), ("relearned_retain", "s", 0.15))
+        for key, marker, offset in markers:
+            value = table[label][key]
+            axis.errorbar(value.mean, y + offset, xerr=_bar(value), fmt=marker, color="black", markersize=4,
+                          label=f"relearned, {key.rpartition('_')[2]}" if y == 0 else None)  # fmt: skip
+    title = f"Relearning: the gap closed, and what came back ({setting})"
+    return rows_figure(figure, labels, "share of the memorisation gap, %", title, path)
+
+
+def rows_figure(figure, labels: Sequence[str], xlabel: str, title: str, path: Path) -> Path:
+    """A figure of one line per row (``labels``, top down) finished and saved: 0 marked, the legend
+    beside it."""
+    (axis,) = figure.axes
+    axis.axvline(0, color="black", linestyle=":", linewidth=0.8)
+    axis.set(yticks=range(len(labels)), yticklabels=labels, ylim=(len(labels) - 0.5, -0.5), xlabel=xlabel)
     axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    axis.set_title(f"Per-person attack: each person's score ({setting})", fontsize=9)
+    axis.set_title(title, fontsize=9)
     figure.tight_layout()
     return save(figure, path)
 

@@ -22,7 +22,7 @@ from .. import layout
 from ..atomic import write_text_atomic
 from ..data.splits import Split, images_by_identity
 from ..errors import UserError, exit_on_user_error, user_error
-from . import curves, differences, environment, person_attack, plots, report, sequential
+from . import curves, differences, environment, person_attack, plots, relearning, report, sequential
 from .cells import Runner, plan
 from .config import Bench, parse
 from .tracking import Tracker
@@ -82,6 +82,11 @@ def write_results(bench: Bench, runner: Runner, tracker: Tracker) -> Path:
     paired = differences.paired(rows, identities)
     if people:  # its differences from Pretrain resample people: paired.csv, beside the others
         person_attack.add_differences(paired, people, seeds)
+    relearned = relearning.shares(records)
+    if relearned:
+        relearning.add_columns(rows, relearned)
+        relearning.add_estimates(paired, relearned)
+        columns = [*columns, *relearning.COLUMNS]
     strengths, ranked = curves.curve_rows(records), ""
     if strengths:  # the bench's curve: each point, each curve's ranking number in the rows and the table
         report.write_csv(folder / "curves.csv", strengths, curves.COLUMNS)
@@ -90,6 +95,8 @@ def write_results(bench: Bench, runner: Runner, tracker: Tracker) -> Path:
         ranked = "\n" + curves.markdown(curves.ranking(strengths), bench.curve)
     if people:
         ranked += "\n" + person_attack.markdown(paired, people, seeds)
+    if relearned:
+        ranked += "\n" + relearning.markdown(paired, relearning_of(bench))
     report.write_csv(folder / "results.csv", rows, columns)
     report.write_csv(folder / "identities.csv", identities, identity_columns)
     paired_rows = differences.paired_rows(paired)
@@ -115,6 +122,11 @@ def write_results(bench: Bench, runner: Runner, tracker: Tracker) -> Path:
     if strengths:
         target = paired[("Retrain",)]["retain"].negated()  # Retrain's retain drop: where the whole gap lies
         pngs.append(plots.curves(curves.summarise(strengths), target, folder / "curves.png", title))
+    if relearned:
+        shown = {
+            label: estimates for (label, *_), estimates in paired.items() if "relearned_support" in estimates
+        }
+        pngs.append(plots.relearning(shown, groups, folder / "relearning.png", title))
     if people:
         scores = person_attack.plotted(seeds[seed], people, seed)
         pngs.append(
@@ -122,6 +134,13 @@ def write_results(bench: Bench, runner: Runner, tracker: Tracker) -> Path:
         )
     tracker.summary(folder, rows, table, pngs, env, paired_rows)
     return markdown
+
+
+def relearning_of(bench: Bench) -> str:
+    """The relearning's settings, as the table's title says them."""
+    lr = bench.relearn_lr or "the model's training lr"
+    sample = bench.relearn_sample or "as many as the support"
+    return f"{bench.relearn_steps} steps of plain SGD at {lr}, retain sample: {sample}"
 
 
 def request_photos(runner: Runner, seed: int) -> tuple[str, Path, list[Path]]:
