@@ -42,7 +42,7 @@ def test_a_model_that_only_hides_relearns_more_than_the_retrained_model(runs):
         assert regained[name] > baseline[name] + 5
 
 
-def test_no_step_changes_nothing_and_the_tested_model_and_random_stream_are_left_as_they_were(runs):
+def test_no_step_changes_nothing_and_the_tested_model_its_flags_and_random_stream_are_left_as_they_were(runs):
     root, pretrain, _ = runs
     method, loaders = as_tested(root, pretrain)
     as_it_was = relearning.curves.utilities(method, loaders)
@@ -51,10 +51,12 @@ def test_no_step_changes_nothing_and_the_tested_model_and_random_stream_are_left
         relearning.SAMPLES, as_it_was
     )
     state = torch.get_rng_state()
+    method.model.requires_grad_(False)  # as a method that froze its weights leaves them (MetaUnlearn)
     moved = relearn(method, loaders, Relearning(steps=3, lr=0.1, sample=6), 0)
     assert all(moved[name] != as_it_was for name in relearning.SAMPLES)
     assert torch.equal(torch.get_rng_state(), state)
     assert all(torch.equal(v, weights[k]) for k, v in method.model.state_dict().items())
+    assert not any(param.requires_grad for param in method.model.parameters())
 
 
 def record(forget: float, support: float, retain: float) -> dict:

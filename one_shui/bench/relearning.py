@@ -47,15 +47,20 @@ def relearn(method, loaders: Mapping[str, torch.utils.data.DataLoader], how: Rel
     """``method``'s model (tested) fine-tuned on each of :data:`SAMPLES` (its retain sample drawn with
     ``seed``), each from the tested weights: {sample: {pool: utility}}."""
     tested = {k: v.clone() for k, v in method.model.state_dict().items()}
+    params = list(method.model.network.parameters())
+    trainable = [param.requires_grad for param in params]  # a method may have frozen them (MetaUnlearn)
     after = {}
     with torch.random.fork_rng(devices=curves.cuda_devices(method.device)):
         for name in SAMPLES:
             images, targets = photos(method, loaders["retain"].dataset, name, how.sample, seed)
             method.model.load_state_dict(tested)
             with torch.inference_mode(False), torch.enable_grad():
+                method.model.network.requires_grad_(True)  # the attacker fine-tunes every weight
                 support_steps_(method, images.clone(), targets.clone(), how.lr, how.steps)
             after[name] = curves.utilities(method, loaders)
     method.model.load_state_dict(tested)
+    for param, flag in zip(params, trainable, strict=True):
+        param.requires_grad_(flag)
     return after
 
 
