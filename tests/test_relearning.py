@@ -78,8 +78,10 @@ def test_the_relearned_share_is_what_came_back_over_the_retrained_model_s_gain_i
     }
     shares = relearning.shares(records)
     assert set(shares) == {("Pretrain", 0, 0), ("Retrain", 0, 0), ("Hides", 0, 0)}
-    assert shares[("Hides", 0, 0)] == {
-        "relearned_support": pytest.approx(60.0),
-        "relearned_retain": pytest.approx(-10.0),
-    }
-    assert shares[("Retrain", 0, 0)] == {"relearned_support": 0.0, "relearned_retain": 0.0}
+    hides = shares[("Hides", 0, 0)]  # (8 - 2) / 10 and (0 - 1) / 10 of the 100 % it closed
+    assert hides == pytest.approx(
+        {"relearned_support": 60.0, "relearned_retain": -10.0, "kept_support": 40.0, "kept_retain": 110.0}
+    )
+    assert shares[("Retrain", 0, 0)] == pytest.approx(
+        {"relearned_support": 0.0, "relearned_retain": 0.0, "kept_support": 100.0, "kept_retain": 100.0}
+    )

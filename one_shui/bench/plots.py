@@ -200,9 +200,9 @@ def person_scores(
 def relearning(
     table: Mapping[str, Mapping[str, Estimate]], groups: Mapping[str, str], path: Path, setting: str
 ) -> Path:
-    """Per row (``table``: its gap closed and relearned shares, by statistic), the share of the
-    memorisation gap it closed (a bar) and the shares that came back after fine-tuning on the support and
-    on retain photos (markers), each with its 95 % interval."""
+    """Per row (``table``: its gap closed and kept shares, by statistic), the share of the memorisation gap
+    it closed (a bar) and the shares that stay closed after fine-tuning on the support and on retain photos
+    (markers), each with its 95 % interval."""
     labels = list(table)
     figure, axis = plt.subplots(figsize=(7, 0.4 * len(labels) + 1.4))
     for y, label in enumerate(labels):
@@ -210,12 +210,13 @@ def relearning(
         if closed is not None:
             axis.barh(y, closed.mean, xerr=_bar(closed), color=COLOURS[groups[label]], alpha=0.4, height=0.6,
                       label="gap closed" if y == 0 else None)  # fmt: skip
-        markers = (("relearned_support", "o", -0.15), ("relearned_retain", "s", 0.15))
+        markers = (("kept_support", "o", -0.15), ("kept_retain", "s", 0.15))
         for key, marker, offset in markers:
             value = table[label][key]
+            name = f"kept after relearning, {key.rpartition('_')[2]}" if y == 0 else None
             axis.errorbar(value.mean, y + offset, xerr=_bar(value), fmt=marker, color="black", markersize=4,
-                          label=f"relearned, {key.rpartition('_')[2]}" if y == 0 else None)  # fmt: skip
-    title = f"Relearning: the gap closed, and what came back ({setting})"
+                          label=name)  # fmt: skip
+    title = f"Relearning: the gap closed, and what stays closed ({setting})"
     return rows_figure(figure, labels, "share of the memorisation gap, %", title, path)
 
 

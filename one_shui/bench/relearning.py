@@ -14,7 +14,11 @@ Per seed, with g the memorisation gap (Pretrain forget minus Retrain forget, at 
 :data:`~one_shui.bench.differences.MIN_GAP`), a row's **relearned share** on a sample is the forget
 metric it regained, less what the retrained model regains from the same fine-tuning (it learns from
 those photos too), over g, in %: 100 x ((after - before) - (after_retrain - before_retrain)) / g. 0 at
-0 steps and for Retrain; for a row that closed the whole gap by hiding it, up to 100.
+0 steps and for Retrain; for a row that closed the whole gap by hiding it, up to 100. Below 0 for a
+row that closed little: the retrained model regains photos of people it never saw, and a model that
+still knows them has nothing to regain. What stays closed, the **kept share**, is the share of the gap
+closed (:func:`one_shui.bench.differences.share_closed`) less the relearned share: the row's forgetting as
+an attacker who fine-tunes finds it.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from ..methods.base import support_steps_
 from . import curves, differences, report
 
 SAMPLES = ("support", "retain")  # what the attacker fine-tunes on
-COLUMNS = [f"relearned_{sample}" for sample in SAMPLES]  # results.csv: the relearned share per sample
+RELEARNED = [f"relearned_{sample}" for sample in SAMPLES]  # the relearned share per sample
+KEPT = [f"kept_{sample}" for sample in SAMPLES]  # the share of the gap closed that stays closed after it
+COLUMNS = [*RELEARNED, *KEPT]  # results.csv's
 
 
 @dataclass(frozen=True)
@@ -76,8 +82,8 @@ def photos(method, retain, name: str, size: int, seed: int) -> tuple[torch.Tenso
 
 
 def shares(records: Mapping[tuple[int, str, str, int], dict]) -> dict[tuple[str, int, int], dict[str, float]]:
-    """Each row's relearned share on each sample (:data:`COLUMNS`), keyed by (label, seed, unlearning
-    seed), at the seeds whose gap is at least MIN_GAP; rows without relearning left out."""
+    """Each row's relearned and kept shares on each sample (:data:`COLUMNS`), keyed by (label, seed,
+    unlearning seed), at the seeds whose gap is at least MIN_GAP; rows without relearning left out."""
     result = {}
     for (seed, kind, label, u), record in records.items():
         if kind != "row" or "relearn" not in record:
@@ -87,9 +93,11 @@ def shares(records: Mapping[tuple[int, str, str, int], dict]) -> dict[tuple[str,
         gap = before - retrained["metrics"]["forget"]
         if gap < differences.MIN_GAP:
             continue
+        closed = differences.share_closed(before, record["metrics"]["forget"], retrained["metrics"]["forget"])
+        relearned = [100 * (regained(record, name) - regained(retrained, name)) / gap for name in SAMPLES]
         result[(label, seed, u)] = {
-            column: 100 * (regained(record, name) - regained(retrained, name)) / gap
-            for column, name in zip(COLUMNS, SAMPLES, strict=True)
+            **dict(zip(RELEARNED, relearned, strict=True)),
+            **{column: closed - share for column, share in zip(KEPT, relearned, strict=True)},
         }
     return result
 
@@ -118,11 +126,14 @@ def add_estimates(
             paired.setdefault((label,), {})[column] = differences.over_seeds(values)
 
 
-HEADERS = ["gap closed %", "relearned % (support)", "relearned % (retain)"]
+HEADERS = [
+    "gap closed %", "relearned % (support)", "relearned % (retain)", "kept % (support)", "kept % (retain)",
+]  # fmt: skip
 
 
 def markdown(paired: Mapping[tuple, Mapping[str, differences.Estimate]], how: str) -> str:
-    """The relearning table: per row, the share of the gap it closed and the shares that came back."""
+    """The relearning table: per row, the share of the gap it closed, the shares that came back and what
+    stays closed."""
     lines = [
         f"### Relearning ({how})",
         "",
@@ -142,6 +153,8 @@ def markdown(paired: Mapping[tuple, Mapping[str, differences.Estimate]], how: st
         "after the row's model was fine-tuned on the request's portraits (support) or on as many retain "
         "photos (retain), less what the retrained model regains from the same fine-tuning; the mean over "
         "seeds [95 % bootstrap interval, seeds resampled], * where it excludes 0. A method that removes "
-        "relearns about 0; one that hides relearns up to what it closed.",
+        "relearns about 0; one that hides relearns up to what it closed; one that closed nothing relearns "
+        "less than 0 (the retrained model regains people it never saw; a model that still knows them has "
+        "nothing to regain). Kept: the gap closed less the relearned share, what stays closed.",
     ]
     return "\n".join(lines) + "\n"
