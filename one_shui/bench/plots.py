@@ -209,6 +209,7 @@ def relearning(
         closed = table[label].get("gap_closed")
         if closed is not None:
             axis.barh(y, closed.mean, xerr=_bar(closed), color=COLOURS[groups[label]], alpha=0.4, height=0.6,
+                      error_kw={"ecolor": "gray", "lw": 0.8},
                       label="gap closed" if y == 0 else None)  # fmt: skip
         markers = (("kept_support", "o", -0.15), ("kept_retain", "s", 0.15))
         for key, marker, offset in markers:
