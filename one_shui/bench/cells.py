@@ -55,7 +55,7 @@ RECORD_KEY = {  # a record's own result
     "stage": "checkpoint", "row": "metrics", "reference": "probabilities", "shadow": "probabilities"
 }  # fmt: skip
 UNLEARNING_STRIDE = 1000  # between the seeds of a method's cells at consecutive unlearning seeds
-SHADOW_STRIDE = 100_000  # between the training seeds of a seed's pretrain and its shadows (shadow_seed)
+SHADOW_STRIDE = 100_000  # between the training seeds of a seed's pretrain and its shadows (training_seed)
 # Warnings that every cell would repeat, none of them about the user's settings (beyond those of every
 # run, one_shui.quiet.EXPECTED).
 SILENCED = (
