@@ -300,7 +300,9 @@ class Runner:
         )
         curve = [f"curve={self.bench.curve}"] if served_curve else []
         relearns = self.bench.relearning if cell.kind == "row" else []
-        key = digest([*args, *curve, *relearns], configs, split, self.content)
+        # a shadow's test reads the evaluate config with the bench's evaluation arguments (_shadow)
+        tested_by = [self.bench.evaluate, *self.bench.evaluation_arguments] if cell.kind == "shadow" else []
+        key = digest([*args, *tested_by, *curve, *relearns], configs, split, self.content)
         name, cells = f"{cell.slug}-{key[:12]}", Path(self.bench.out) / "cells"
         folder = layout.run_dir(self.dataset, self.bench.split_size, cell.seed, name, cells)
         with held(folder / LOCK, busy=lambda: say(f"{cell.name}: another bench runs it; waiting")):
@@ -344,7 +346,7 @@ class Runner:
         """Run the cell in its W&B run: its record, less the keys that name it."""
         with self.tracker.cell(folder, **cell.wandb_run) as logger:
             if cell.kind == "shadow":
-                record = self._shadow(cell, folder, logger)
+                record = self._shadow(cell, args, folder, logger)
             elif cell.kind == "stage":
                 record = self._stage([*args, *logger], folder)
             else:
@@ -363,9 +365,8 @@ class Runner:
         pretrain = self.record(seed, "stage", layout.PRETRAIN)["checkpoint"]
         if cell.kind == "stage":
             return [*args, *retrain_on(Path(pretrain))], configs, None
-        if cell.kind == "shadow":  # its test (_shadow) reads the evaluate config
-            args += [*shadow_on(Path(pretrain), cell.shadow), bench.evaluate, *bench.evaluation_arguments]
-            return args, [*configs, bench.evaluate], None
+        if cell.kind == "shadow":  # its test (_shadow) reads the evaluate config too
+            return [*args, *shadow_on(Path(pretrain), cell.shadow)], [*configs, bench.evaluate], None
         retrain = self.record(seed, "stage", layout.RETRAIN, k)["checkpoint"]
         original = layout.RETRAIN if cell.kind == "reference" or cell.label == "Retrain" else layout.PRETRAIN
         args += [
@@ -409,14 +410,12 @@ class Runner:
             **ran_on(cli),
         }
 
-    def _shadow(self, cell: Cell, folder: Path, logger: list[str]) -> dict:
-        """Train a shadow model as the pretrain is trained, on its pool, then test it as an RMIA reference
-        is tested (the probabilities of the forget, TEST and VAL samples): its record, with the people
-        of :func:`one_shui.data.splits.shadow_pool` it trained on."""
-        bench, pretrain = self.bench, Path(self.record(cell.seed, "stage", layout.PRETRAIN)["checkpoint"])
-        root = [f"--trainer.default_root_dir={folder}", *logger]
-        args, _ = self._common(cell)
-        record = self._stage([*args, *shadow_on(pretrain, cell.shadow), *root], folder)
+    def _shadow(self, cell: Cell, args: list[str], folder: Path, logger: list[str]) -> dict:
+        """Train a shadow model as the pretrain is trained, on its pool (``args``), then test it as an RMIA
+        reference is tested (the probabilities of the forget, TEST and VAL samples): its record, with the
+        people of :func:`one_shui.data.splits.shadow_pool` it trained on."""
+        bench, root = self.bench, [f"--trainer.default_root_dir={folder}", *logger]
+        record = self._stage([*args, *logger], folder)
         args, _ = self._common(replace(cell, config=bench.evaluate))
         test = [
             *args,

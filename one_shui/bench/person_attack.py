@@ -208,7 +208,11 @@ def markdown(
 
 
 def caption(seeds: Sequence[int], positives: int, negatives: int) -> str:
-    resolved = "both TPRs are at an FPR of 0" if negatives < 100 else "the 0.1 % TPR is at an FPR of 0"
+    resolved = (
+        "both TPRs are at an FPR of 0" if negatives < 100
+        else "the 0.1 % TPR is at an FPR of 0" if negatives < 1000
+        else "both FPRs are resolved"
+    )  # fmt: skip
     return (
         f"Each seed's {positives} forgotten people (positives) against its {negatives} or more TEST people "
         "(negatives), each scored by the log likelihood ratio of the row's model's confidence on their "

@@ -90,10 +90,10 @@ def shares(records: Mapping[tuple[int, str, str, int], dict]) -> dict[tuple[str,
             continue
         before = records[(seed, "row", differences.REFERENCE, 0)]["metrics"]["forget"]
         retrained = records[(seed, "row", "Retrain", 0)]
-        gap = before - retrained["metrics"]["forget"]
-        if gap < differences.MIN_GAP:
-            continue
         closed = differences.share_closed(before, record["metrics"]["forget"], retrained["metrics"]["forget"])
+        if closed is None:  # a gap under MIN_GAP
+            continue
+        gap = before - retrained["metrics"]["forget"]
         relearned = [100 * (regained(record, name) - regained(retrained, name)) / gap for name in SAMPLES]
         result[(label, seed, u)] = {
             **dict(zip(RELEARNED, relearned, strict=True)),
@@ -116,13 +116,13 @@ def add_columns(rows: Sequence[dict], relearned: Mapping[tuple, Mapping[str, flo
 def add_estimates(
     paired: dict[tuple, dict[str, differences.Estimate]], relearned: Mapping[tuple, Mapping[str, float]]
 ) -> None:
-    """Each row's relearned shares over seeds, with their intervals (seeds resampled; unlearning seeds
-    nested), beside its paired differences (paired.csv)."""
+    """Each row's relearned and kept shares over seeds, with their intervals (seeds resampled; unlearning
+    seeds nested), beside its paired differences (paired.csv)."""
     for label in dict.fromkeys(label for label, _, _ in relearned):
         if label == differences.REFERENCE:
             continue
         for column in COLUMNS:
-            values = [(seed, shares[column]) for (row, seed, _), shares in relearned.items() if row == label]
+            values = [(seed, shown[column]) for (row, seed, _), shown in relearned.items() if row == label]
             paired.setdefault((label,), {})[column] = differences.over_seeds(values)
 
 

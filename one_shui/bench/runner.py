@@ -123,9 +123,7 @@ def write_results(bench: Bench, runner: Runner, tracker: Tracker) -> Path:
         target = paired[("Retrain",)]["retain"].negated()  # Retrain's retain drop: where the whole gap lies
         pngs.append(plots.curves(curves.summarise(strengths), target, folder / "curves.png", title))
     if relearned:
-        shown = {
-            label: estimates for (label, *_), estimates in paired.items() if "relearned_support" in estimates
-        }
+        shown = {label: values for (label, *_), values in paired.items() if relearning.COLUMNS[0] in values}
         pngs.append(plots.relearning(shown, groups, folder / "relearning.png", title))
     if people:
         scores = person_attack.plotted(seeds[seed], people, seed)
