@@ -93,16 +93,24 @@ class Row(NamedTuple):
 # --- images --------------------------------------------------------------------------------------
 
 
-def jpeg_bytes(seed: int | tuple[int, ...], size: int = 8) -> bytes:
-    """A small RGB JPEG with random pixels drawn from ``seed``: the same seed gives the same bytes."""
+Size = int | tuple[int, int]  # a square's side, or (width, height)
+
+
+def jpeg_bytes(seed: int | tuple[int, ...], size: Size = 8) -> bytes:
+    """An RGB JPEG of random pixels drawn from ``seed``: the same seed gives the same bytes. Above 8 x 8
+    the 8 x 8 draw is enlarged (smooth, so that an image at a real dataset's size stays small)."""
+    width, height = (size, size) if isinstance(size, int) else size
     rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+    pixels = rng.integers(0, 256, size=(min(height, 8), min(width, 8), 3), dtype=np.uint8)
+    image = Image.fromarray(pixels, "RGB")
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BICUBIC)
     buffer = io.BytesIO()
-    Image.fromarray(pixels, "RGB").save(buffer, format="JPEG", quality=95)
+    image.save(buffer, format="JPEG", quality=95)
     return buffer.getvalue()
 
 
-def write_image(path: str | Path, seed: int | tuple[int, ...], size: int = 8) -> Path:
+def write_image(path: str | Path, seed: int | tuple[int, ...], size: Size = 8) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(jpeg_bytes(seed, size))
@@ -110,7 +118,7 @@ def write_image(path: str | Path, seed: int | tuple[int, ...], size: int = 8) ->
 
 
 def _write_images(
-    root: Path, rows: list[Row], dataset: str, seed: int, size: int, duplicate_of: Mapping[int, int] | None
+    root: Path, rows: list[Row], dataset: str, seed: int, size: Size, duplicate_of: Mapping[int, int] | None
 ) -> None:
     """Row ``i`` gets its own random image, or the bytes of row ``duplicate_of[i]`` when asked."""
     duplicate_of = dict(duplicate_of or {})
@@ -162,7 +170,7 @@ def write_celebahq(
     identities: Mapping[str, int] | None = None,
     *,
     seed: int = 0,
-    size: int = 8,
+    size: Size = 8,
     shuffle_identity_file: bool = False,
     duplicate_of: Mapping[int, int] | None = None,
 ) -> list[Row]:
@@ -209,7 +217,7 @@ def write_celeba(
     identities: Mapping[str, int] | None = None,
     *,
     seed: int = 0,
-    size: int = 8,
+    size: Size = 8,
     partitions: list[int] | None = None,
     duplicate_of: Mapping[int, int] | None = None,
 ) -> list[Row]:
@@ -281,7 +289,7 @@ def write_mufac(
     splits: Mapping[str, Mapping[str, str]] | None = None,
     *,
     seed: int = 0,
-    size: int = 8,
+    size: Size = 8,
     duplicate_of: Mapping[int, int] | None = None,
 ) -> list[Row]:
     """MUFAC's three CSVs and image folders.

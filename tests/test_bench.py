@@ -521,6 +521,23 @@ def test_evaluation_arguments_reach_every_row_and_no_training(monkeypatch):
         assert ("--model.init_args.mia=published" in args) == (cell.kind != "stage"), cell
 
 
+def test_the_weights_file_reaches_the_runs_of_the_train_recipe_alone_and_must_exist(monkeypatch, tmp_path):
+    """The pretrain, the retrain and the shadows start from the file (a machine without internet); the
+    methods' and the evaluation's runs, which start from those models and have no such option, do not."""
+    monkeypatch.chdir(CONFIGS.parent)
+    weights = tmp_path / "vit_b16.safetensors"
+    weights.write_bytes(b"weights")
+    config = ["--config", str(CONFIGS / "bench/synthetic.yaml"), "--seeds=[0]", "--shadows=4"]
+    bench = parse([*config, f"--weights_file={weights}"])
+    runner = arguments_of(bench)
+    given = f"--model.init_args.weights_file={weights}"
+    kinds = {cell.kind: given in runner._arguments(cell)[0] for cell in cells_module.plan(bench)}
+    assert kinds == {"stage": True, "shadow": True, "row": False, "reference": False}
+    weights.unlink()
+    with pytest.raises(BenchConfigError, match=f"weights_file {weights} does not exist"):
+        parse([*config, f"--weights_file={weights}"])
+
+
 def test_each_unlearning_seed_runs_every_method_anew_with_its_own_seeds_on_the_same_stages(monkeypatch):
     """Unlearning seed 0 is the cell of a bench with one (same arguments, same folder); seed u > 0 has its
     own cells, whose seed and simulated requests move by UNLEARNING_STRIDE x u, on the same pretrain."""

@@ -360,6 +360,8 @@ class Runner:
         whose model the cell starts from."""
         bench, seed, k = self.bench, cell.seed, cell.request
         args, configs = self._common(cell)
+        if cell.kind in ("stage", "shadow"):  # a run of the train recipe
+            args += bench.train_arguments
         if cell.label == layout.PRETRAIN:
             return args, configs, None
         pretrain = self.record(seed, "stage", layout.PRETRAIN)["checkpoint"]

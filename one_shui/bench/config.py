@@ -108,6 +108,9 @@ class Bench:
             the step an attacker who fine-tunes it would take.
         relearn_sample: the retain photos it fine-tunes on; default as many as the support has
             (N), so that the two samples differ only in whose photos they are.
+        weights_file: the backbone's ImageNet weights from this local file (a machine without internet):
+            given to the runs of the ``train`` recipe (the pretrain, the retrain, the shadow models), which
+            start from them; the methods start from those runs' models.
         trainer: configs stacked in front of every run (e.g. ``configs/trainer/gpu.yaml``).
         args: `one-shui` arguments added to every run, e.g. ``--data.init_args.root=/datasets``.
         method_args: `one-shui` arguments added to the runs of every method (not to the Pretrain and
@@ -136,6 +139,7 @@ class Bench:
     relearn_steps: int = 0
     relearn_lr: float | None = None
     relearn_sample: int | None = None
+    weights_file: str | None = None
     trainer: list[str] = field(default_factory=list)
     args: list[str] = field(default_factory=list)
     method_args: list[str] = field(default_factory=list)
@@ -154,6 +158,11 @@ class Bench:
         """The `one-shui` arguments of every row's evaluation: ``evaluation_options``, then
         ``evaluation_args``."""
         return [*model_arguments(self.evaluation_options), *self.evaluation_args]
+
+    @property
+    def train_arguments(self) -> list[str]:
+        """The `one-shui` arguments that the runs of the ``train`` recipe add to every run's: its weights."""
+        return [f"--model.init_args.weights_file={self.weights_file}"] if self.weights_file else []
 
     @property
     def references(self) -> bool:
@@ -249,6 +258,11 @@ def check(bench: Bench) -> Bench:
     for key, path in configs.items():
         if not Path(path).is_file():
             raise BenchConfigError(f"bench {bench.name}: {key} config {path} does not exist")
+    if bench.weights_file and not Path(bench.weights_file).expanduser().is_file():
+        raise BenchConfigError(
+            f"bench {bench.name}: weights_file {bench.weights_file} does not exist; give the path of the "
+            "backbone's ImageNet weights (e.g. vit_b16.safetensors)"
+        )
     if min(bench.request_size, bench.requests, bench.unlearning_seeds) < 1:
         raise BenchConfigError(
             f"bench {bench.name}: request_size, requests and unlearning_seeds must be at least 1 (got "
