@@ -1,28 +1,36 @@
 """The paper's bench configs end to end, before anyone spends a GPU-day on them: each on a tiny tree in its
 dataset's real layout, from a ViT-B/16 weights file, every cell kind run, the table written.
 
-    python benchmarks/paper_configs.py                            # every paper config on the CPU
-    python benchmarks/paper_configs.py --configs mufac_n5         # one of them
-    python benchmarks/paper_configs.py --trainer gpu              # on a GPU machine, as the configs say
+    python benchmarks/paper_configs.py                          # every paper config on the CPU (32 px)
+    python benchmarks/paper_configs.py --configs mufac_n5       # one of them
+    python benchmarks/paper_configs.py --configs mufac_n5 --methods MetaUnlearn   # one row (the slow test)
+    python benchmarks/paper_configs.py --trainer gpu            # on a GPU machine: as the configs say, 224 px
 
 For each config (``configs/bench/<name>.yaml``) the script writes, under ``--work``:
   * a tree in the dataset's exact on-disk layout (the annotation files in the official formats, JPEGs at
     the real size: CelebA-HQ 1024 x 1024, CelebA 178 x 218, MUFAC 128 x 128), with just enough people
     for the config's request (2 or 3 images each);
   * ``vit_b16.safetensors``: a ViT-B/16 with random weights, in the format of timm's ImageNet file, which
-    the runs read through the bench's ``weights_file`` as a machine without internet does;
+    the runs read through the bench's ``weights_file``, as on a machine without internet;
 then runs `one-shui-bench` on it with the config's seed 0 alone, in a process of its own: the pretrain, the
 retrain, the Pretrain and Retrain rows, every method's fit and test and each one's RMIA reference, the
-results written. The trainer runs one epoch of one batch (``--trainer.limit_*``); the data's workers are the
-config's. ``--trainer cpu`` (the default) runs in float32 at a batch of 4; ``--trainer gpu`` keeps the
-config's trainer (bf16-mixed on one GPU) and batch sizes. Prints a table: per config, its cells, what
-ran, and its time. Exit status 1 when a config fails (its log is named).
+results written. Every fit runs one epoch of one batch (``--trainer.limit_*``; a method's own steps too);
+what a method runs inside its forget (SCRUB's and Bad Teacher's epochs, JiT's samples) is the config's.
+The data's workers are the config's (8).
+
+``--trainer gpu`` keeps the config's trainer (bf16-mixed on one GPU), its batch sizes and 224 px.
+``--trainer cpu`` (the default) runs in float32 at a batch of 4, and the model reads the images at 32 px
+(the weights file's position embedding resampled, as at any other size): at 224 px on 2 cores, MUFAC
+N = 5 alone takes about half an hour (``--image-size 224``). Prints a table: per config, its tree, what
+ran, and its time; the checkpoints are removed at the end (``--keep``), the tables and logs stay. Exit
+status 1 when a config fails (its log is named).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import os
 import shutil
@@ -31,6 +39,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,17 +67,35 @@ ONE_BATCH = [  # the methods' max_steps too: a method's own epochs (MUFAC's Meta
     "--trainer.limit_val_batches=1",
     "--trainer.num_sanity_val_steps=0",
 ]
-TRAINERS = {
-    "cpu": ["--trainer.accelerator=cpu", "--trainer.precision=32-true", "--data.init_args.batch_size=4"],
-    "gpu": [],  # the config's own: configs/trainer/gpu.yaml
+CPU = ["--trainer.accelerator=cpu", "--trainer.precision=32-true", "--data.init_args.batch_size=4"]
+TRAINERS = {  # each form's arguments, and the model's input side (None: the config's)
+    "cpu": (CPU, 32),
+    "gpu": ([], None),  # the config's own trainer, configs/trainer/gpu.yaml
 }
+
+
+def read(path: str | Path) -> dict:
+    return yaml.safe_load((ROOT / path).read_text())
 
 
 def setting(name: str) -> tuple[str, int]:
     """The config's dataset and request size."""
-    bench = yaml.safe_load((ROOT / "configs" / "bench" / f"{name}.yaml").read_text())
-    data = yaml.safe_load((ROOT / bench["data"]).read_text())
-    return data["data"]["init_args"]["dataset"], int(bench["request_size"])
+    bench = read(f"configs/bench/{name}.yaml")
+    return read(bench["data"])["data"]["init_args"]["dataset"], int(bench["request_size"])
+
+
+def methods_of(name: str, labels: list[str]) -> list[str]:
+    """The bench arguments that keep the rows of config ``name`` labelled ``labels`` (a label is the row's,
+    by default its method's class name); none when ``labels`` is empty: every row."""
+    if not labels:
+        return []
+    methods = read(f"configs/bench/{name}.yaml")["methods"]
+    rows = [method.get("label") or read(method["config"])["model"]["class_path"].rpartition(".")[2]
+            for method in methods]  # fmt: skip
+    kept = [method for method, row in zip(methods, rows, strict=True) if row in labels]
+    if not kept:
+        sys.exit(f"paper_configs: {name} has no row {labels}; its rows are {rows}")
+    return [f"--methods={json.dumps(kept)}"]
 
 
 def people(request_size: int) -> list[int]:
@@ -111,7 +138,7 @@ def weights_file(path: Path) -> Path:
     return path
 
 
-def run(name: str, work: Path, trainer: list[str], weights: Path) -> dict:
+def run(name: str, work: Path, trainer: list[str], weights: Path, labels: list[str]) -> dict:
     """The bench of config ``name`` on its tree: what it ran, its time, its log."""
     dataset, request_size = setting(name)
     counts = people(request_size)
@@ -125,6 +152,7 @@ def run(name: str, work: Path, trainer: list[str], weights: Path) -> dict:
         Path(sys.executable).with_name("one-shui-bench"),
         f"--config=configs/bench/{name}.yaml",
         "--seeds=[0]",
+        *methods_of(name, labels),
         f"--out={work / 'out'}",
         "--wandb.mode=disabled",
         f"--weights_file={weights}",
@@ -154,7 +182,7 @@ def ran(results: Path) -> str:
         rows = list(csv.DictReader(file))
     fits = sum(bool(row["fit_s"]) for row in rows)
     references = sum(bool(row["reference_s"]) for row in rows)
-    return f"pretrain, retrain, {len(rows)} rows tested, {fits} methods fitted, {references} references"
+    return f"pretrain, retrain, {len(rows)} rows tested, {fits} fitted, {references} RMIA references"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,8 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--configs", nargs="+", choices=PAPER, default=list(PAPER))
+    parser.add_argument("--methods", nargs="+", default=[], help="only these rows (labels) of each config")
     parser.add_argument("--trainer", choices=sorted(TRAINERS), default="cpu")
-    parser.add_argument("--image-size", type=int, help="the model's input side (default: the config's, 224)")
+    parser.add_argument("--image-size", type=int, help="the model's input side (cpu: 32; gpu: the config's)")
     parser.add_argument(
         "--work", type=Path, default=Path("/tmp/paper_configs"), help="trees, weights, benches"
     )
@@ -172,15 +201,18 @@ def main(argv: list[str] | None = None) -> int:
     work = options.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     weights = weights_file(work / "vit_b16.safetensors")
-    trainer = [*TRAINERS[options.trainer]]
-    if options.image_size:
-        trainer.append(f"--data.init_args.image_size={options.image_size}")
-    size = f", {options.image_size} px" if options.image_size else ""
+    if options.trainer == "gpu" and not torch.cuda.is_available():
+        sys.exit("paper_configs: no CUDA device here; run --trainer gpu on a GPU machine, or --trainer cpu")
+    trainer, image_size = TRAINERS[options.trainer]
+    image_size = options.image_size or image_size
+    if image_size:
+        trainer = [*trainer, f"--data.init_args.image_size={image_size}"]
+    size = f", {image_size} px" if image_size else ""
     print(f"| config ({options.trainer}{size}) | tree | ran | time |\n|---|---|---|---:|", flush=True)
     failed = 0
     try:
         for name in options.configs:
-            result = run(name, work, trainer, weights)
+            result = run(name, work, trainer, weights, options.methods)
             failed += not result["ok"]
             minutes, seconds = divmod(round(result["seconds"]), 60)
             print(
