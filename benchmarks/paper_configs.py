@@ -9,7 +9,7 @@ dataset's real layout, from a ViT-B/16 weights file, every cell kind run, the ta
 For each config (``configs/bench/<name>.yaml``) the script writes, under ``--work``:
   * a tree in the dataset's exact on-disk layout (the annotation files in the official formats, JPEGs at
     the real size: CelebA-HQ 1024 x 1024, CelebA 178 x 218, MUFAC 128 x 128), with just enough people
-    for the config's request (2 or 3 images each);
+    for the config's request (2 or 3 images each; for its largest simulated request, where larger);
   * ``vit_b16.safetensors``: a ViT-B/16 with random weights, in the format of timm's ImageNet file, which
     the runs read through the bench's ``weights_file``, as on a machine without internet;
 then runs `one-shui-bench` on it with the config's seed 0 alone, in a process of its own: the pretrain, the
@@ -79,9 +79,13 @@ def read(path: str | Path) -> dict:
 
 
 def setting(name: str) -> tuple[str, int]:
-    """The config's dataset and request size."""
+    """The config's dataset and the most TRAIN people it asks for at once: its request size, or a method's
+    simulated requests (robustness: N_sim up to 50), which the real TRAIN sets, of thousands, hold."""
     bench = read(f"configs/bench/{name}.yaml")
-    return read(bench["data"])["data"]["init_args"]["dataset"], int(bench["request_size"])
+    simulated = [int(arg.rpartition("=")[2]) for method in bench["methods"] for arg in method.get("args", [])
+                 if arg.startswith("--data.init_args.simulated_request_size=")]  # fmt: skip
+    largest = max([int(bench["request_size"]), *simulated])
+    return read(bench["data"])["data"]["init_args"]["dataset"], largest
 
 
 def methods_of(name: str, labels: list[str]) -> list[str]:
@@ -98,9 +102,9 @@ def methods_of(name: str, labels: list[str]) -> list[str]:
     return [f"--methods={json.dumps(kept)}"]
 
 
-def people(request_size: int) -> list[int]:
-    """Each person's number of images (2 or 3), enough people for a request of ``request_size``."""
-    count = math.ceil((request_size + RETAIN) / TRAIN_SHARE)
+def people(largest: int) -> list[int]:
+    """Each person's number of images (2 or 3), enough people for ``largest`` of them in TRAIN."""
+    count = math.ceil((largest + RETAIN) / TRAIN_SHARE)
     return [2 + k % 2 for k in range(count)]
 
 
@@ -140,8 +144,8 @@ def weights_file(path: Path) -> Path:
 
 def run(name: str, work: Path, trainer: list[str], weights: Path, labels: list[str]) -> dict:
     """The bench of config ``name`` on its tree: what it ran, its time, its log."""
-    dataset, request_size = setting(name)
-    counts = people(request_size)
+    dataset, largest = setting(name)
+    counts = people(largest)
     tree = work / "data" / f"{dataset}-{len(counts)}"
     if not tree.is_dir():
         partial = tree.with_name(tree.name + ".partial")

@@ -47,6 +47,18 @@ def test_forget_changes_the_model_from_the_support_batch_only(runs, update, unch
     assert moved == set(before) - unchanged
 
 
+def test_without_the_outputs_part_the_head_gets_no_step_and_the_rest_of_the_model_does(runs):
+    """The ablation "without outputs": M reads the pooled feature, not the head's logits; the meta-training
+    step and the serving step run, and leave the head as it was."""
+    root, pretrain, _ = runs
+    method = MetaUnlearn(str(pretrain), hidden=32, parts=["features", "targets", "identity"])
+    trainer().fit(method, datamodule=meta_data(root, method))
+    before = {k: v.clone() for k, v in method.model.network.named_parameters()}
+    method.forget(next(iter(meta_data(root).loader("support", batch_size=3))))
+    moved = {k for k, v in method.model.network.named_parameters() if not torch.equal(before[k], v)}
+    assert moved == {k for k in before if not k.startswith("head.")}
+
+
 def test_last_blocks_update_touches_only_the_last_blocks_norm_and_head(runs):
     method = MetaUnlearn(str(runs[1]), hidden=32, update="last_blocks", last_blocks=1)
     last = len(method.model.network.blocks) - 1

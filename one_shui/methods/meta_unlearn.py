@@ -150,7 +150,7 @@ class MetaUnlearn(UnlearningMethod):
         """theta_u = theta - eta * grad of M over the support samples, in float32 under any precision."""
         with torch.autocast(self.device.type, enabled=False):
             meta_loss = self._meta_loss_on(self._forward(params, support[0]), support)
-            grads = torch.autograd.grad(meta_loss, list(params.values()), create_graph=create_graph)
+            grads = gradients(meta_loss, list(params.values()), create_graph=create_graph)
         eta = self.hparams.meta_lr
         return {name: p - eta * g for (name, p), g in zip(params.items(), grads, strict=True)}
 
@@ -248,11 +248,19 @@ class MetaUnlearn(UnlearningMethod):
             for _ in range(self.hparams.forget_steps):
                 with torch.autocast(self.device.type, enabled=False):
                     loss = self._meta_loss_on(LogitsAndFeatures(self.model.network)(support[0]), support)
-                    grads = torch.autograd.grad(loss, updated)
+                    grads = gradients(loss, updated)
                 sgd_step_(updated, grads, self.at_strength(self.hparams.meta_lr))
         finally:
             for weight in updated:
                 weight.requires_grad_(False)  # the original weights are never trained
+
+
+def gradients(meta_loss: torch.Tensor, weights: list[torch.Tensor], create_graph: bool = False):
+    """The gradients of M with respect to ``weights``, zero for a weight that M does not read: with h_phi's
+    ``outputs`` part off (an ablation), M reads the pooled feature, never the head."""
+    return torch.autograd.grad(
+        meta_loss, weights, create_graph=create_graph, allow_unused=True, materialize_grads=True
+    )
 
 
 def _endless(loader: DataLoader) -> Iterator:
