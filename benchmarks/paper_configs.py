@@ -32,7 +32,6 @@ import argparse
 import csv
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -45,6 +44,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from layouts import write_celeba, write_celebahq, write_mufac  # noqa: E402
+
+from one_shui.methods.loading import config_method  # noqa: E402
 
 PAPER = (
     "celebahq_n20",
@@ -94,8 +95,7 @@ def methods_of(name: str, labels: list[str]) -> list[str]:
     if not labels:
         return []
     methods = read(f"configs/bench/{name}.yaml")["methods"]
-    rows = [method.get("label") or read(method["config"])["model"]["class_path"].rpartition(".")[2]
-            for method in methods]  # fmt: skip
+    rows = [method.get("label") or config_method(ROOT / method["config"]).__name__ for method in methods]
     kept = [method for method, row in zip(methods, rows, strict=True) if row in labels]
     if not kept:
         sys.exit(f"paper_configs: {name} has no row {labels}; its rows are {rows}")
@@ -170,9 +170,10 @@ def run(name: str, work: Path, trainer: list[str], weights: Path, labels: list[s
         done = subprocess.run(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, check=False)
     seconds = time.perf_counter() - start
     said = [line for line in log.read_text().splitlines() if line.startswith("results in ")]
-    table = Path(said[-1].removeprefix("results in ")) / "results.csv" if done.returncode == 0 else None
+    table = (
+        Path(said[-1].removeprefix("results in ")) / "results.csv" if done.returncode == 0 and said else None
+    )
     return {
-        "config": name,
         "tree": f"{dataset}, {len(counts)} people, {sum(counts)} images",
         "ran": "ok: " + ran(table) if table else f"FAILED (status {done.returncode}): see {log}",
         "seconds": seconds,
@@ -203,10 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the checkpoints (several GB a config)")
     options = parser.parse_args(argv)
     work = options.work.resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    weights = weights_file(work / "vit_b16.safetensors")
     if options.trainer == "gpu" and not torch.cuda.is_available():
         sys.exit("paper_configs: no CUDA device here; run --trainer gpu on a GPU machine, or --trainer cpu")
+    work.mkdir(parents=True, exist_ok=True)
+    weights = weights_file(work / "vit_b16.safetensors")
     trainer, image_size = TRAINERS[options.trainer]
     image_size = options.image_size or image_size
     if image_size:
@@ -229,5 +230,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("WANDB_MODE", "disabled")
     sys.exit(main())
